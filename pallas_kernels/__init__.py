@@ -1,0 +1,1 @@
+"""Pallas GPU kernels for vmp_jax (the `pallas` scan algorithm arrives with its own issue)."""

@@ -1,0 +1,111 @@
+"""`selective_scan`: the public op of SPEC section 4, and the dispatcher over algorithms.
+
+Every algorithm computes the same causal scan in the compute dtype (float32, or float64 for
+float64 inputs) with no D skip and no gate. This module does what they share: checks the
+inputs, casts, runs the reverse direction as the causal scan of the time-reversed sequence,
+adds the D skip, applies the silu(z) gate and casts back to u's dtype.
+"""
+
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from vmp_jax.ssm import associative, chunked, reference, sequential
+from vmp_jax.ssm.validation import check_inputs
+
+ScanFn = Callable[..., jax.Array]
+
+ALGORITHMS: dict[str, ScanFn] = {
+    "reference": reference.scan,
+    "sequential": sequential.scan,
+    "associative": associative.scan,
+    "chunked": chunked.scan,
+}
+
+# What "auto" resolves to per backend, from `vmp bench-scan` (benchmarks/RESULTS.md).
+AUTO_BY_BACKEND: dict[str, str] = {
+    "cpu": "sequential",
+    "gpu": "chunked",
+    "tpu": "chunked",
+}
+
+
+def resolve_algorithm(algorithm: str, backend: str | None = None) -> str:
+    """The concrete algorithm name for `algorithm` ("auto" resolved for `backend`)."""
+    if algorithm == "auto":
+        backend = backend or jax.default_backend()
+        return AUTO_BY_BACKEND.get(backend, "chunked")
+    if algorithm not in ALGORITHMS:
+        valid = ", ".join(["auto", *ALGORITHMS])
+        raise ValueError(f"selective_scan: unknown algorithm {algorithm!r}; valid: {valid}")
+    return algorithm
+
+
+def selective_scan(
+    u: jax.Array,
+    delta: jax.Array,
+    A: jax.Array,
+    B: jax.Array,
+    C: jax.Array,
+    D: jax.Array | None = None,
+    z: jax.Array | None = None,
+    *,
+    reverse: bool = False,
+    mask_diagonal: bool = False,
+    residual: bool = False,
+    algorithm: str = "auto",
+) -> jax.Array:
+    """Selective SSM scan of one direction (SPEC sections 1-3).
+
+    Args:
+      u: (b, l, d) input after the causal conv and SiLU.
+      delta: (b, l, d) positive step sizes (softplus applied).
+      A: (d, n) strictly negative (A = -exp(A_log)).
+      B, C: (b, l, n) input-dependent projections.
+      D: optional (d,) skip weight: adds D * u.
+      z: optional (b, l, d) gate: the output is multiplied by silu(z).
+      reverse: scan from the last token to the first.
+      mask_diagonal: drop each token's own term b_t u_t from its output (section 2).
+      residual: the residual SSM of section 3.
+      algorithm: "auto", or one of ALGORITHMS; all agree in value and gradient.
+
+    Returns:
+      y: (b, l, d) in u's dtype. The state is carried in float32 whatever the input dtype.
+    """
+    u, delta, A, B, C = (jnp.asarray(x) for x in (u, delta, A, B, C))
+    D = None if D is None else jnp.asarray(D)
+    z = None if z is None else jnp.asarray(z)
+    check_inputs(u, delta, A, B, C, D, z)
+    return _selective_scan(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        reverse=bool(reverse),
+        mask_diagonal=bool(mask_diagonal),
+        residual=bool(residual),
+        algorithm=resolve_algorithm(algorithm),
+    )
+
+
+@partial(jax.jit, static_argnames=("reverse", "mask_diagonal", "residual", "algorithm"))
+def _selective_scan(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm):
+    compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
+    uc, delta, A, B, C = (x.astype(compute) for x in (u, delta, A, B, C))
+    scan_inputs = (uc, delta, B, C)
+    if reverse:
+        scan_inputs = tuple(jnp.flip(x, axis=1) for x in scan_inputs)
+    su, sdelta, sB, sC = scan_inputs
+    y = ALGORITHMS[algorithm](su, sdelta, A, sB, sC, mask_diagonal=mask_diagonal, residual=residual)
+    if reverse:
+        y = jnp.flip(y, axis=1)
+    if D is not None:
+        y = y + D.astype(compute) * uc
+    if z is not None:
+        y = y * jax.nn.silu(z.astype(compute))
+    return y.astype(u.dtype)
