@@ -1,140 +1,258 @@
 """The `chunked` algorithm: dense within a chunk of q tokens, a scan over chunk-boundary states.
 
-Within a chunk that starts from the carried state (h0, r0), with tokens 1..q and
-P(i..j) = prod a_i..a_j, S[t, s] = sum_{l=s+1..t} P(l+1..t) (SPEC section 3):
-  h_t = P(1..t) h0 + S0[t] r0 + sum_{s<=t} K[t, s] b_s u_s,   S0[t] = sum_{l<=t} P(l+1..t)
-  K[t, s] = P(s+1..t)  (+ a_s S[t, s] for the residual SSM; r0 = 0 and S0 unused otherwise)
-  r_q = r0 + sum_s a_s b_s u_s
-K is a (q, q) matrix per (d, n), built from exponentials of non-positive numbers only.
+The residual SSM (SPEC section 3) is a plain SSM driven by x_t = b_t u_t + r_{t-1}, where
+r_{t-1} = r0 + sum_{s<t} a_s b_s u_s is a running sum. Within a chunk that starts from the
+carried state (h0, r0), with tokens 1..q and P(i..j) = prod a_i..a_j:
+  h_t = P(1..t) h0 + sum_{s<=t} P(s+1..t) x_s            (x_s = b_s u_s, r = 0 when plain)
+      = [P(1..t) h0 + r_{t-1} + sum_{s<t} P(s+1..t) x_s] + b_t u_t
+The bracket is the exclusive state that the masked diagonal reads out (section 2). The strictly
+lower (q, q) matrix P(s+1..t) per (d, n) is built from exponentials of non-positive numbers
+only: the "dense" part, O(q) work per token.
 
 Gradients come from a custom VJP in the manner of mamba_ssm's CUDA kernel: the forward pass
 keeps only the state entering each chunk, (k, b, d, n), and the backward pass walks the chunks
 in reverse, recomputing each chunk from its entering state and pulling the cotangent through
-it. Nothing of size (l, d, n) is kept between the passes.
+it. Nothing of size (l, d, n) is kept. To keep the (q, q) working set small too, a chunk is
+processed a block of channels at a time (channels never interact), and chunks are sliced out
+of the (b, l, ...) arrays in place rather than padded and transposed. A last partial chunk of
+l % q tokens is handled as its own, statically shaped step.
 """
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from vmp_jax.ssm.discretization import input_term, log_decay, readout
 
-DEFAULT_CHUNK_SIZE = 16
 
-_HIGHEST = jax.lax.Precision.HIGHEST
+class Blocking(NamedTuple):
+    """Work-unit sizes: q tokens per chunk, channels per block (None: all channels at once).
+
+    The saved states shrink as 1/q; the working set grows as q^2 * channels per block, and the
+    dense work per token as q. The default was chosen on CPU at (2, 3137, 384, 16), VMP options
+    on: forward+backward temp memory 32 MiB, 5% of `sequential`'s (benchmarks/RESULTS.md).
+    """
+
+    chunk_size: int = 16
+    channel_block: int | None = 32
 
 
-def _chunk_step(carry, chunk, A, mask_diagonal: bool, residual: bool):
-    """Advance the state over one chunk and read out its outputs.
+DEFAULT_BLOCKING = Blocking()
+
+
+def chunk_step(carry, chunk, A, *, mask_diagonal: bool, residual: bool):
+    """Advance the state over one chunk of one channel block and read out its outputs.
 
     Args:
-      carry: (h0,) or (h0, r0), each (b, d, n): the state before the chunk.
-      chunk: u, delta (b, q, d) and B, C (b, q, n).
-      A: (d, n).
+      carry: (h0,) or (h0, r0), each (b, c, n): the state before the chunk (c channels).
+      chunk: u, delta (b, q, c) and B, C (b, q, n).
+      A: (c, n).
 
     Returns:
-      (the state after the chunk, y (b, q, d)).
+      (the state after the chunk, y (b, q, c)).
     """
     u, delta, B, C = chunk
     q = u.shape[1]
-    log_a = log_decay(delta, A)  # (b, q, d, n)
-    bu = input_term(u, delta, B)  # (b, q, d, n)
-    cum = jnp.cumsum(log_a, axis=1)  # (b, q, d, n): log P(1..t)
+    log_a = log_decay(delta, A)  # (b, q, c, n)
+    bu = input_term(u, delta, B)  # (b, q, c, n)
+    cum = jnp.cumsum(log_a, axis=1)  # (b, q, c, n): log P(1..t)
     idx = jnp.arange(q)
-    causal = (idx[:, None] >= idx[None, :])[None, :, :, None, None]  # (1, t, s, 1, 1)
-    strict = (idx[:, None] > idx[None, :])[None, :, :, None, None]
-    seg = cum[:, :, None] - cum[:, None, :]  # (b, t, s, d, n): log P(s+1..t) where s <= t
-    decay = jnp.exp(jnp.where(causal, seg, -jnp.inf))  # (b, t, s, d, n)
-    kernel = decay
+    strict = (idx[:, None] > idx[None, :])[None, :, :, None, None]  # (1, t, s, 1, 1)
+    seg = cum[:, :, None] - cum[:, None, :]  # (b, t, s, c, n): log P(s+1..t) where s < t
+    decay = jnp.exp(jnp.where(strict, seg, -jnp.inf))  # (b, t, s, c, n), zero for s >= t
+    exclusive = jnp.exp(cum) * carry[0][:, None]  # (b, q, c, n)
+    x = bu
     if residual:
-        tail = jax.lax.cumsum(decay, axis=2, reverse=True)  # sum_{l>=s} P(l+1..t)
-        row_sum = tail[:, :, 0]  # (b, t, d, n): S0[t]
-        tail = jnp.pad(tail[:, :, 1:], ((0, 0), (0, 0), (0, 1), (0, 0), (0, 0)))  # S[t, s]
-        kernel = decay + jnp.exp(log_a)[:, None] * tail
-    # Exclusive in-chunk states (source s < t): the diagonal K[t, t] b_t u_t = b_t u_t is added
-    # back for the inclusive state rather than subtracted from it, so nothing cancels.
-    exclusive = jnp.sum(jnp.where(strict, kernel, 0.0) * bu[:, None], axis=2)  # (b, q, d, n)
-    exclusive = exclusive + jnp.exp(cum) * carry[0][:, None]
-    if residual:
-        exclusive = exclusive + row_sum * carry[1][:, None]
+        a_bu = jnp.exp(log_a) * bu
+        r_before = carry[1][:, None] + _exclusive_cumsum(a_bu)  # r_{t-1}
+        x = bu + r_before
+        exclusive = exclusive + r_before
+    exclusive = exclusive + jnp.sum(decay * x[:, None], axis=2)  # (b, q, c, n)
     inclusive = exclusive + bu
-    y = readout(exclusive if mask_diagonal else inclusive, C)  # (b, q, d)
-    new_carry = (inclusive[:, -1],)
+    y = readout(exclusive if mask_diagonal else inclusive, C)  # (b, q, c)
     if residual:
-        r_end = carry[1] + jnp.sum(jnp.exp(log_a) * bu, axis=1)
-        new_carry = (inclusive[:, -1], r_end)
-    return new_carry, y
+        return (inclusive[:, -1], r_before[:, -1] + a_bu[:, -1]), y
+    return (inclusive[:, -1],), y
 
 
-def _zero_carry(u, A, residual: bool):
-    b, d, n = u.shape[1], u.shape[3], A.shape[1]
-    zeros = jnp.zeros((b, d, n), u.dtype)
-    return (zeros, zeros) if residual else (zeros,)
+def _exclusive_cumsum(x: jax.Array) -> jax.Array:
+    """sum_{s<t} x_s along axis 1, zero at t = 0."""
+    return jnp.cumsum(jnp.pad(x[:, :-1], [(0, 0), (1, 0)] + [(0, 0)] * (x.ndim - 2)), axis=1)
 
 
-def _forward(chunks, A, mask_diagonal, residual):
-    """Scan over chunks; returns y (k, b, q, d) and the state entering each chunk."""
+class _Layout(NamedTuple):
+    """Static geometry: k full chunks of q tokens, a remainder of `rest` tokens, c-wide blocks."""
 
-    def body(carry, chunk):
-        new_carry, y = _chunk_step(carry, chunk, A, mask_diagonal, residual)
-        return new_carry, (y, carry)
-
-    _, (y, entering) = jax.lax.scan(body, _zero_carry(chunks[0], A, residual), chunks)
-    return y, entering
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _scan_chunks(chunks, A, mask_diagonal: bool, residual: bool):
-    """chunks: u, delta (k, b, q, d) and B, C (k, b, q, n) -> y (k, b, q, d)."""
-    return _forward(chunks, A, mask_diagonal, residual)[0]
+    q: int
+    k: int
+    rest: int
+    c: int
+    blocks: int
 
 
-def _scan_chunks_fwd(chunks, A, mask_diagonal, residual):
-    y, entering = _forward(chunks, A, mask_diagonal, residual)
-    return y, (chunks, A, entering)
+def _layout(l: int, d: int, blocking: Blocking) -> _Layout:
+    if blocking.chunk_size < 1:
+        raise ValueError(f"chunked scan: chunk_size must be >= 1, got {blocking.chunk_size}")
+    q = min(blocking.chunk_size, l)
+    c = min(blocking.channel_block or d, d)
+    while d % c:  # the largest block width <= the requested one that divides d
+        c -= 1
+    return _Layout(q=q, k=l // q, rest=l % q, c=c, blocks=d // c)
 
 
-def _scan_chunks_bwd(mask_diagonal, residual, saved, dy):
-    chunks, A, entering = saved
-
-    def body(carry, xs):
-        dcarry, dA = carry
-        carry_in, chunk, dy_chunk = xs
-        step = partial(_chunk_step, mask_diagonal=mask_diagonal, residual=residual)
-        _, pullback = jax.vjp(step, carry_in, chunk, A)
-        dcarry_in, dchunk, dA_chunk = pullback((dcarry, dy_chunk))
-        return (dcarry_in, dA + dA_chunk), dchunk
-
-    init = (_zero_carry(chunks[0], A, residual), jnp.zeros_like(A))
-    (_, dA), dchunks = jax.lax.scan(body, init, (entering, chunks, dy), reverse=True)
-    return dchunks, dA
+def _window(x, start, length, c0=None, c=None):
+    """x[:, start:start+length, c0:c0+c] (channels only for 3-d x with c given)."""
+    if c is None:
+        return jax.lax.dynamic_slice_in_dim(x, start, length, axis=1)
+    return jax.lax.dynamic_slice(x, (0, start, c0), (x.shape[0], length, c))
 
 
-_scan_chunks.defvjp(_scan_chunks_fwd, _scan_chunks_bwd)
+def _chunk_inputs(inputs, start, length, c0, c):
+    u, delta, B, C = inputs
+    return (
+        _window(u, start, length, c0, c),
+        _window(delta, start, length, c0, c),
+        _window(B, start, length),
+        _window(C, start, length),
+    )
 
 
-def _to_chunks(x: jax.Array, q: int) -> jax.Array:
-    """(b, l, ...) -> (k, b, q, ...), zero-padded at the end to a whole number of chunks."""
-    b, l = x.shape[:2]
-    pad = -l % q
-    x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
-    x = x.reshape(b, (l + pad) // q, q, *x.shape[2:])
-    return jnp.swapaxes(x, 0, 1)
+def _carry_block(state, c0, c):
+    return tuple(jax.lax.dynamic_slice_in_dim(s, c0, c, axis=1) for s in state)
+
+
+def _put_block(state, block, c0):
+    return tuple(
+        jax.lax.dynamic_update_slice_in_dim(s, v, c0, axis=1)
+        for s, v in zip(state, block, strict=True)
+    )
+
+
+def _forward_chunk(inputs, A, state, y, start, length, lay, flags):
+    """Advance `state` (b, d, n) over tokens [start, start + length), writing y (b, l, d)."""
+
+    def block(j, acc):
+        state, y = acc
+        c0 = j * lay.c
+        chunk = _chunk_inputs(inputs, start, length, c0, lay.c)
+        A_blk = jax.lax.dynamic_slice_in_dim(A, c0, lay.c, axis=0)
+        new, y_blk = chunk_step(_carry_block(state, c0, lay.c), chunk, A_blk, **flags)
+        y = jax.lax.dynamic_update_slice(y, y_blk, (0, start, c0))
+        return _put_block(state, new, c0), y
+
+    return jax.lax.fori_loop(0, lay.blocks, block, (state, y))
+
+
+def _forward(inputs, A, lay: _Layout, flags):
+    """y (b, l, d) and the state entering each full chunk and the remainder, (k + 1, b, d, n)."""
+    u = inputs[0]
+    b, l, d = u.shape
+    zeros = jnp.zeros((b, d, A.shape[1]), u.dtype)
+    state = (zeros, zeros) if flags["residual"] else (zeros,)
+    saved = tuple(jnp.zeros((lay.k + 1, *zeros.shape), u.dtype) for _ in state)
+    y = jnp.zeros_like(u)
+
+    def chunk(i, acc):
+        state, y, saved = acc
+        saved = tuple(s.at[i].set(v) for s, v in zip(saved, state, strict=True))
+        state, y = _forward_chunk(inputs, A, state, y, i * lay.q, lay.q, lay, flags)
+        return state, y, saved
+
+    state, y, saved = jax.lax.fori_loop(0, lay.k, chunk, (state, y, saved))
+    saved = tuple(s.at[lay.k].set(v) for s, v in zip(saved, state, strict=True))
+    if lay.rest:
+        _, y = _forward_chunk(inputs, A, state, y, lay.k * lay.q, lay.rest, lay, flags)
+    return y, saved
+
+
+def _add_window(buf, grad, index):
+    """buf[index : index + grad.shape] += grad, in place."""
+    current = jax.lax.dynamic_slice(buf, index, grad.shape)
+    return jax.lax.dynamic_update_slice(buf, current + grad, index)
+
+
+def _backward_chunk(inputs, A, entering, dstate, dy, grads, start, length, lay, flags):
+    """Pull the cotangents of a chunk's outputs and exit state back through it.
+
+    Returns the cotangent of the state entering the chunk, (b, d, n) each, and the gradients
+    (du, ddelta, dB, dC, dA) with this chunk's contributions added.
+    """
+    step = partial(chunk_step, **flags)
+
+    def block(j, acc):
+        dstate, (du, ddelta, dB, dC, dA) = acc
+        c0 = j * lay.c
+        chunk = _chunk_inputs(inputs, start, length, c0, lay.c)
+        A_blk = jax.lax.dynamic_slice_in_dim(A, c0, lay.c, axis=0)
+        _, pullback = jax.vjp(step, _carry_block(entering, c0, lay.c), chunk, A_blk)
+        cotangent = (_carry_block(dstate, c0, lay.c), _window(dy, start, length, c0, lay.c))
+        d_entering, (du_b, ddelta_b, dB_b, dC_b), dA_b = pullback(cotangent)
+        grads = (
+            jax.lax.dynamic_update_slice(du, du_b, (0, start, c0)),
+            jax.lax.dynamic_update_slice(ddelta, ddelta_b, (0, start, c0)),
+            _add_window(dB, dB_b, (0, start, 0)),  # B and C are shared by every channel block
+            _add_window(dC, dC_b, (0, start, 0)),
+            _add_window(dA, dA_b, (c0, 0)),
+        )
+        return _put_block(dstate, d_entering, c0), grads
+
+    return jax.lax.fori_loop(0, lay.blocks, block, (dstate, grads))
+
+
+def _backward(inputs, A, saved, dy, lay: _Layout, flags):
+    """Gradients (du, ddelta, dB, dC, dA), walking the chunks from last to first."""
+    u, delta, B, C = inputs
+    grads = (jnp.zeros_like(u), jnp.zeros_like(delta), jnp.zeros_like(B), jnp.zeros_like(C))
+    grads = (*grads, jnp.zeros_like(A))
+    dstate = tuple(jnp.zeros_like(s[0]) for s in saved)  # the final state is no output
+    if lay.rest:
+        entering = tuple(s[lay.k] for s in saved)
+        start = lay.k * lay.q
+        dstate, grads = _backward_chunk(
+            inputs, A, entering, dstate, dy, grads, start, lay.rest, lay, flags
+        )
+
+    def chunk(j, acc):
+        i = lay.k - 1 - j
+        entering = tuple(s[i] for s in saved)
+        dstate, grads = acc
+        return _backward_chunk(inputs, A, entering, dstate, dy, grads, i * lay.q, lay.q, lay, flags)
+
+    _, grads = jax.lax.fori_loop(0, lay.k, chunk, (dstate, grads))
+    return grads
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _chunked(u, delta, B, C, A, lay: _Layout, mask_diagonal: bool, residual: bool):
+    flags = {"mask_diagonal": mask_diagonal, "residual": residual}
+    return _forward((u, delta, B, C), A, lay, flags)[0]
+
+
+def _chunked_fwd(u, delta, B, C, A, lay, mask_diagonal, residual):
+    flags = {"mask_diagonal": mask_diagonal, "residual": residual}
+    y, saved = _forward((u, delta, B, C), A, lay, flags)
+    return y, ((u, delta, B, C), A, saved)
+
+
+def _chunked_bwd(lay, mask_diagonal, residual, res, dy):
+    inputs, A, saved = res
+    flags = {"mask_diagonal": mask_diagonal, "residual": residual}
+    du, ddelta, dB, dC, dA = _backward(inputs, A, saved, dy, lay, flags)
+    return du, ddelta, dB, dC, dA
+
+
+_chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 def scan(
-    u, delta, A, B, C, *, mask_diagonal: bool, residual: bool, chunk_size: int = DEFAULT_CHUNK_SIZE
+    u, delta, A, B, C, *, mask_diagonal: bool, residual: bool, blocking: Blocking = DEFAULT_BLOCKING
 ) -> jax.Array:
     """Causal scan (no D skip, no gate): (b, l, d) -> (b, l, d).
 
-    Padding tokens get delta = 0 (a = 1, b = 0) and sit after the real ones, so they change no
-    real output. `chunk_size` trades the O(q) dense work per token against scan length l / q.
+    `blocking` trades the O(q) dense work per token and the (q, q) working set against the
+    number of saved states (l / q) and loop steps.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunked scan: chunk_size must be >= 1, got {chunk_size}")
-    b, l, d = u.shape
-    q = min(chunk_size, l)
-    chunks = tuple(_to_chunks(x, q) for x in (u, delta, B, C))
-    y = _scan_chunks(chunks, A, mask_diagonal, residual)  # (k, b, q, d)
-    return jnp.swapaxes(y, 0, 1).reshape(b, -1, d)[:, :l]
+    lay = _layout(u.shape[1], u.shape[2], blocking)
+    return _chunked(u, delta, B, C, A, lay, mask_diagonal, residual)

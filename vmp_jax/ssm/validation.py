@@ -1,4 +1,4 @@
-"""Input checks for `selective_scan`: every bad argument is named with its shape and the expected one.
+"""Input checks for `selective_scan`: a bad argument is named with its shape and the expected one.
 
 Shapes and dtypes are always checked; the sign of A only when A is concrete (outside jit), since a
 traced value cannot be inspected without a host round trip.
@@ -11,7 +11,8 @@ import numpy as np
 
 def _fail(name: str, x: jax.Array, expected: str) -> None:
     raise ValueError(
-        f"selective_scan: {name} has shape {tuple(x.shape)} and dtype {x.dtype}; expected {expected}"
+        f"selective_scan: {name} has shape {tuple(x.shape)} and dtype {x.dtype}; "
+        f"expected {expected}"
     )
 
 
