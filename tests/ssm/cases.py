@@ -1,0 +1,90 @@
+"""Shared pieces of the scan tests: random inputs, the SPEC recurrence in float64, comparisons."""
+
+import itertools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# (reverse, mask_diagonal, residual): all 8 option combinations.
+OPTION_COMBOS = list(itertools.product([False, True], repeat=3))
+OPTION_IDS = [f"rev{int(r)}-mask{int(m)}-res{int(s)}" for r, m, s in OPTION_COMBOS]
+
+# Relative tolerance: max |got - want| over max |want|, per array.
+TOLERANCE = {"float32": 2e-5, "float64": 1e-11, "bfloat16": 2e-2}
+GRAD_TOLERANCE = {"float32": 5e-5, "float64": 1e-11, "bfloat16": 4e-2}
+
+
+class ScanInputs(NamedTuple):
+    u: np.ndarray
+    delta: np.ndarray
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    D: np.ndarray | None
+    z: np.ndarray | None
+
+
+def random_inputs(seed, b, l, d, n, *, with_D=True, with_z=True, dtype=np.float64) -> ScanInputs:
+    """Inputs in the ranges a VMP layer sees: delta = softplus(normal), A = -exp(normal)."""
+    rng = np.random.default_rng(seed)
+    normal = lambda *shape: rng.normal(size=shape)  # noqa: E731
+    return ScanInputs(
+        u=normal(b, l, d).astype(dtype),
+        delta=np.log1p(np.exp(normal(b, l, d) - 1.0)).astype(dtype),
+        A=(-np.exp(normal(d, n))).astype(dtype),
+        B=normal(b, l, n).astype(dtype),
+        C=normal(b, l, n).astype(dtype),
+        D=normal(d).astype(dtype) if with_D else None,
+        z=normal(b, l, d).astype(dtype) if with_z else None,
+    )
+
+
+def spec_loop(x: ScanInputs, *, reverse, mask_diagonal, residual) -> np.ndarray:
+    """SPEC sections 1-3 as plain Python loops in float64, token by token."""
+    u, delta, A, B, C = (np.asarray(v, np.float64) for v in x[:5])
+    b, l, d = u.shape
+    y = np.zeros((b, l, d))
+    order = range(l - 1, -1, -1) if reverse else range(l)
+    for i in range(b):
+        h = np.zeros((d, A.shape[1]))
+        r = np.zeros_like(h)
+        for t in order:
+            a_t = np.exp(delta[i, t][:, None] * A)
+            bu_t = (delta[i, t] * u[i, t])[:, None] * B[i, t][None, :]
+            h = a_t * h + (r if residual else 0.0) + bu_t
+            if residual:
+                r = r + a_t * bu_t
+            y[i, t] = (h - bu_t if mask_diagonal else h) @ C[i, t]
+    if x.D is not None:
+        y = y + np.asarray(x.D, np.float64) * u
+    if x.z is not None:
+        z = np.asarray(x.z, np.float64)
+        y = y * z / (1.0 + np.exp(-z))
+    return y
+
+
+def assert_close(got, want, tol, what=""):
+    got = np.asarray(jnp.asarray(got, jnp.float32) if got.dtype == jnp.bfloat16 else got)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    scale = max(np.abs(want).max(), 1e-30)
+    err = np.abs(got.astype(np.float64) - want).max() / scale
+    assert err <= tol, f"{what}: relative error {err:.3e} > {tol:.1e}"
+
+
+def scan_args(x: ScanInputs, dtype) -> dict:
+    """The differentiable arguments of selective_scan as jax arrays of `dtype` (None dropped)."""
+    return {k: jnp.asarray(v, dtype) for k, v in x._asdict().items() if v is not None}
+
+
+def value_and_grads(fn, args: dict, cotangent, **options):
+    """y and d(sum(cotangent * y))/d(every argument) for fn(**args, **options)."""
+
+    def loss(a):
+        y = fn(**a, **options)
+        return jnp.sum(cotangent * y.astype(jnp.float32 if y.dtype == jnp.bfloat16 else y.dtype)), y
+
+    (_, y), grads = jax.value_and_grad(loss, has_aux=True)(args)
+    return y, grads

@@ -1,0 +1,125 @@
+"""Every algorithm equals `reference` in value and in gradient, for every option combination."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.ssm.cases import (
+    GRAD_TOLERANCE,
+    OPTION_COMBOS,
+    OPTION_IDS,
+    TOLERANCE,
+    assert_close,
+    random_inputs,
+    scan_args,
+    value_and_grads,
+)
+from vmp_jax.ssm import ALGORITHMS, chunked, reference, selective_scan
+
+FAST_ALGORITHMS = [name for name in ALGORITHMS if name != "reference"]
+
+
+def _check_against_reference(x, algorithm, dtype, **options):
+    args = scan_args(x, dtype)
+    cotangent = jnp.asarray(np.random.default_rng(0).normal(size=x.u.shape), jnp.float32)
+    y, grads = value_and_grads(selective_scan, args, cotangent, algorithm=algorithm, **options)
+    y_ref, grads_ref = value_and_grads(
+        selective_scan, args, cotangent, algorithm="reference", **options
+    )
+    name = jnp.dtype(dtype).name
+    assert y.dtype == dtype and y.shape == x.u.shape
+    assert_close(y, y_ref, TOLERANCE[name], f"{algorithm} y")
+    assert grads.keys() == grads_ref.keys() == args.keys()
+    for key in args:
+        assert grads[key].dtype == args[key].dtype
+        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE[name], f"{algorithm} d{key}")
+
+
+@pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
+@pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
+@settings(max_examples=3)  # 24 cases, each example compiles two gradient programs
+@given(
+    b=st.integers(1, 2),
+    l=st.one_of(st.just(1), st.integers(2, 40)),
+    d=st.integers(1, 5),
+    n=st.integers(1, 4),
+    with_D=st.booleans(),
+    with_z=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_matches_reference_float32(
+    algorithm, reverse, mask, residual, b, l, d, n, with_D, with_z, seed
+):
+    x = random_inputs(seed, b, l, d, n, with_D=with_D, with_z=with_z)
+    _check_against_reference(
+        x, algorithm, jnp.float32, reverse=reverse, mask_diagonal=mask, residual=residual
+    )
+
+
+# L = 1, and an odd L that is not a multiple of the default chunk (16): several chunks and a
+# remainder.
+@pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
+@pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
+@pytest.mark.parametrize("l", [1, 53])
+def test_matches_reference_at_edge_lengths(algorithm, reverse, mask, residual, l):
+    x = random_inputs(np.random.SeedSequence().entropy, 2, l, 3, 2)
+    _check_against_reference(
+        x, algorithm, jnp.float32, reverse=reverse, mask_diagonal=mask, residual=residual
+    )
+
+
+@pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
+@pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
+def test_matches_reference_bfloat16(algorithm, reverse, mask, residual):
+    x = random_inputs(np.random.SeedSequence().entropy, 2, 21, 4, 3)
+    _check_against_reference(
+        x, algorithm, jnp.bfloat16, reverse=reverse, mask_diagonal=mask, residual=residual
+    )
+
+
+@pytest.mark.parametrize(
+    ("mask", "residual"), [(False, False), (True, False), (False, True), (True, True)]
+)
+@settings(max_examples=4)
+@given(
+    l=st.integers(1, 30),
+    d=st.integers(1, 6),
+    chunk_size=st.integers(1, 12),
+    channel_block=st.one_of(st.none(), st.integers(1, 6)),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_chunked_blockings_match_reference(mask, residual, l, d, chunk_size, channel_block, seed):
+    """Any chunk size and channel block: many chunks, remainders, blocks that do not divide d."""
+    x = random_inputs(seed, 2, l, d, 3)
+    args = scan_args(x, jnp.float32)
+    inputs = [args[k] for k in ("u", "delta", "A", "B", "C")]
+    cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
+    blocking = chunked.Blocking(chunk_size, channel_block)
+
+    def loss(fn, *a, **kw):
+        return jnp.sum(cotangent * fn(*a, mask_diagonal=mask, residual=residual, **kw))
+
+    argnums = tuple(range(5))
+    got = jax.value_and_grad(lambda *a: loss(chunked.scan, *a, blocking=blocking), argnums)(*inputs)
+    want = jax.value_and_grad(lambda *a: loss(reference.scan, *a), argnums)(*inputs)
+    assert_close(got[0], want[0], TOLERANCE["float32"], "loss")
+    for name, g, w in zip(["u", "delta", "A", "B", "C"], got[1], want[1], strict=True):
+        assert_close(g, w, GRAD_TOLERANCE["float32"], f"d{name}")
+
+
+def test_chunked_rejects_a_zero_chunk():
+    x = scan_args(random_inputs(0, 1, 4, 2, 2), jnp.float32)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        chunked.scan(
+            x["u"],
+            x["delta"],
+            x["A"],
+            x["B"],
+            x["C"],
+            mask_diagonal=False,
+            residual=False,
+            blocking=chunked.Blocking(0, None),
+        )
