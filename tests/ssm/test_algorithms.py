@@ -17,7 +17,7 @@ from tests.ssm.cases import (
     scan_args,
     value_and_grads,
 )
-from vmp_jax.ssm import ALGORITHMS, chunked, reference, selective_scan
+from vmp_jax.ssm import ALGORITHMS, chunked, selective_scan
 
 FAST_ALGORITHMS = [name for name in ALGORITHMS if name != "reference"]
 
@@ -91,20 +91,27 @@ def test_matches_reference_bfloat16(algorithm, reverse, mask, residual):
     channel_block=st.one_of(st.none(), st.integers(1, 6)),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_chunked_blockings_match_reference(mask, residual, l, d, chunk_size, channel_block, seed):
-    """Any chunk size and channel block: many chunks, remainders, blocks that do not divide d."""
+def test_chunked_blockings_match_reference(
+    reverse, mask, residual, l, d, chunk_size, channel_block, seed
+):
+    """Any chunk size and channel block: many chunks, remainders, blocks that do not divide d,
+    in both directions (reversed, the remainder is the first chunk of the sequence)."""
     x = random_inputs(seed, 2, l, d, 3)
     args = scan_args(x, jnp.float32)
     inputs = [args[k] for k in ("u", "delta", "A", "B", "C")]
     cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
     blocking = chunked.Blocking(chunk_size, channel_block)
 
+    options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
+
     def loss(fn, *a, **kw):
-        return jnp.sum(cotangent * fn(*a, mask_diagonal=mask, residual=residual, **kw))
+        return jnp.sum(cotangent * fn(*a, **options, **kw))
 
     argnums = tuple(range(5))
     got = jax.value_and_grad(lambda *a: loss(chunked.scan, *a, blocking=blocking), argnums)(*inputs)
-    want = jax.value_and_grad(lambda *a: loss(reference.scan, *a), argnums)(*inputs)
+    want = jax.value_and_grad(lambda *a: loss(selective_scan, *a, algorithm="reference"), argnums)(
+        *inputs
+    )
     assert_close(got[0], want[0], TOLERANCE["float32"], "loss")
     for name, g, w in zip(["u", "delta", "A", "B", "C"], got[1], want[1], strict=True):
         assert_close(g, w, GRAD_TOLERANCE["float32"], f"d{name}")

@@ -11,14 +11,16 @@ VMP_OPTIONS = {"reverse": True, "mask_diagonal": True, "residual": True}
 
 
 def _grad_temp_bytes(algorithm: str, b: int, l: int, d: int, n: int) -> int:
-    """Temp bytes of the compiled forward+backward program (compiled only, never run)."""
+    """Temp bytes of the compiled forward+backward program w.r.t. all seven inputs, as a VMP
+    layer uses them (compiled only, never run)."""
     f32 = partial(jax.ShapeDtypeStruct, dtype=jnp.float32)
     shapes = (f32((b, l, d)), f32((b, l, d)), f32((d, n)), f32((b, l, n)), f32((b, l, n)))
+    shapes = (*shapes, f32((d,)), f32((b, l, d)))  # D, z
 
     def loss(*args):
         return jnp.sum(selective_scan(*args, algorithm=algorithm, **VMP_OPTIONS))
 
-    compiled = jax.jit(jax.grad(loss, argnums=tuple(range(5)))).lower(*shapes).compile()
+    compiled = jax.jit(jax.grad(loss, argnums=tuple(range(7)))).lower(*shapes).compile()
     return compiled.memory_analysis().temp_size_in_bytes
 
 

@@ -2,8 +2,9 @@
 
 Every algorithm computes the same causal scan in the compute dtype (float32, or float64 for
 float64 inputs) with no D skip and no gate. This module does what they share: checks the
-inputs, casts, runs the reverse direction as the causal scan of the time-reversed sequence,
-adds the D skip, applies the silu(z) gate and casts back to u's dtype.
+inputs, casts, runs the reverse direction as the causal scan of the time-reversed sequence
+(unless the algorithm walks backwards itself), adds the D skip, applies the silu(z) gate and
+casts back to u's dtype.
 """
 
 from collections.abc import Callable
@@ -23,6 +24,9 @@ ALGORITHMS: dict[str, ScanFn] = {
     "associative": associative.scan,
     "chunked": chunked.scan,
 }
+
+# Algorithms that take `reverse` themselves; the others scan the time-flipped sequence.
+NATIVE_REVERSE = frozenset({"chunked"})
 
 # What "auto" resolves to per backend, from `vmp bench-scan` (benchmarks/RESULTS.md).
 AUTO_BY_BACKEND: dict[str, str] = {
@@ -97,13 +101,15 @@ def selective_scan(
 def _selective_scan(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm):
     compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
     uc, delta, A, B, C = (x.astype(compute) for x in (u, delta, A, B, C))
-    scan_inputs = (uc, delta, B, C)
-    if reverse:
-        scan_inputs = tuple(jnp.flip(x, axis=1) for x in scan_inputs)
-    su, sdelta, sB, sC = scan_inputs
-    y = ALGORITHMS[algorithm](su, sdelta, A, sB, sC, mask_diagonal=mask_diagonal, residual=residual)
-    if reverse:
-        y = jnp.flip(y, axis=1)
+    options = {"mask_diagonal": mask_diagonal, "residual": residual}
+    if algorithm in NATIVE_REVERSE:
+        y = ALGORITHMS[algorithm](uc, delta, A, B, C, reverse=reverse, **options)
+    elif reverse:
+        flipped = (jnp.flip(x, axis=1) for x in (uc, delta, B, C))
+        su, sdelta, sB, sC = flipped
+        y = jnp.flip(ALGORITHMS[algorithm](su, sdelta, A, sB, sC, **options), axis=1)
+    else:
+        y = ALGORITHMS[algorithm](uc, delta, A, B, C, **options)
     if D is not None:
         y = y + D.astype(compute) * uc
     if z is not None:

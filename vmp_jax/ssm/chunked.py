@@ -83,23 +83,41 @@ def _exclusive_cumsum(x: jax.Array) -> jax.Array:
 
 
 class _Layout(NamedTuple):
-    """Static geometry: k full chunks of q tokens, a remainder of `rest` tokens, c-wide blocks."""
+    """Static geometry: k full chunks of q tokens, a remainder of `rest` tokens, c-wide blocks.
 
+    With `reverse` the chunks are taken from the end of the sequence and each q-token window is
+    flipped on its own, so the (b, l, ...) arrays are never flipped whole.
+    """
+
+    l: int
     q: int
     k: int
     rest: int
     c: int
     blocks: int
+    reverse: bool
+
+    def chunk_start(self, i):
+        """First token of the i-th full chunk in scan order."""
+        return self.l - (i + 1) * self.q if self.reverse else i * self.q
+
+    def rest_start(self) -> int:
+        """First token of the remainder, which comes last in scan order."""
+        return 0 if self.reverse else self.k * self.q
+
+    def orient(self, x: jax.Array) -> jax.Array:
+        """A window (b, q, ...) in scan order, or back: flipped along time when reversed."""
+        return jnp.flip(x, axis=1) if self.reverse else x
 
 
-def _layout(l: int, d: int, blocking: Blocking) -> _Layout:
+def _layout(l: int, d: int, blocking: Blocking, reverse: bool) -> _Layout:
     if blocking.chunk_size < 1:
         raise ValueError(f"chunked scan: chunk_size must be >= 1, got {blocking.chunk_size}")
     q = min(blocking.chunk_size, l)
     c = min(blocking.channel_block or d, d)
     while d % c:  # the largest block width <= the requested one that divides d
         c -= 1
-    return _Layout(q=q, k=l // q, rest=l % q, c=c, blocks=d // c)
+    return _Layout(l=l, q=q, k=l // q, rest=l % q, c=c, blocks=d // c, reverse=reverse)
 
 
 def _window(x, start, length, c0=None, c=None):
@@ -109,14 +127,16 @@ def _window(x, start, length, c0=None, c=None):
     return jax.lax.dynamic_slice(x, (0, start, c0), (x.shape[0], length, c))
 
 
-def _chunk_inputs(inputs, start, length, c0, c):
+def _chunk_inputs(inputs, start, length, c0, lay: _Layout):
+    """The chunk's u, delta (b, length, c) and B, C (b, length, n), in scan order."""
     u, delta, B, C = inputs
-    return (
-        _window(u, start, length, c0, c),
-        _window(delta, start, length, c0, c),
+    windows = (
+        _window(u, start, length, c0, lay.c),
+        _window(delta, start, length, c0, lay.c),
         _window(B, start, length),
         _window(C, start, length),
     )
+    return tuple(lay.orient(w) for w in windows)
 
 
 def _carry_block(state, c0, c):
@@ -136,10 +156,10 @@ def _forward_chunk(inputs, A, state, y, start, length, lay, flags):
     def block(j, acc):
         state, y = acc
         c0 = j * lay.c
-        chunk = _chunk_inputs(inputs, start, length, c0, lay.c)
+        chunk = _chunk_inputs(inputs, start, length, c0, lay)
         A_blk = jax.lax.dynamic_slice_in_dim(A, c0, lay.c, axis=0)
         new, y_blk = chunk_step(_carry_block(state, c0, lay.c), chunk, A_blk, **flags)
-        y = jax.lax.dynamic_update_slice(y, y_blk, (0, start, c0))
+        y = jax.lax.dynamic_update_slice(y, lay.orient(y_blk), (0, start, c0))
         return _put_block(state, new, c0), y
 
     return jax.lax.fori_loop(0, lay.blocks, block, (state, y))
@@ -157,13 +177,13 @@ def _forward(inputs, A, lay: _Layout, flags):
     def chunk(i, acc):
         state, y, saved = acc
         saved = tuple(s.at[i].set(v) for s, v in zip(saved, state, strict=True))
-        state, y = _forward_chunk(inputs, A, state, y, i * lay.q, lay.q, lay, flags)
+        state, y = _forward_chunk(inputs, A, state, y, lay.chunk_start(i), lay.q, lay, flags)
         return state, y, saved
 
     state, y, saved = jax.lax.fori_loop(0, lay.k, chunk, (state, y, saved))
     saved = tuple(s.at[lay.k].set(v) for s, v in zip(saved, state, strict=True))
     if lay.rest:
-        _, y = _forward_chunk(inputs, A, state, y, lay.k * lay.q, lay.rest, lay, flags)
+        _, y = _forward_chunk(inputs, A, state, y, lay.rest_start(), lay.rest, lay, flags)
     return y, saved
 
 
@@ -184,11 +204,12 @@ def _backward_chunk(inputs, A, entering, dstate, dy, grads, start, length, lay, 
     def block(j, acc):
         dstate, (du, ddelta, dB, dC, dA) = acc
         c0 = j * lay.c
-        chunk = _chunk_inputs(inputs, start, length, c0, lay.c)
+        chunk = _chunk_inputs(inputs, start, length, c0, lay)
         A_blk = jax.lax.dynamic_slice_in_dim(A, c0, lay.c, axis=0)
         _, pullback = jax.vjp(step, _carry_block(entering, c0, lay.c), chunk, A_blk)
-        cotangent = (_carry_block(dstate, c0, lay.c), _window(dy, start, length, c0, lay.c))
-        d_entering, (du_b, ddelta_b, dB_b, dC_b), dA_b = pullback(cotangent)
+        dy_blk = lay.orient(_window(dy, start, length, c0, lay.c))
+        d_entering, dchunk, dA_b = pullback((_carry_block(dstate, c0, lay.c), dy_blk))
+        du_b, ddelta_b, dB_b, dC_b = (lay.orient(g) for g in dchunk)
         grads = (
             jax.lax.dynamic_update_slice(du, du_b, (0, start, c0)),
             jax.lax.dynamic_update_slice(ddelta, ddelta_b, (0, start, c0)),
@@ -209,7 +230,7 @@ def _backward(inputs, A, saved, dy, lay: _Layout, flags):
     dstate = tuple(jnp.zeros_like(s[0]) for s in saved)  # the final state is no output
     if lay.rest:
         entering = tuple(s[lay.k] for s in saved)
-        start = lay.k * lay.q
+        start = lay.rest_start()
         dstate, grads = _backward_chunk(
             inputs, A, entering, dstate, dy, grads, start, lay.rest, lay, flags
         )
@@ -218,7 +239,8 @@ def _backward(inputs, A, saved, dy, lay: _Layout, flags):
         i = lay.k - 1 - j
         entering = tuple(s[i] for s in saved)
         dstate, grads = acc
-        return _backward_chunk(inputs, A, entering, dstate, dy, grads, i * lay.q, lay.q, lay, flags)
+        start = lay.chunk_start(i)
+        return _backward_chunk(inputs, A, entering, dstate, dy, grads, start, lay.q, lay, flags)
 
     _, grads = jax.lax.fori_loop(0, lay.k, chunk, (dstate, grads))
     return grads
@@ -247,12 +269,21 @@ _chunked.defvjp(_chunked_fwd, _chunked_bwd)
 
 
 def scan(
-    u, delta, A, B, C, *, mask_diagonal: bool, residual: bool, blocking: Blocking = DEFAULT_BLOCKING
+    u,
+    delta,
+    A,
+    B,
+    C,
+    *,
+    mask_diagonal: bool,
+    residual: bool,
+    reverse: bool = False,
+    blocking: Blocking = DEFAULT_BLOCKING,
 ) -> jax.Array:
-    """Causal scan (no D skip, no gate): (b, l, d) -> (b, l, d).
+    """The scan of one direction (no D skip, no gate): (b, l, d) -> (b, l, d).
 
     `blocking` trades the O(q) dense work per token and the (q, q) working set against the
     number of saved states (l / q) and loop steps.
     """
-    lay = _layout(u.shape[1], u.shape[2], blocking)
+    lay = _layout(u.shape[1], u.shape[2], blocking, reverse)
     return _chunked(u, delta, B, C, A, lay, mask_diagonal, residual)

@@ -1,0 +1,1 @@
+"""Benchmarks behind the `vmp bench-*` commands; they print tables, ratios measured in one run."""

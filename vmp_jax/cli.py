@@ -1,0 +1,75 @@
+"""The `vmp` command: one subcommand per user task."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _bench_scan(args: argparse.Namespace) -> int:
+    from vmp_jax.bench import scan
+
+    scan.run(
+        lengths=args.lengths,
+        algorithms=args.algorithms,
+        batch=args.batch,
+        dim=args.dim,
+        state=args.state,
+        dtype=args.dtype,
+        options=scan.Options(args.reverse, args.mask_diagonal, args.residual),
+        repeats=args.repeats,
+        max_temp_gib=args.max_temp_gib,
+    )
+    return 0
+
+
+def _add_bench_scan(subparsers) -> None:
+    from vmp_jax.bench.scan import DEFAULT_ALGORITHMS, DEFAULT_LENGTHS
+
+    p = subparsers.add_parser(
+        "bench-scan",
+        help="time and memory of every selective-scan algorithm",
+        description="Forward and forward+backward time and compiled temp memory of each scan "
+        "algorithm, as ratios to `sequential` measured in the same run. Defaults: VMP's "
+        "backward scan (reverse, masked diagonal, residual) at D=384, N=16, batch 2.",
+    )
+    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS))
+    p.add_argument(
+        "--algorithms",
+        nargs="+",
+        default=list(DEFAULT_ALGORITHMS),
+        help="any of auto, reference, sequential, associative, chunked",
+    )
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--dim", type=int, default=384, help="channels D (d_inner)")
+    p.add_argument("--state", type=int, default=16, help="state size N")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    for flag in ("reverse", "mask-diagonal", "residual"):
+        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument(
+        "--max-temp-gib",
+        type=float,
+        default=8.0,
+        help="compile but do not run programs needing more temp memory than this",
+    )
+    p.set_defaults(func=_bench_scan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_bench_scan(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as error:
+        print(f"vmp {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
