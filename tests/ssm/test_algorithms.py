@@ -80,10 +80,8 @@ def test_matches_reference_bfloat16(algorithm, reverse, mask, residual):
     )
 
 
-@pytest.mark.parametrize(
-    ("mask", "residual"), [(False, False), (True, False), (False, True), (True, True)]
-)
-@settings(max_examples=4)
+@pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
+@settings(max_examples=2)  # 8 cases; each example compiles two gradient programs
 @given(
     l=st.integers(1, 30),
     d=st.integers(1, 6),
