@@ -45,7 +45,7 @@ def _add_bench_scan(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     for flag in ("reverse", "mask-diagonal", "residual"):
         p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     p.add_argument(
         "--max-temp-gib",
         type=float,

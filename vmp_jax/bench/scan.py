@@ -2,9 +2,8 @@
 
 For each algorithm and length: forward ms, forward+backward ms (gradients w.r.t. all seven
 inputs) and the compiled temp memory of forward+backward, each also as a ratio to
-`sequential` from the same run. Times are the best of `repeats` runs after one warm-up (as
-timeit reports): on a shared machine the minimum is the most repeatable estimate of what the
-program costs, where a median still carries other processes' noise.
+`sequential` from the same run. Times are the best of `repeats` interleaved rounds after one
+warm-up (see `measure`).
 """
 
 import dataclasses
@@ -55,35 +54,66 @@ def _inputs(b, l, d, n, dtype, seed=0):
     )
 
 
-def _best_ms(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
+def _time_ms(fn, args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return 1e3 * (time.perf_counter() - start)
 
 
-def measure(algorithm, args, options: Options, repeats: int, max_temp_bytes: int) -> Row:
-    """One row; timing is skipped when forward+backward would need more than max_temp_bytes."""
+@dataclasses.dataclass
+class _Program:
+    """One algorithm's compiled forward and forward+backward at one length."""
+
+    label: str
+    forward: object
+    fwd_bwd: object
+    temp_bytes: int
+    runnable: bool
+
+
+def _compile(algorithm, args, options: Options, max_temp_bytes: int) -> _Program:
     kwargs = {**dataclasses.asdict(options), "algorithm": algorithm}
-    forward = jax.jit(lambda *a: selective_scan(*a, **kwargs))
     cotangent = jnp.ones_like(args[0], jnp.float32)
 
     def loss(*a):
         return jnp.sum(cotangent * selective_scan(*a, **kwargs).astype(jnp.float32))
 
+    forward = jax.jit(lambda *a: selective_scan(*a, **kwargs)).lower(*args).compile()
     fwd_bwd = jax.jit(jax.grad(loss, argnums=tuple(range(len(args))))).lower(*args).compile()
     temp = fwd_bwd.memory_analysis().temp_size_in_bytes
     label = algorithm if algorithm != "auto" else f"auto ({resolve_algorithm('auto')})"
+    return _Program(label, forward, fwd_bwd, temp, temp <= max_temp_bytes)
+
+
+def measure(algorithms, args, options: Options, repeats: int, max_temp_bytes: int) -> list[Row]:
+    """Rows for one length. The programs are timed in interleaved rounds, each algorithm once a
+    round, and each keeps its best round (as timeit reports): slow drifts of a shared machine
+    then fall on every algorithm alike, so the ratios compare like with like. Programs whose
+    forward+backward needs more than max_temp_bytes are compiled but not run."""
+    programs = [_compile(name, args, options, max_temp_bytes) for name in algorithms]
+    runnable = [p for p in programs if p.runnable]
+    for p in runnable:  # warm-up
+        _time_ms(p.forward, args), _time_ms(p.fwd_bwd, args)
+    best = {id(p): [float("inf"), float("inf")] for p in runnable}
+    for _ in range(repeats):
+        for p in runnable:
+            times = best[id(p)]
+            times[0] = min(times[0], _time_ms(p.forward, args))
+            times[1] = min(times[1], _time_ms(p.fwd_bwd, args))
     length = args[0].shape[1]
-    if temp > max_temp_bytes:
-        note = f"not run: needs {temp / 2**20:.1f} MiB temp"
-        return Row(label, length, None, None, temp, note)
-    return Row(
-        label, length, _best_ms(forward, args, repeats), _best_ms(fwd_bwd, args, repeats), temp
-    )
+    return [
+        Row(p.label, length, *best[id(p)], p.temp_bytes)
+        if p.runnable
+        else Row(
+            p.label,
+            length,
+            None,
+            None,
+            p.temp_bytes,
+            f"not run: needs {p.temp_bytes / 2**20:.1f} MiB temp",
+        )
+        for p in programs
+    ]
 
 
 def _ms(value: float | None) -> str:
@@ -122,7 +152,7 @@ def run(
     state: int = 16,
     dtype: str = "float32",
     options: Options = Options(),
-    repeats: int = 5,
+    repeats: int = 7,
     max_temp_gib: float = 8.0,
     echo=print,
 ) -> list[Row]:
@@ -139,12 +169,9 @@ def run(
     rows = []
     for length in lengths:
         args = _inputs(batch, length, dim, state, jnp.dtype(dtype))
-        for name in algorithms:
-            rows.append(measure(name, args, options, repeats, int(max_temp_gib * 2**30)))
-            r = rows[-1]
-            echo(
-                f"  {r.algorithm} L={length}: fwd {r.fwd_ms} ms, fwd+bwd {r.fwd_bwd_ms} ms {r.note}"
-            )
+        for r in measure(algorithms, args, options, repeats, int(max_temp_gib * 2**30)):
+            echo(f"  {r.algorithm} L={length}: fwd {_ms(r.fwd_ms)}, fwd+bwd {_ms(r.fwd_bwd_ms)} ms")
+            rows.append(r)
     echo(format_table(rows))
     return rows
 
