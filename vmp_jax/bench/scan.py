@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vmp_jax.ssm import ALGORITHMS, resolve_algorithm, selective_scan
+from vmp_jax.ssm import resolve_algorithm, selective_scan
 
 # Tokens of a 224 px VMP: an image (1 + 196), 8 frames (1 + 8 * 196), 16 frames (1 + 16 * 196).
 DEFAULT_LENGTHS = (197, 1569, 3137)
@@ -176,4 +176,4 @@ def run(
     return rows
 
 
-__all__ = ["ALGORITHMS", "DEFAULT_ALGORITHMS", "DEFAULT_LENGTHS", "Options", "Row", "run"]
+__all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_LENGTHS", "Options", "Row", "run"]

@@ -261,8 +261,7 @@ def _chunked_fwd(u, delta, B, C, A, lay, mask_diagonal, residual):
 def _chunked_bwd(lay, mask_diagonal, residual, res, dy):
     inputs, A, saved = res
     flags = {"mask_diagonal": mask_diagonal, "residual": residual}
-    du, ddelta, dB, dC, dA = _backward(inputs, A, saved, dy, lay, flags)
-    return du, ddelta, dB, dC, dA
+    return _backward(inputs, A, saved, dy, lay, flags)  # (du, ddelta, dB, dC, dA)
 
 
 _chunked.defvjp(_chunked_fwd, _chunked_bwd)
