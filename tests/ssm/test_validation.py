@@ -53,9 +53,9 @@ def test_non_negative_A_is_rejected(args, bad_value):
 
 def test_unknown_algorithm_lists_the_valid_ones(args):
     with pytest.raises(
-        ValueError, match=r"unknown algorithm 'pallas'.*auto, reference, sequential"
+        ValueError, match=r"unknown algorithm 'mamba'.*auto, reference, sequential.*pallas"
     ):
-        selective_scan(**args, algorithm="pallas")
+        selective_scan(**args, algorithm="mamba")
 
 
 def test_shapes_are_checked_under_jit_too(args):

@@ -1,10 +1,10 @@
 """`selective_scan`: the public op of SPEC section 4, and the dispatcher over algorithms.
 
-Every algorithm computes the same causal scan in the compute dtype (float32, or float64 for
+The XLA algorithms compute the same causal scan in the compute dtype (float32, or float64 for
 float64 inputs) with no D skip and no gate. This module does what they share: checks the
 inputs, casts, runs the reverse direction as the causal scan of the time-reversed sequence
 (unless the algorithm walks backwards itself), adds the D skip, applies the silu(z) gate and
-casts back to u's dtype.
+casts back to u's dtype. `pallas` fuses all of that into its kernels and is called as it is.
 """
 
 from collections.abc import Callable
@@ -13,17 +13,40 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+import pallas_kernels.selective_scan as pallas
 from vmp_jax.ssm import associative, chunked, reference, sequential
 from vmp_jax.ssm.validation import check_inputs
 
 ScanFn = Callable[..., jax.Array]
+
+
+def _pallas(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual):
+    """The Pallas kernels; in Pallas' interpreter off the GPU (slow: for tests)."""
+    return pallas.selective_scan(
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        z,
+        reverse=reverse,
+        mask_diagonal=mask_diagonal,
+        residual=residual,
+        interpret=jax.default_backend() != "gpu",
+    )
+
 
 ALGORITHMS: dict[str, ScanFn] = {
     "reference": reference.scan,
     "sequential": sequential.scan,
     "associative": associative.scan,
     "chunked": chunked.scan,
+    "pallas": _pallas,
 }
+
+# Algorithms that take D, z and `reverse` themselves and return y in u's dtype.
+FUSED = frozenset({"pallas"})
 
 # Algorithms that take `reverse` themselves; the others scan the time-flipped sequence.
 NATIVE_REVERSE = frozenset({"chunked"})
@@ -99,9 +122,12 @@ def selective_scan(
 
 @partial(jax.jit, static_argnames=("reverse", "mask_diagonal", "residual", "algorithm"))
 def _selective_scan(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm):
+    options = {"reverse": reverse, "mask_diagonal": mask_diagonal, "residual": residual}
+    if algorithm in FUSED:
+        return ALGORITHMS[algorithm](u, delta, A, B, C, D, z, **options)
     compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
     uc, delta, A, B, C = (x.astype(compute) for x in (u, delta, A, B, C))
-    options = {"mask_diagonal": mask_diagonal, "residual": residual}
+    reverse = options.pop("reverse")
     if algorithm in NATIVE_REVERSE:
         y = ALGORITHMS[algorithm](uc, delta, A, B, C, reverse=reverse, **options)
     elif reverse:

@@ -1,0 +1,154 @@
+"""The Pallas selective-scan kernels equal `reference` in value and gradient.
+
+Every test runs in Pallas' interpreter on CPU (the CPU half, always) and natively when a GPU is
+present (the `gpu` half, marked). Small block sizes keep the interpreter fast and exercise the
+padding of D and n, several chunks and a partial last chunk; the default blocks are covered
+through the dispatcher in tests/ssm/test_algorithms.py.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pallas_kernels.selective_scan import VARIANTS, BlockSizes, selective_scan
+from tests.ssm.cases import (
+    GRAD_TOLERANCE,
+    OPTION_COMBOS,
+    OPTION_IDS,
+    TOLERANCE,
+    assert_close,
+    random_inputs,
+    scan_args,
+    value_and_grads,
+)
+from vmp_jax.ssm import selective_scan as dispatch
+
+HAS_GPU = any(d.platform == "gpu" for d in jax.devices())
+MODES = [
+    "interpret",
+    pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="no GPU")]),
+]
+SMALL = BlockSizes(chunk_size=4, channel_block=2, num_warps=1)
+
+
+def _compare(x, dtype, mode, **kwargs):
+    args = scan_args(x, dtype)
+    cotangent = jnp.asarray(np.random.default_rng(1).normal(size=x.u.shape), jnp.float32)
+    options = {k: kwargs[k] for k in ("reverse", "mask_diagonal", "residual")}
+
+    def kernel(**a):
+        return selective_scan(**a, **kwargs, interpret=mode == "interpret")
+
+    y, grads = value_and_grads(kernel, args, cotangent)
+    y_ref, grads_ref = value_and_grads(dispatch, args, cotangent, algorithm="reference", **options)
+    name = jnp.dtype(dtype).name
+    assert y.dtype == dtype and y.shape == x.u.shape
+    assert_close(y, y_ref, TOLERANCE[name], "pallas y")
+    assert grads.keys() == args.keys()
+    for key in args:
+        assert grads[key].dtype == args[key].dtype, key
+        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE[name], f"pallas d{key}")
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
+def test_matches_reference_float32(mode, variant, reverse, mask, residual):
+    # L = 11: two chunks of 4 and a partial one; D = 5 pads to 6, n = 3 pads to 4.
+    x = random_inputs(np.random.SeedSequence().entropy, 2, 11, 5, 3)
+    _compare(
+        x,
+        jnp.float32,
+        mode,
+        reverse=reverse,
+        mask_diagonal=mask,
+        residual=residual,
+        variant=variant,
+        blocks=SMALL,
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("with_D", [False, True])
+@pytest.mark.parametrize("with_z", [False, True])
+def test_optional_skip_and_gate(mode, variant, with_D, with_z):
+    x = random_inputs(np.random.SeedSequence().entropy, 1, 7, 4, 2, with_D=with_D, with_z=with_z)
+    _compare(
+        x,
+        jnp.float32,
+        mode,
+        reverse=True,
+        mask_diagonal=True,
+        residual=True,
+        variant=variant,
+        blocks=SMALL,
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("residual", [False, True])
+def test_matches_reference_bfloat16(mode, variant, residual):
+    x = random_inputs(np.random.SeedSequence().entropy, 2, 13, 4, 4)
+    _compare(
+        x,
+        jnp.bfloat16,
+        mode,
+        reverse=True,
+        mask_diagonal=True,
+        residual=residual,
+        variant=variant,
+        blocks=SMALL,
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "blocks", [BlockSizes(1, 1, 1), BlockSizes(3, 8, 2), BlockSizes(16, 4, 4)], ids=str
+)
+def test_block_sizes_do_not_change_the_result(mode, blocks):
+    x = random_inputs(np.random.SeedSequence().entropy, 1, 9, 6, 2)
+    _compare(
+        x,
+        jnp.float32,
+        mode,
+        reverse=False,
+        mask_diagonal=True,
+        residual=True,
+        variant="sequential",
+        blocks=blocks,
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_kernels_lower_to_triton_for_cuda(variant, dtype):
+    """Cross-lowering for CUDA on any machine: every op in the kernels has a Triton lowering
+    rule, for forward and backward, at the VMP-S scan shape."""
+    b, l, d, n = 2, 1569, 768, 16
+    u, B = jnp.zeros((b, l, d), dtype), jnp.zeros((b, l, n), dtype)
+    A, D = -jnp.ones((d, n)), jnp.ones((d,))
+    options = {"reverse": True, "mask_diagonal": True, "residual": True, "variant": variant}
+
+    def loss(*a):
+        return jnp.sum(selective_scan(*a, **options).astype(jnp.float32))
+
+    grad = jax.grad(loss, argnums=tuple(range(7)))
+    text = jax.jit(grad).trace(u, u, A, B, B, D, u).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == 2  # the forward and the backward kernel
+
+
+def test_bad_arguments_are_named():
+    x = scan_args(random_inputs(0, 1, 4, 2, 2), jnp.float32)
+    with pytest.raises(ValueError, match="channel_block must be a power of two, got 6"):
+        BlockSizes(channel_block=6)
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        BlockSizes(chunk_size=0)
+    with pytest.raises(ValueError, match="unknown variant 'blocked'"):
+        selective_scan(**x, variant="blocked", interpret=True)
+    with jax.enable_x64(True):
+        x64 = scan_args(random_inputs(0, 1, 4, 2, 2), jnp.float64)
+        with pytest.raises(ValueError, match="u has dtype float64.*float32, bfloat16"):
+            selective_scan(**x64, interpret=True)
