@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup lint format test bench clean
+.PHONY: setup lint format test bench bench-gpu clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: lint
 
 bench: setup
 	$(BIN)/vmp bench-scan
+
+# The Pallas issue's figure: VMP-S's backward scan at 8 frames, batch 16 (run on a GPU).
+bench-gpu: setup
+	$(BIN)/vmp bench-scan --batch 16 --dim 768 --lengths 1569
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

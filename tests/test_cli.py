@@ -2,10 +2,17 @@
 
 import re
 
+import jax.numpy as jnp
 import pytest
 
 from vmp_jax import cli
 from vmp_jax.bench import scan
+
+
+def _table(out: str) -> list[list[str]]:
+    """The cells of the table's data rows."""
+    lines = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[1:]]
 
 
 def test_bench_scan_prints_every_algorithm_with_ratios(capsys):
@@ -14,19 +21,35 @@ def test_bench_scan_prints_every_algorithm_with_ratios(capsys):
     )
     out = capsys.readouterr().out
     assert code == 0
-    rows = [
-        line for line in out.splitlines() if re.match(r"\| (sequential|associ|chunked|auto)", line)
-    ]
-    assert len(rows) == 2 * len(scan.DEFAULT_ALGORITHMS)
-    for line in rows:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1] in ("9", "20")
-        assert float(cells[2]) > 0 and float(cells[4]) > 0 and float(cells[6]) >= 0
-        if cells[0] == "sequential":
-            assert cells[3] == cells[5] == cells[7] == "1.00"
-        else:
-            assert float(cells[3]) > 0 and float(cells[5]) > 0
-    assert "auto (" in out
+    rows = _table(out)
+    assert len(rows) == 2 * len(scan.default_algorithms("cpu"))
+    for length in ("9", "20"):
+        at = [r for r in rows if r[1] == length]
+        assert {r[0].split(" ")[0] for r in at} == {*scan.XLA_ALGORITHMS, "auto"}
+        xla = [r for r in at if r[0] in scan.XLA_ALGORITHMS]
+        # Speed-ups over the best XLA algorithm: the best one reads 1.00, none more.
+        for column in (3, 6):
+            speedups = [float(r[column]) for r in xla]
+            assert max(speedups) == 1.0 and min(speedups) > 0
+        for r in at:
+            assert float(r[2]) > 0 and float(r[5]) > 0 and float(r[7]) >= 0
+            assert 0 < float(r[4]) < 1000  # % of the bandwidth floor
+        assert [r[8] for r in at if r[0] == "sequential"] == ["1.00"]
+    assert "auto (" in out and "copy bandwidth" in out
+
+
+def test_bench_scan_times_the_pallas_variants_by_name(capsys):
+    argv = ["bench-scan", "--lengths", "5", "--dim", "2", "--state", "2", "--repeats", "1"]
+    assert cli.main([*argv, "--algorithms", "sequential", *scan.PALLAS_VARIANTS]) == 0
+    rows = _table(capsys.readouterr().out)
+    assert [r[0] for r in rows] == ["sequential", *scan.PALLAS_VARIANTS]
+    assert all(float(r[2]) > 0 and float(r[5]) > 0 for r in rows)
+
+
+def test_forward_bytes_counts_inputs_read_and_output_written():
+    b, l, d, n = 2, 7, 3, 4
+    args = scan._inputs(b, l, d, n, jnp.float32)
+    assert scan.forward_bytes(args) == 4 * (4 * b * l * d + 2 * b * l * n)
 
 
 def test_bench_scan_skips_runs_over_the_memory_limit(capsys):
@@ -40,8 +63,8 @@ def test_bench_scan_skips_runs_over_the_memory_limit(capsys):
 
 
 def test_bench_scan_rejects_an_unknown_algorithm(capsys):
-    assert cli.main(["bench-scan", "--algorithms", "pallas"]) == 2
-    assert "unknown algorithm 'pallas'" in capsys.readouterr().err
+    assert cli.main(["bench-scan", "--algorithms", "mamba"]) == 2
+    assert "unknown algorithm 'mamba'" in capsys.readouterr().err
 
 
 def test_unknown_subcommand_is_an_argparse_error():

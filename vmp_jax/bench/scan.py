@@ -1,24 +1,39 @@
 """`vmp bench-scan`: time and memory of every scan algorithm at VMP's token counts.
 
 For each algorithm and length: forward ms, forward+backward ms (gradients w.r.t. all seven
-inputs) and the compiled temp memory of forward+backward, each also as a ratio to
-`sequential` from the same run. Times are the best of `repeats` interleaved rounds after one
-warm-up (see `measure`).
+inputs) and the compiled temp memory of forward+backward. Times are also given as speed-ups
+over the best XLA algorithm (sequential, associative, chunked) at that length, and the forward
+as a fraction of its memory-bandwidth floor: the bytes of u, delta, B, C and z read once and y
+written once, at the copy bandwidth measured in the same run. Times are the best of `repeats`
+interleaved rounds after one warm-up (see `measure`).
+
+Besides the dispatcher's algorithms, "pallas:sequential" and "pallas:associative" time the
+Pallas kernels' two chunk variants directly (in Pallas' interpreter off the GPU).
 """
 
 import dataclasses
 import time
 from collections.abc import Sequence
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+import pallas_kernels.selective_scan as pallas
 from vmp_jax.ssm import resolve_algorithm, selective_scan
 
 # Tokens of a 224 px VMP: an image (1 + 196), 8 frames (1 + 8 * 196), 16 frames (1 + 16 * 196).
 DEFAULT_LENGTHS = (197, 1569, 3137)
-DEFAULT_ALGORITHMS = ("sequential", "associative", "chunked", "auto")
+XLA_ALGORITHMS = ("sequential", "associative", "chunked")
+PALLAS_VARIANTS = tuple(f"pallas:{v}" for v in pallas.VARIANTS)
+
+
+def default_algorithms(backend: str | None = None) -> tuple[str, ...]:
+    """The XLA algorithms and auto; on GPU also both Pallas variants (the interpreter that
+    runs them elsewhere is far too slow at these lengths)."""
+    backend = backend or jax.default_backend()
+    return (*XLA_ALGORITHMS, "auto", *(PALLAS_VARIANTS if backend == "gpu" else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +52,7 @@ class Row:
     fwd_ms: float | None
     fwd_bwd_ms: float | None
     temp_bytes: int
+    floor_ms: float = 0.0  # forward's memory-bandwidth floor at this length
     note: str = ""
 
 
@@ -52,6 +68,20 @@ def _inputs(b, l, d, n, dtype, seed=0):
         normal(d).astype(jnp.float32),
         normal(b, l, d),
     )
+
+
+def _scan_fn(name: str):
+    """selective_scan for a dispatcher algorithm name or a "pallas:<variant>"."""
+    if name in PALLAS_VARIANTS:
+        interpret = jax.default_backend() != "gpu"
+        variant = name.split(":", 1)[1]
+        return partial(pallas.selective_scan, variant=variant, interpret=interpret)
+    resolve_algorithm(name)  # unknown names fail here, before any work
+    return partial(selective_scan, algorithm=name)
+
+
+def _label(name: str) -> str:
+    return f"auto ({resolve_algorithm('auto')})" if name == "auto" else name
 
 
 def _time_ms(fn, args) -> float:
@@ -72,20 +102,36 @@ class _Program:
 
 
 def _compile(algorithm, args, options: Options, max_temp_bytes: int) -> _Program:
-    kwargs = {**dataclasses.asdict(options), "algorithm": algorithm}
+    scan = partial(_scan_fn(algorithm), **dataclasses.asdict(options))
     cotangent = jnp.ones_like(args[0], jnp.float32)
 
     def loss(*a):
-        return jnp.sum(cotangent * selective_scan(*a, **kwargs).astype(jnp.float32))
+        return jnp.sum(cotangent * scan(*a).astype(jnp.float32))
 
-    forward = jax.jit(lambda *a: selective_scan(*a, **kwargs)).lower(*args).compile()
+    forward = jax.jit(scan).lower(*args).compile()
     fwd_bwd = jax.jit(jax.grad(loss, argnums=tuple(range(len(args))))).lower(*args).compile()
     temp = fwd_bwd.memory_analysis().temp_size_in_bytes
-    label = algorithm if algorithm != "auto" else f"auto ({resolve_algorithm('auto')})"
-    return _Program(label, forward, fwd_bwd, temp, temp <= max_temp_bytes)
+    return _Program(_label(algorithm), forward, fwd_bwd, temp, temp <= max_temp_bytes)
 
 
-def measure(algorithms, args, options: Options, repeats: int, max_temp_bytes: int) -> list[Row]:
+def copy_bandwidth(nbytes: int = 2**28, repeats: int = 10) -> float:
+    """Device memory bandwidth in bytes/s of an elementwise copy (read nbytes, write nbytes)."""
+    x = jnp.ones((nbytes // 4,), jnp.float32)
+    negate = jax.jit(jnp.negative).lower(x).compile()
+    jax.block_until_ready(negate(x))
+    best = min(_time_ms(negate, (x,)) for _ in range(repeats))
+    return 2 * nbytes / (best / 1e3)
+
+
+def forward_bytes(args) -> int:
+    """Bytes the forward must move at least: u, delta, B, C, z read once and y written once."""
+    u, delta, _, B, C, _, z = args
+    return sum(x.nbytes for x in (u, delta, B, C, z)) + u.nbytes
+
+
+def measure(
+    algorithms, args, options: Options, repeats: int, max_temp_bytes: int, floor_ms: float = 0.0
+) -> list[Row]:
     """Rows for one length. The programs are timed in interleaved rounds, each algorithm once a
     round, and each keeps its best round (as timeit reports): slow drifts of a shared machine
     then fall on every algorithm alike, so the ratios compare like with like. Programs whose
@@ -102,7 +148,7 @@ def measure(algorithms, args, options: Options, repeats: int, max_temp_bytes: in
             times[1] = min(times[1], _time_ms(p.fwd_bwd, args))
     length = args[0].shape[1]
     return [
-        Row(p.label, length, *best[id(p)], p.temp_bytes)
+        Row(p.label, length, *best[id(p)], p.temp_bytes, floor_ms)
         if p.runnable
         else Row(
             p.label,
@@ -110,6 +156,7 @@ def measure(algorithms, args, options: Options, repeats: int, max_temp_bytes: in
             None,
             None,
             p.temp_bytes,
+            floor_ms,
             f"not run: needs {p.temp_bytes / 2**20:.1f} MiB temp",
         )
         for p in programs
@@ -124,19 +171,34 @@ def _ratio(value, base) -> str:
     return "-" if value is None or not base else f"{value / base:.2f}"
 
 
+def _best_xla(rows: Sequence[Row], field: str) -> dict[int, float]:
+    """Per length, the least time of the XLA algorithms' rows."""
+    best: dict[int, float] = {}
+    for r in rows:
+        value = getattr(r, field)
+        if r.algorithm in XLA_ALGORITHMS and value is not None:
+            best[r.length] = min(best.get(r.length, value), value)
+    return best
+
+
 def format_table(rows: Sequence[Row]) -> str:
-    """A markdown table; ratios are to `sequential` at the same length (lower is better)."""
-    base = {r.length: r for r in rows if r.algorithm == "sequential"}
+    """A markdown table. "x XLA" is the speed-up over the fastest of the XLA algorithms at the
+    same length (higher is better), "% floor" the forward's bandwidth floor over its time,
+    "temp / seq" the temp memory relative to `sequential` (lower is better)."""
+    seq = {r.length: r for r in rows if r.algorithm == "sequential"}
+    fwd, fwd_bwd = _best_xla(rows, "fwd_ms"), _best_xla(rows, "fwd_bwd_ms")
     lines = [
-        "| algorithm | L | fwd ms | fwd / seq | fwd+bwd ms | fwd+bwd / seq "
+        "| algorithm | L | fwd ms | fwd x XLA | fwd % floor | fwd+bwd ms | fwd+bwd x XLA "
         "| temp MiB | temp / seq |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        s = base.get(r.length)
+        floor = _ratio(r.floor_ms * 100, r.fwd_ms) if r.floor_ms else "-"
+        s = seq.get(r.length)
         lines.append(
-            f"| {r.algorithm} | {r.length} | {_ms(r.fwd_ms)} | {_ratio(r.fwd_ms, s and s.fwd_ms)} "
-            f"| {_ms(r.fwd_bwd_ms)} | {_ratio(r.fwd_bwd_ms, s and s.fwd_bwd_ms)} "
+            f"| {r.algorithm} | {r.length} | {_ms(r.fwd_ms)} "
+            f"| {_ratio(fwd.get(r.length), r.fwd_ms)} | {floor} "
+            f"| {_ms(r.fwd_bwd_ms)} | {_ratio(fwd_bwd.get(r.length), r.fwd_bwd_ms)} "
             f"| {r.temp_bytes / 2**20:.1f} | {_ratio(r.temp_bytes, s and s.temp_bytes)} |"
             + (f" {r.note}" if r.note else "")
         )
@@ -146,7 +208,7 @@ def format_table(rows: Sequence[Row]) -> str:
 def run(
     *,
     lengths: Sequence[int] = DEFAULT_LENGTHS,
-    algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+    algorithms: Sequence[str] | None = None,
     batch: int = 2,
     dim: int = 384,
     state: int = 16,
@@ -157,23 +219,38 @@ def run(
     echo=print,
 ) -> list[Row]:
     """Measure every algorithm at every length; echo each row as it completes."""
+    algorithms = tuple(algorithms or default_algorithms())
     for name in algorithms:
-        resolve_algorithm(name)  # unknown names fail before any work
-    if "sequential" not in algorithms:
-        echo("note: ratios need the sequential baseline; add it to --algorithms")
+        _scan_fn(name)  # unknown names fail before any work
+    if not set(algorithms) & set(XLA_ALGORITHMS):
+        echo("note: the x XLA speed-ups need at least one of " + ", ".join(XLA_ALGORITHMS))
     device = jax.devices()[0]
+    bandwidth = copy_bandwidth()
     echo(
         f"selective_scan on {device.platform} ({device.device_kind}), jax {jax.__version__}: "
-        f"batch {batch}, D {dim}, N {state}, {dtype}, {dataclasses.asdict(options)}"
+        f"batch {batch}, D {dim}, N {state}, {dtype}, {dataclasses.asdict(options)}; "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s"
     )
     rows = []
     for length in lengths:
         args = _inputs(batch, length, dim, state, jnp.dtype(dtype))
-        for r in measure(algorithms, args, options, repeats, int(max_temp_gib * 2**30)):
+        floor_ms = 1e3 * forward_bytes(args) / bandwidth
+        limit = int(max_temp_gib * 2**30)
+        for r in measure(algorithms, args, options, repeats, limit, floor_ms):
             echo(f"  {r.algorithm} L={length}: fwd {_ms(r.fwd_ms)}, fwd+bwd {_ms(r.fwd_bwd_ms)} ms")
             rows.append(r)
     echo(format_table(rows))
     return rows
 
 
-__all__ = ["DEFAULT_ALGORITHMS", "DEFAULT_LENGTHS", "Options", "Row", "run"]
+__all__ = [
+    "DEFAULT_LENGTHS",
+    "PALLAS_VARIANTS",
+    "XLA_ALGORITHMS",
+    "Options",
+    "Row",
+    "copy_bandwidth",
+    "default_algorithms",
+    "forward_bytes",
+    "run",
+]
