@@ -1,0 +1,154 @@
+"""Pieces shared by the experiment configs: the schema every config has, and SPEC section 6's
+recipes. An experiment file only names its dataset, model and frame count.
+
+Sections: `model` (vmp_jax.models.ModelConfig's fields), `data`, `optim`, `eval`, `mesh`.
+"""
+
+import dataclasses
+
+import ml_collections
+
+from vmp_jax.models.config import preset
+
+# Per dataset: classes, base lr (scaled by batch / 256), Adam b2, batch, epochs, flip, sampling,
+# multi-view test (clips, crops). Epochs follow VideoMamba's released scripts.
+DATASETS = {
+    "in1k": dict(
+        classes=1000,
+        base_lr=5e-4,
+        b2=0.999,
+        batch=1024,
+        epochs=300,
+        flip=True,
+        sampling="image",
+        clips=1,
+        crops=1,
+    ),
+    "k400": dict(
+        classes=400,
+        base_lr=1.5e-4,
+        b2=0.99,
+        batch=256,
+        epochs=50,
+        flip=True,
+        sampling="segment",
+        clips=4,
+        crops=3,
+    ),
+    "ssv2": dict(
+        classes=174,
+        base_lr=1.5e-4,
+        b2=0.999,
+        batch=256,
+        epochs=35,
+        flip=False,
+        sampling="segment",
+        clips=2,
+        crops=3,
+    ),
+    "ucf101": dict(
+        classes=101,
+        base_lr=4e-4,
+        b2=0.99,
+        batch=128,
+        epochs=50,
+        flip=True,
+        sampling="segment",
+        clips=4,
+        crops=3,
+    ),
+    "hmdb51": dict(
+        classes=51,
+        base_lr=4e-4,
+        b2=0.999,
+        batch=128,
+        epochs=50,
+        flip=True,
+        sampling="segment",
+        clips=4,
+        crops=3,
+    ),
+}
+
+# Per size (SPEC section 6): warm-up epochs, weight decay, head dropout, drop path, RandAugment.
+SIZE_RECIPES = {
+    "ti": dict(warmup=5, wd=0.1, dropout=0.1, drop_path=0.1, randaug=(7, 0.25)),
+    "s": dict(warmup=5, wd=0.05, dropout=0.35, drop_path=0.35, randaug=(9, 0.5)),
+    "m": dict(warmup=10, wd=0.05, dropout=0.6, drop_path=0.8, randaug=(9, 0.5)),
+}
+
+
+def model_section(size: str, *, pro: bool, **overrides) -> ml_collections.ConfigDict:
+    """The `model` section: a preset's every field, so that any can be overridden."""
+    return ml_collections.ConfigDict(dataclasses.asdict(preset(size, pro=pro, **overrides)))
+
+
+def experiment(
+    dataset: str, kind: str, size: str, frames: int = 8, *, img_size: int = 224, **model_overrides
+) -> ml_collections.ConfigDict:
+    """A full config for `dataset` with VideoMamba ("vm") or VideoMambaPro ("vmp")."""
+    d, r = DATASETS[dataset], SIZE_RECIPES[size]
+    image = dataset == "in1k"
+    frames = 1 if image else frames
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    model = dict(
+        num_frames=frames,
+        img_size=img_size,
+        num_classes=d["classes"],
+        head_dropout=0.0 if image else r["dropout"],
+        drop_path_rate=r["drop_path"],
+    )
+    config.model = model_section(size, pro=kind == "vmp", **{**model, **model_overrides})
+    config.data = data_section(dataset, frames, img_size, d, r)
+    config.optim = ml_collections.ConfigDict(
+        dict(
+            base_lr=d["base_lr"],
+            lr_batch_base=512 if image else 256,
+            min_lr=1e-6,
+            warmup_epochs=5 if image else r["warmup"],
+            epochs=d["epochs"],
+            weight_decay=0.05 if image else r["wd"],
+            b1=0.9,
+            b2=d["b2"],
+            eps=1e-8,
+            label_smoothing=0.1,
+            grad_clip=0.0 if image else 5.0,
+            accum_steps=1,
+            ema_decay=0.0,
+        )
+    )
+    config.eval = ml_collections.ConfigDict(
+        dict(num_clips=d["clips"], num_crops=d["crops"], batch_size=16)
+    )
+    config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    return config
+
+
+def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
+    """Input pipeline settings (VideoMamba's released scripts, SPEC section 6)."""
+    n, m = r["randaug"]
+    return ml_collections.ConfigDict(
+        dict(
+            name=dataset,
+            source="list",
+            data_root="",
+            train_list="",
+            val_list="",
+            num_frames=frames,
+            img_size=img_size,
+            sampling=d["sampling"],
+            sampling_rate=4,
+            batch_size=d["batch"],
+            num_workers=8,
+            flip=d["flip"],
+            randaug_n=n,
+            randaug_m=m,
+            erase_prob=0.25,
+            mixup=0.8,
+            cutmix=1.0,
+            mixup_switch_prob=0.5,
+            repeated_aug=2,
+            short_side=img_size,
+        )
+    )

@@ -1,0 +1,38 @@
+"""The demo: a small VideoMambaPro on the generated motion dataset, trained on CPU in minutes.
+
+make demo      (= vmp make-synthetic, vmp train, vmp eval on this config)
+"""
+
+from configs import common
+
+
+def get_config():
+    config = common.experiment(
+        "ucf101",
+        "vmp",
+        "ti",
+        frames=8,
+        img_size=64,
+        embed_dim=96,
+        depth=4,
+        d_state=8,
+        dt_rank=6,
+        num_classes=4,
+        drop_path_rate=0.0,
+        head_dropout=0.0,
+    )
+    config.data.name = "synthetic"
+    config.data.data_root = "data/demo"
+    config.data.train_list = "data/demo/train.txt"
+    config.data.val_list = "data/demo/val.txt"
+    config.data.batch_size = 16
+    config.data.num_workers = 2
+    config.data.randaug_n = 0
+    config.data.mixup = config.data.cutmix = 0.0
+    config.data.repeated_aug = 1
+    config.optim.base_lr = 1e-3
+    config.optim.epochs = 20
+    config.optim.warmup_epochs = 1
+    config.eval.num_clips = 1
+    config.eval.num_crops = 1
+    return config

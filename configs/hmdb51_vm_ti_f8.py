@@ -1,0 +1,10 @@
+"""VideoMamba-Tiny on HMDB51, 8 frames, 224 px.
+
+vmp train --config configs/hmdb51_vm_ti_f8.py --workdir runs/hmdb51_vm_ti_f8
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.experiment("hmdb51", "vm", "ti", frames=8)

@@ -1,0 +1,10 @@
+"""VideoMambaPro-Tiny on ImageNet-1K pre-training, 224 px.
+
+vmp train --config configs/in1k_vmp_ti.py --workdir runs/in1k_vmp_ti
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.experiment("in1k", "vmp", "ti")

@@ -1,0 +1,10 @@
+"""VideoMamba-Small on Kinetics-400, 8 frames, 224 px.
+
+vmp train --config configs/k400_vm_s_f8.py --workdir runs/k400_vm_s_f8
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.experiment("k400", "vm", "s", frames=8)

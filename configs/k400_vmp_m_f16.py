@@ -1,0 +1,10 @@
+"""VideoMambaPro-Middle on Kinetics-400, 16 frames, 224 px.
+
+vmp train --config configs/k400_vmp_m_f16.py --workdir runs/k400_vmp_m_f16
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.experiment("k400", "vmp", "m", frames=16)

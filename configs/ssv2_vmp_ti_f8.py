@@ -1,0 +1,10 @@
+"""VideoMambaPro-Tiny on Something-Something V2, 8 frames, 224 px.
+
+vmp train --config configs/ssv2_vmp_ti_f8.py --workdir runs/ssv2_vmp_ti_f8
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.experiment("ssv2", "vmp", "ti", frames=8)

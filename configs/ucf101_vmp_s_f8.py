@@ -1,0 +1,10 @@
+"""VideoMambaPro-Small on UCF101, 8 frames, 224 px.
+
+vmp train --config configs/ucf101_vmp_s_f8.py --workdir runs/ucf101_vmp_s_f8
+"""
+
+from configs import common
+
+
+def get_config():
+    return common.experiment("ucf101", "vmp", "s", frames=8)

@@ -1,0 +1,83 @@
+"""Loading experiment configs: a `configs/*.py` file's `get_config()`, locked, with
+`--config.key=value` overrides, validated before any work.
+
+A key that does not exist, or a value of the wrong type, raises ValueError naming the key.
+"""
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+
+import ml_collections
+
+from vmp_jax.models.config import ModelConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load_module(path: Path):
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    if str(REPO_ROOT) not in sys.path:  # experiment files import `configs.common`
+        sys.path.insert(0, str(REPO_ROOT))
+    spec = importlib.util.spec_from_file_location(f"_vmp_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {str(path)!r} has no get_config()")
+    return module
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> None:
+    """Set config[key] (dotted) from its command-line text, keeping the field's type."""
+    *parents, leaf = key.split(".")
+    node = config
+    for i, part in enumerate(parents):
+        if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+            raise ValueError(f"config key {'.'.join(parents[: i + 1])!r} does not exist")
+        node = node[part]
+    if leaf not in node:
+        valid = ", ".join(sorted(node.keys()))
+        raise ValueError(f"config key {key!r} does not exist; valid here: {valid}")
+    value = _parse_value(text)
+    old = node[leaf]
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if old is not None and not isinstance(value, type(old)):
+        raise ValueError(
+            f"config key {key!r}: {text!r} is a {type(value).__name__}; expected a "
+            f"{type(old).__name__} like {old!r}"
+        )
+    node[leaf] = value
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.ConfigDict:
+    """get_config() from `path`, with overrides "key=value" (or "--config.key=value")
+    applied, locked, and its model section validated."""
+    config = _load_module(Path(path)).get_config()
+    config.lock()
+    for item in overrides:
+        item = item.removeprefix("--config.")
+        if "=" not in item:
+            raise ValueError(f"config override {item!r} is not of the form key=value")
+        key, text = item.split("=", 1)
+        apply_override(config, key, text)
+    model_config(config)  # a bad model value fails now, before any work
+    return config
+
+
+def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+    """The ModelConfig of a loaded config (ValueError naming a bad field)."""
+    fields = config.model.to_dict()
+    unknown = set(fields) - set(ModelConfig.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"config key(s) model.{', model.'.join(sorted(unknown))} do not exist")
+    return ModelConfig(**fields)
