@@ -20,6 +20,9 @@ from tests.ssm.cases import (
 from vmp_jax.ssm import ALGORITHMS, chunked, selective_scan
 
 FAST_ALGORITHMS = [name for name in ALGORITHMS if name != "reference"]
+# The Pallas interpreter compiles slowly: random shapes for it are in tests/pallas (with small
+# blocks); here it runs at the default blocks at fixed edge lengths and in bfloat16.
+XLA_ALGORITHMS = [name for name in FAST_ALGORITHMS if name != "pallas"]
 
 
 def _check_against_reference(x, algorithm, dtype, **options):
@@ -38,7 +41,7 @@ def _check_against_reference(x, algorithm, dtype, **options):
         assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE[name], f"{algorithm} d{key}")
 
 
-@pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
+@pytest.mark.parametrize("algorithm", XLA_ALGORITHMS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
 @settings(max_examples=3)  # 24 cases, each example compiles two gradient programs
 @given(

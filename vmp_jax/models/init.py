@@ -39,10 +39,12 @@ def dt_bias(dt_min=1e-3, dt_max=1e-1, floor=1e-4):
 
 
 def with_axes(init, *axes: str):
-    """Attach logical axis names (the parameter's sharding metadata)."""
-    return nnx.with_partitioning(init, axes)
+    """Attach logical axis names as metadata. They are not applied when the parameter is
+    created (no eager sharding): the trainer maps them to mesh axes and places the state."""
+    return nnx.with_partitioning(init, axes, eager_sharding=False)
 
 
 def param(init, rngs: nnx.Rngs, shape, *axes: str) -> nnx.Param:
     """A float32 parameter initialised by `init`, with logical axis names."""
-    return nnx.Param(init(rngs.params(), shape, jnp.float32), out_sharding=axes)
+    value = init(rngs.params(), shape, jnp.float32)
+    return nnx.Param(value, out_sharding=axes, eager_sharding=False)

@@ -34,20 +34,19 @@ class VideoMamba(nnx.Module):
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
-        with nnx.use_eager_sharding(False):  # axis names are metadata; the trainer shards
-            self.embed = Embedding(cfg, rngs=rngs)
-            rates = drop_path_rates(cfg)
-            self.layers = nnx.List([Block(cfg, rates[i], rngs=rngs) for i in range(cfg.depth)])
-            self.drop_path = DropPath(rates[-1], rngs=rngs)
-            self.norm_f = RMSNorm(cfg.embed_dim, rngs=rngs)
-            self.head_drop = nnx.Dropout(cfg.head_dropout, rngs=rngs)
-            self.head = nnx.Linear(
-                cfg.embed_dim,
-                cfg.num_classes,
-                rngs=rngs,
-                kernel_init=init.with_axes(init.trunc_normal, "embed", "classes"),
-                bias_init=init.with_axes(init.zeros, "classes"),
-            )
+        self.embed = Embedding(cfg, rngs=rngs)
+        rates = drop_path_rates(cfg)
+        self.layers = nnx.List([Block(cfg, rates[i], rngs=rngs) for i in range(cfg.depth)])
+        self.drop_path = DropPath(rates[-1], rngs=rngs)
+        self.norm_f = RMSNorm(cfg.embed_dim, rngs=rngs)
+        self.head_drop = nnx.Dropout(cfg.head_dropout, rngs=rngs)
+        self.head = nnx.Linear(
+            cfg.embed_dim,
+            cfg.num_classes,
+            rngs=rngs,
+            kernel_init=init.with_axes(init.trunc_normal, "embed", "classes"),
+            bias_init=init.with_axes(init.zeros, "classes"),
+        )
 
     def features(self, video, *, upto: int | None = None):
         """(hidden, residual) after the first `upto` blocks (all by default)."""

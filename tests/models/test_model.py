@@ -1,0 +1,213 @@
+"""The VideoMamba / VideoMambaPro model against SPEC section 5."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests.ssm.cases import ScanInputs, assert_close, spec_loop
+from vmp_jax.experiment import load_config, model_config
+from vmp_jax.models import ModelConfig, VideoMamba, count_params, preset
+from vmp_jax.models.embed import resize_spatial, resize_temporal
+from vmp_jax.models.mixer import BiMambaMixer
+from vmp_jax.ssm import similarity_matrix
+
+# SPEC section 5: 400 classes, 8 frames, 224 px, in millions to 0.01.
+SPEC_PARAMS = {
+    "vm_ti": 7.03,
+    "vm_s": 25.57,
+    "vm_m": 73.88,
+    "vmp_ti": 6.80,
+    "vmp_s": 24.67,
+    "vmp_m": 71.18,
+}
+TINY = dict(depth=2, num_frames=2, img_size=32, num_classes=5, embed_dim=32, d_state=4)
+
+
+def _video(seed, shape):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+@pytest.mark.parametrize("name", SPEC_PARAMS)
+def test_parameter_counts_match_spec(name):
+    cfg = model_config(load_config(f"configs/k400_{name}_f8.py"))
+    model = nnx.eval_shape(lambda: VideoMamba(cfg, rngs=nnx.Rngs(0)))
+    assert round(count_params(model) / 1e6, 2) == SPEC_PARAMS[name]
+
+
+def _eval_model(cfg: ModelConfig, seed=0) -> VideoMamba:
+    model = VideoMamba(cfg, rngs=nnx.Rngs(seed))
+    model.eval()
+    return model
+
+
+@pytest.mark.slow
+def test_vmp_ti_logits_agree_across_scan_algorithms():
+    """Same parameters (same seed), full VMP-Ti at 8 x 224 x 224, one clip."""
+    video = _video(0, (1, 8, 224, 224, 3))
+    logits = {}
+    for algorithm in ("sequential", "associative", "chunked"):
+        model = _eval_model(preset("ti", pro=True, scan_algorithm=algorithm))
+        logits[algorithm] = np.asarray(nnx.jit(lambda m, v: m(v))(model, video))
+    assert logits["sequential"].shape == (1, 400)
+    for algorithm in ("associative", "chunked"):
+        assert_close(logits[algorithm], logits["sequential"], 2e-5, algorithm)
+
+
+def _conv_causal(x, kernel, bias):
+    """Independent depthwise causal conv: PyTorch Conv1d(groups=d, padding=w-1)[..., :l]."""
+    w = kernel.shape[0]
+    padded = np.pad(x, [(0, 0), (w - 1, 0), (0, 0)])
+    return sum(kernel[k] * padded[:, k : k + x.shape[1]] for k in range(w)) + bias
+
+
+def _bimamba_v2(mixer: BiMambaMixer, hidden: np.ndarray, *, mask_backward: bool) -> np.ndarray:
+    """VideoMamba's bimamba v2, written out in float64 from the mixer's parameters: the
+    backward branch flips the sequence, runs a causal conv and a causal scan, flips back."""
+    p = jax.tree.map(lambda v: np.asarray(v, np.float64), nnx.to_pure_dict(nnx.state(mixer)))
+    silu = lambda v: v / (1.0 + np.exp(-v))  # noqa: E731
+    softplus = lambda v: np.log1p(np.exp(v))  # noqa: E731
+    xz = hidden @ p["in_proj"]["kernel"]
+    x, z = np.split(xz, 2, axis=-1)
+    r, n = mixer.cfg.rank, mixer.cfg.d_state
+
+    def branch(d, x, z, mask):
+        u = silu(_conv_causal(x, d["conv_kernel"], d["conv_bias"]))
+        proj = u @ d["x_proj"]["kernel"]
+        delta = softplus(proj[..., :r] @ d["dt_proj"]["kernel"] + d["dt_proj"]["bias"])
+        inputs = ScanInputs(
+            u, delta, -np.exp(d["A_log"]), proj[..., r : r + n], proj[..., r + n :], d["D"], z
+        )
+        return spec_loop(inputs, reverse=False, mask_diagonal=mask, residual=False)
+
+    y_f = branch(p["fwd"], x, z, False)
+    y_b = branch(p["bwd"], x[:, ::-1], z[:, ::-1], mask_backward)[:, ::-1]
+    return (y_f + y_b) @ p["out_proj"]["kernel"]
+
+
+@pytest.mark.parametrize("mask_backward", [False, True])
+def test_mixer_is_videomamba_bimamba_v2(mask_backward):
+    cfg = ModelConfig(**TINY, bwd_mask_diagonal=mask_backward, scan_algorithm="sequential")
+    mixer = BiMambaMixer(cfg, rngs=nnx.Rngs(3))
+    hidden = np.asarray(_video(1, (2, 9, cfg.embed_dim)))
+    want = _bimamba_v2(mixer, hidden.astype(np.float64), mask_backward=mask_backward)
+    assert_close(mixer(jnp.asarray(hidden)), want, 2e-5, "mixer vs bimamba v2")
+
+
+def test_masking_zeroes_the_backward_diagonal_and_nothing_else():
+    plain = ModelConfig(**TINY, scan_algorithm="sequential")
+    masked = dataclasses.replace(plain, bwd_mask_diagonal=True)
+    mixer = BiMambaMixer(plain, rngs=nnx.Rngs(4))
+    mixer_masked = BiMambaMixer(masked, rngs=nnx.Rngs(4))
+    for m in (mixer, mixer_masked):  # steps of order 1 (not 1e-2 as at init): a visible diagonal
+        m.bwd.dt_proj.bias[...] = jnp.full_like(m.bwd.dt_proj.bias[...], 1.0)
+    hidden = _video(2, (1, 7, plain.embed_dim))
+    fwd, bwd, z = mixer.scan_inputs(hidden)
+    M = similarity_matrix(bwd.delta, bwd.A, bwd.B, bwd.C, reverse=True)  # (b, d, l, l)
+    M_masked = similarity_matrix(bwd.delta, bwd.A, bwd.B, bwd.C, reverse=True, mask_diagonal=True)
+    eye = jnp.eye(M.shape[-1], dtype=bool)
+    assert float(jnp.abs(jnp.diagonal(M, axis1=2, axis2=3)).min()) > 0
+    np.testing.assert_array_equal(jnp.diagonal(M_masked, axis1=2, axis2=3), 0.0)
+    np.testing.assert_allclose(jnp.where(eye, 0.0, M), M_masked, rtol=1e-6, atol=1e-7)
+    # In the mixer's output the mask removes exactly the diagonal term of the backward scan.
+    diagonal = jnp.diagonal(M, axis1=2, axis2=3).transpose(0, 2, 1)  # (b, l, d)
+    removed = mixer.out_proj(-diagonal * bwd.u * jax.nn.silu(z))
+    # A difference of two float32 outputs: 1e-3 of the removed term is rounding, not a change.
+    assert_close(mixer_masked(hidden) - mixer(hidden), removed, 1e-3, "masked - plain")
+
+
+def test_vmp_switches_remove_the_backward_delta_projection():
+    vm, vmp = preset("ti", pro=False, **TINY), preset("ti", pro=True, **TINY)
+    mixer_vm = BiMambaMixer(vm, rngs=nnx.Rngs(0))
+    mixer_vmp = BiMambaMixer(vmp, rngs=nnx.Rngs(0))
+    assert hasattr(mixer_vm.bwd, "dt_proj") and not hasattr(mixer_vmp.bwd, "dt_proj")
+    assert mixer_vmp.bwd.x_proj.kernel.shape == (vmp.d_inner, 2 * vmp.d_state)
+    assert mixer_vm.bwd.x_proj.kernel.shape == (vm.d_inner, vm.rank + 2 * vm.d_state)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((2, 32, 32, 3), r"video has shape \(2, 32, 32, 3\) \(rank 4\); expected \(batch, frames"),
+        ((1, 2, 32, 32, 4), r"video has shape \(1, 2, 32, 32, 4\) with 4 channels"),
+        ((1, 2, 30, 32, 3), r"video has shape \(1, 2, 30, 32, 3\).*divisible by 16"),
+    ],
+)
+def test_bad_video_shapes_are_named(shape, message):
+    model = _eval_model(ModelConfig(**TINY))
+    with pytest.raises(ValueError, match=message):
+        model(jnp.zeros(shape))
+
+
+def test_other_frame_counts_and_resolutions_interpolate_the_embeddings():
+    model = _eval_model(ModelConfig(**TINY))
+    assert model(_video(0, (1, 4, 48, 64, 3))).shape == (1, 5)
+    pos, temporal = model.embed.pos_embed[...], model.embed.temporal_pos_embedding[...]
+    assert resize_spatial(pos, (2, 2)) is pos and resize_temporal(temporal, 2) is temporal
+    assert resize_spatial(pos, (3, 4)).shape == (13, 32)
+    np.testing.assert_array_equal(resize_spatial(pos, (3, 4))[0], pos[0])  # CLS row kept
+    image = temporal[:1]  # an image model (T = 1) inflates to video by repetition
+    np.testing.assert_allclose(resize_temporal(image, 8), jnp.repeat(image, 8, 0), rtol=1e-6)
+
+
+def test_initialisation_is_mambas():
+    cfg = ModelConfig(**TINY)
+    model = VideoMamba(cfg, rngs=nnx.Rngs(0))
+    direction = model.layers[0].mixer.fwd
+    np.testing.assert_allclose(direction.A_log[...][5], np.log(np.arange(1, cfg.d_state + 1)))
+    np.testing.assert_array_equal(direction.D[...], 1.0)
+    dt = jax.nn.softplus(direction.dt_proj.bias[...])
+    assert float(dt.min()) >= 1e-3 * 0.999 and float(dt.max()) <= 1e-1 * 1.001
+    assert float(jnp.abs(direction.dt_proj.kernel[...]).max()) <= cfg.rank**-0.5
+    np.testing.assert_array_equal(model.embed.cls_token[...], 0.0)
+    np.testing.assert_array_equal(model.embed.temporal_pos_embedding[...], 0.0)
+    assert 0.015 < float(jnp.std(model.embed.pos_embed[...])) < 0.025
+
+
+def test_every_parameter_has_logical_axis_names():
+    model = nnx.eval_shape(lambda: VideoMamba(ModelConfig(**TINY), rngs=nnx.Rngs(0)))
+    params = jax.tree.leaves(
+        nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable)
+    )
+    assert params
+    for p in params:
+        names = p.get_metadata().get("out_sharding")
+        assert names is not None and len(names) == p.shape.__len__(), p
+        assert all(isinstance(name, str) for name in names)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    model = _eval_model(ModelConfig(**TINY, dtype="bfloat16"))
+    f32 = _eval_model(ModelConfig(**TINY))
+    video = _video(5, (2, 2, 32, 32, 3))
+    logits = model(video)
+    assert logits.dtype == jnp.float32
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    assert_close(logits, f32(video), 5e-2, "bf16 vs f32 logits")
+
+
+def test_remat_changes_neither_value_nor_gradient():
+    video = _video(6, (1, 2, 32, 32, 3))
+
+    def loss(model):
+        return jnp.sum(model(video) ** 2)
+
+    grads = {}
+    for remat in (False, True):
+        model = _eval_model(ModelConfig(**TINY, remat=remat))
+        grads[remat] = nnx.grad(loss)(model)
+    for a, b in zip(jax.tree.leaves(grads[False]), jax.tree.leaves(grads[True]), strict=True):
+        assert_close(b, a, 1e-5, "remat grad")
+
+
+def test_drop_path_and_dropout_are_stochastic_in_training_only():
+    cfg = ModelConfig(**TINY, drop_path_rate=0.5, head_dropout=0.5)
+    model = VideoMamba(cfg, rngs=nnx.Rngs(params=0, dropout=1))
+    video = _video(7, (4, 2, 32, 32, 3))
+    train_a, train_b = model(video), model(video)
+    assert not np.allclose(train_a, train_b)
+    model.eval()
+    np.testing.assert_array_equal(model(video), model(video))
