@@ -71,3 +71,33 @@ def test_unknown_subcommand_is_an_argparse_error():
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["no-such-command"])
     assert exit_info.value.code == 2
+
+
+def test_params_prints_the_exact_count_and_the_papers(capsys):
+    assert cli.main(["params", "--config", "configs/k400_vm_ti_f8.py"]) == 0
+    out = capsys.readouterr().out
+    assert "VideoMamba-Ti" in out and "**7,033,744** (7.03M)" in out and "paper: 7M" in out
+    groups = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    counts = [int(re.sub(r"\D", "", line.split("|")[2].split("(")[0])) for line in groups[1:]]
+    assert sum(counts[:-1]) == counts[-1] == 7_033_744
+
+
+def test_flops_counts_every_scan_step(capsys):
+    """At T = 1 and 2 frames the difference is one frame's tokens: linear in the tokens."""
+    argv = ["flops", "--config", "configs/demo.py", "--config.model.depth=1"]
+    gflops = []
+    for frames in (1, 2):
+        assert cli.main([*argv, f"--config.model.num_frames={frames}"]) == 0
+        out = capsys.readouterr().out
+        gflops.append(float(re.search(r"([\d.]+) GFLOPs \(XLA", out).group(1)))
+    # 17 and 33 tokens; everything but the head scales with the tokens.
+    assert 1.8 < gflops[1] / gflops[0] < 2.0
+
+
+def test_a_bad_config_key_or_value_is_named(capsys):
+    assert cli.main(["params", "--config", "configs/demo.py", "--config.model.nope=1"]) == 2
+    assert "config key 'model.nope' does not exist" in capsys.readouterr().err
+    assert cli.main(["params", "--config", "configs/demo.py", "--config.optim.epochs=x"]) == 2
+    assert "config key 'optim.epochs': 'x' is a str; expected a int" in capsys.readouterr().err
+    assert cli.main(["params", "--config", "configs/missing.py"]) == 2
+    assert "config file 'configs/missing.py' does not exist" in capsys.readouterr().err

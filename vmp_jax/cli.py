@@ -58,15 +58,59 @@ def _add_bench_scan(subparsers) -> None:
     p.set_defaults(func=_bench_scan)
 
 
+def _model_config(args: argparse.Namespace):
+    from vmp_jax.experiment import load_config, model_config
+
+    config = load_config(args.config, args.overrides)
+    return config, model_config(config)
+
+
+def _params(args: argparse.Namespace) -> int:
+    from vmp_jax.models.summary import params_report
+
+    print(params_report(_model_config(args)[1]))
+    return 0
+
+
+def _flops(args: argparse.Namespace) -> int:
+    from vmp_jax.models.summary import flops_report
+
+    config, cfg = _model_config(args)
+    print(flops_report(cfg, views=config.eval.num_clips * config.eval.num_crops))
+    return 0
+
+
+def _add_model_commands(subparsers) -> None:
+    for name, func, text in (
+        ("params", _params, "exact parameter count, total and per module group"),
+        ("flops", _flops, "FLOPs of one view (XLA cost analysis) and of the multi-view test"),
+    ):
+        p = subparsers.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}. Overrides: --config.KEY=VALUE.",
+        )
+        p.add_argument(
+            "--config", required=True, help="an experiment file, e.g. configs/k400_vmp_ti_f8.py"
+        )
+        p.set_defaults(func=func, accepts_overrides=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_bench_scan(subparsers)
+    _add_model_commands(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.overrides = [a for a in extra if a.startswith("--config.")]
+    unknown = [a for a in extra if not a.startswith("--config.")]
+    if unknown or (args.overrides and not getattr(args, "accepts_overrides", False)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         return args.func(args)
     except ValueError as error:
