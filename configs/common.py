@@ -5,69 +5,34 @@ Sections: `model` (vmp_jax.models.ModelConfig's fields), `data`, `optim`, `eval`
 """
 
 import dataclasses
+from typing import NamedTuple
 
 import ml_collections
 
 from vmp_jax.models.config import preset
 
-# Per dataset: classes, base lr (scaled by batch / 256), Adam b2, batch, epochs, flip, sampling,
-# multi-view test (clips, crops). Epochs follow VideoMamba's released scripts.
+
+class Dataset(NamedTuple):
+    """A dataset's recipe: base lr (scaled by batch / 256; / 512 for in1k), Adam b2, batch,
+    epochs (VideoMamba's released scripts), flip, frame sampling, multi-view test."""
+
+    classes: int
+    base_lr: float
+    b2: float
+    batch: int
+    epochs: int
+    flip: bool
+    sampling: str
+    clips: int
+    crops: int
+
+
 DATASETS = {
-    "in1k": dict(
-        classes=1000,
-        base_lr=5e-4,
-        b2=0.999,
-        batch=1024,
-        epochs=300,
-        flip=True,
-        sampling="image",
-        clips=1,
-        crops=1,
-    ),
-    "k400": dict(
-        classes=400,
-        base_lr=1.5e-4,
-        b2=0.99,
-        batch=256,
-        epochs=50,
-        flip=True,
-        sampling="segment",
-        clips=4,
-        crops=3,
-    ),
-    "ssv2": dict(
-        classes=174,
-        base_lr=1.5e-4,
-        b2=0.999,
-        batch=256,
-        epochs=35,
-        flip=False,
-        sampling="segment",
-        clips=2,
-        crops=3,
-    ),
-    "ucf101": dict(
-        classes=101,
-        base_lr=4e-4,
-        b2=0.99,
-        batch=128,
-        epochs=50,
-        flip=True,
-        sampling="segment",
-        clips=4,
-        crops=3,
-    ),
-    "hmdb51": dict(
-        classes=51,
-        base_lr=4e-4,
-        b2=0.999,
-        batch=128,
-        epochs=50,
-        flip=True,
-        sampling="segment",
-        clips=4,
-        crops=3,
-    ),
+    "in1k": Dataset(1000, 5e-4, 0.999, 1024, 300, True, "image", 1, 1),
+    "k400": Dataset(400, 1.5e-4, 0.99, 256, 50, True, "segment", 4, 3),
+    "ssv2": Dataset(174, 1.5e-4, 0.999, 256, 35, False, "segment", 2, 3),
+    "ucf101": Dataset(101, 4e-4, 0.99, 128, 50, True, "segment", 4, 3),
+    "hmdb51": Dataset(51, 4e-4, 0.999, 128, 50, True, "segment", 4, 3),
 }
 
 # Per size (SPEC section 6): warm-up epochs, weight decay, head dropout, drop path, RandAugment.
@@ -95,7 +60,7 @@ def experiment(
     model = dict(
         num_frames=frames,
         img_size=img_size,
-        num_classes=d["classes"],
+        num_classes=d.classes,
         head_dropout=0.0 if image else r["dropout"],
         drop_path_rate=r["drop_path"],
     )
@@ -103,14 +68,14 @@ def experiment(
     config.data = data_section(dataset, frames, img_size, d, r)
     config.optim = ml_collections.ConfigDict(
         dict(
-            base_lr=d["base_lr"],
+            base_lr=d.base_lr,
             lr_batch_base=512 if image else 256,
             min_lr=1e-6,
             warmup_epochs=5 if image else r["warmup"],
-            epochs=d["epochs"],
+            epochs=d.epochs,
             weight_decay=0.05 if image else r["wd"],
             b1=0.9,
-            b2=d["b2"],
+            b2=d.b2,
             eps=1e-8,
             label_smoothing=0.1,
             grad_clip=0.0 if image else 5.0,
@@ -119,7 +84,7 @@ def experiment(
         )
     )
     config.eval = ml_collections.ConfigDict(
-        dict(num_clips=d["clips"], num_crops=d["crops"], batch_size=16)
+        dict(num_clips=d.clips, num_crops=d.crops, batch_size=16)
     )
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     return config
@@ -137,11 +102,11 @@ def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
             val_list="",
             num_frames=frames,
             img_size=img_size,
-            sampling=d["sampling"],
+            sampling=d.sampling,
             sampling_rate=4,
-            batch_size=d["batch"],
+            batch_size=d.batch,
             num_workers=8,
-            flip=d["flip"],
+            flip=d.flip,
             randaug_n=n,
             randaug_m=m,
             erase_prob=0.25,

@@ -32,13 +32,16 @@ MODES = [
 SMALL = BlockSizes(chunk_size=4, channel_block=2, num_warps=1)
 
 
-def _compare(x, dtype, mode, **kwargs):
+def _compare(x, dtype, mode, *, reverse=True, mask_diagonal=True, residual=True, **kernel_args):
+    """Kernel vs reference in value and gradient; VMP's backward-scan options by default,
+    kernel_args (variant, blocks) with SMALL blocks by default."""
     args = scan_args(x, dtype)
     cotangent = jnp.asarray(np.random.default_rng(1).normal(size=x.u.shape), jnp.float32)
-    options = {k: kwargs[k] for k in ("reverse", "mask_diagonal", "residual")}
+    options = {"reverse": reverse, "mask_diagonal": mask_diagonal, "residual": residual}
+    kernel_args = {"blocks": SMALL, **kernel_args}
 
     def kernel(**a):
-        return selective_scan(**a, **kwargs, interpret=mode == "interpret")
+        return selective_scan(**a, **options, **kernel_args, interpret=mode == "interpret")
 
     y, grads = value_and_grads(kernel, args, cotangent)
     y_ref, grads_ref = value_and_grads(dispatch, args, cotangent, algorithm="reference", **options)
@@ -57,16 +60,8 @@ def _compare(x, dtype, mode, **kwargs):
 def test_matches_reference_float32(mode, variant, reverse, mask, residual):
     # L = 11: two chunks of 4 and a partial one; D = 5 pads to 6, n = 3 pads to 4.
     x = random_inputs(np.random.SeedSequence().entropy, 2, 11, 5, 3)
-    _compare(
-        x,
-        jnp.float32,
-        mode,
-        reverse=reverse,
-        mask_diagonal=mask,
-        residual=residual,
-        variant=variant,
-        blocks=SMALL,
-    )
+    options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
+    _compare(x, jnp.float32, mode, **options, variant=variant)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -75,16 +70,7 @@ def test_matches_reference_float32(mode, variant, reverse, mask, residual):
 @pytest.mark.parametrize("with_z", [False, True])
 def test_optional_skip_and_gate(mode, variant, with_D, with_z):
     x = random_inputs(np.random.SeedSequence().entropy, 1, 7, 4, 2, with_D=with_D, with_z=with_z)
-    _compare(
-        x,
-        jnp.float32,
-        mode,
-        reverse=True,
-        mask_diagonal=True,
-        residual=True,
-        variant=variant,
-        blocks=SMALL,
-    )
+    _compare(x, jnp.float32, mode, variant=variant)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -92,16 +78,7 @@ def test_optional_skip_and_gate(mode, variant, with_D, with_z):
 @pytest.mark.parametrize("residual", [False, True])
 def test_matches_reference_bfloat16(mode, variant, residual):
     x = random_inputs(np.random.SeedSequence().entropy, 2, 13, 4, 4)
-    _compare(
-        x,
-        jnp.bfloat16,
-        mode,
-        reverse=True,
-        mask_diagonal=True,
-        residual=residual,
-        variant=variant,
-        blocks=SMALL,
-    )
+    _compare(x, jnp.bfloat16, mode, residual=residual, variant=variant)
 
 
 @pytest.mark.parametrize("mode", MODES)
