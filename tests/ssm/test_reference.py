@@ -19,21 +19,20 @@ from tests.ssm.cases import (
 from vmp_jax.ssm import selective_scan, similarity_matrix, state_kernel
 
 
+def _check_against_loop(x, dtype, **options):
+    """reference in `dtype` (under x64 for float64) vs the float64 SPEC loop."""
+    want = spec_loop(x, **options)
+    with jax.enable_x64(dtype == jnp.float64):
+        got = selective_scan(**scan_args(x, dtype), **options, algorithm="reference")
+        assert got.dtype == dtype
+        assert_close(got, want, TOLERANCE[jnp.dtype(dtype).name], "reference vs loop")
+
+
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
 @pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 9, 3, 2), (1, 16, 2, 4)])
 def test_reference_matches_spec_loop_in_float64(shape, reverse, mask, residual):
     x = random_inputs(np.random.SeedSequence().entropy, *shape)
-    want = spec_loop(x, reverse=reverse, mask_diagonal=mask, residual=residual)
-    with jax.enable_x64(True):
-        got = selective_scan(
-            **scan_args(x, jnp.float64),
-            reverse=reverse,
-            mask_diagonal=mask,
-            residual=residual,
-            algorithm="reference",
-        )
-        assert got.dtype == jnp.float64
-        assert_close(got, want, TOLERANCE["float64"], "reference vs loop")
+    _check_against_loop(x, jnp.float64, reverse=reverse, mask_diagonal=mask, residual=residual)
 
 
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
@@ -45,16 +44,7 @@ def test_reference_matches_spec_loop_in_float64(shape, reverse, mask, residual):
 )
 def test_reference_matches_spec_loop_in_float32(reverse, mask, residual, l, d, n, seed):
     x = random_inputs(seed, 2, l, d, n)
-    want = spec_loop(x, reverse=reverse, mask_diagonal=mask, residual=residual)
-    got = selective_scan(
-        **scan_args(x, jnp.float32),
-        reverse=reverse,
-        mask_diagonal=mask,
-        residual=residual,
-        algorithm="reference",
-    )
-    assert got.dtype == jnp.float32
-    assert_close(got, want, TOLERANCE["float32"], "reference vs loop")
+    _check_against_loop(x, jnp.float32, reverse=reverse, mask_diagonal=mask, residual=residual)
 
 
 def _matrices(seed, l=7, d=3, n=2, **options):
