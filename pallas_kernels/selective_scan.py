@@ -93,10 +93,9 @@ def _store_row(ref, row, valid, value):
     plgpu.store(ref.at[row], value.astype(ref.dtype), mask=jnp.full(value.shape, valid))
 
 
-def _chunk_tokens(cfg: _Config, k, refs):
-    """The q tokens of chunk k in scan order: ([(row, valid)], [Step])."""
-    u_ref, delta_ref, A_ref, B_ref, C_ref = refs
-    A = A_ref[...].astype(F32)  # (c, n)
+def _chunk_tokens(cfg: _Config, k, refs, A):
+    """The q tokens of chunk k in scan order: ([(row, valid)], [Step]); A (c, n) float32."""
+    u_ref, delta_ref, B_ref, C_ref = refs
     q = cfg.blocks.chunk_size
     tokens = [_token(cfg, k * q + i) for i in range(q)]
     steps = [_load_step(row, valid, u_ref, delta_ref, B_ref, C_ref, A) for row, valid in tokens]
@@ -112,11 +111,17 @@ def _readouts(cfg: _Config, steps, h, r, hs, rs):
     ], h_prev
 
 
+def _output(state, s, Dskip):
+    """y before the gate: sum_n C[n] state[:, n] + D u, (c,)."""
+    return jnp.sum(state * s.C[None, :], axis=1) + Dskip * s.u
+
+
 def _forward_kernel(*refs, cfg: _Config, save_states: bool):
     """y for one (batch, channel block); optionally the (h, r) entering every chunk."""
     u_ref, delta_ref, A_ref, B_ref, C_ref, D_ref = refs[:6]
     z_ref = refs[6] if cfg.gated else None
     y_ref, *state_refs = refs[6 + cfg.gated :]
+    A = A_ref[...].astype(F32)  # (c, n)
     Dskip = D_ref[...].astype(F32)  # (c,)
 
     def chunk(k, carry):
@@ -125,17 +130,17 @@ def _forward_kernel(*refs, cfg: _Config, save_states: bool):
             state_refs[0][k] = h
             if cfg.residual:
                 state_refs[1][k] = r
-        tokens, steps = _chunk_tokens(cfg, k, (u_ref, delta_ref, A_ref, B_ref, C_ref))
+        tokens, steps = _chunk_tokens(cfg, k, (u_ref, delta_ref, B_ref, C_ref), A)
         hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
         reads, _ = _readouts(cfg, steps, h, r, hs, rs)
         for (row, valid), s, state in zip(tokens, steps, reads, strict=True):
-            y = jnp.sum(state * s.C[None, :], axis=1) + Dskip * s.u  # (c,)
+            y = _output(state, s, Dskip)  # (c,)
             if cfg.gated:
                 y = gate(y, z_ref[row, :].astype(F32))[0]
             _store_row(y_ref, row, valid, y)
         return hs[-1], rs[-1]
 
-    zeros = jnp.zeros(A_ref.shape, F32)
+    zeros = jnp.zeros_like(A)
     jax.lax.fori_loop(0, cfg.num_chunks, chunk, (zeros, zeros))
 
 
@@ -177,15 +182,14 @@ def _backward_kernel(*refs, cfg: _Config):
     def chunk(j, carry):
         k = cfg.num_chunks - 1 - j
         h, r = h0_ref[k], (r0_ref[k] if cfg.residual else jnp.zeros_like(A))
-        tokens, steps = _chunk_tokens(cfg, k, (u_ref, delta_ref, A_ref, B_ref, C_ref))
+        tokens, steps = _chunk_tokens(cfg, k, (u_ref, delta_ref, B_ref, C_ref), A)
         hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
         reads, h_prev = _readouts(cfg, steps, h, r, hs, rs)
         for i in reversed(range(len(steps))):
             (row, valid), s = tokens[i], steps[i]
             g = dy_ref[row, :].astype(F32) * valid.astype(F32)  # (c,)
             if cfg.gated:
-                y = jnp.sum(reads[i] * s.C[None, :], axis=1) + Dskip * s.u
-                _, dy_dpre, dy_dz = gate(y, z_ref[row, :].astype(F32))
+                _, dy_dpre, dy_dz = gate(_output(reads[i], s, Dskip), z_ref[row, :].astype(F32))
                 _store_row(dz_ref, row, valid, g * dy_dz)
                 g = g * dy_dpre
             du, ddelta, dB, dC, carry = _backward_token(cfg, s, reads[i], h_prev[i], g, carry, A)
@@ -333,7 +337,7 @@ def selective_scan(
     residual: bool = False,
     blocks: BlockSizes = BlockSizes(),
     variant: str = "sequential",
-    interpret: bool = False,
+    interpret: bool | None = None,
 ):
     """The selective scan of SPEC sections 1-4 as Pallas kernels, differentiable (custom VJP).
 
@@ -344,7 +348,8 @@ def selective_scan(
       blocks: the kernel tiling (`BlockSizes`).
       variant: how a chunk's states are computed: "sequential" (token after token) or
         "associative" (a parallel prefix scan over the chunk's affine maps).
-      interpret: run the kernels in Pallas' interpreter (any backend; for tests on CPU).
+      interpret: run the kernels in Pallas' interpreter (any backend; slow, for tests). None:
+        natively on a GPU, interpreted elsewhere.
     """
     _check(u, A, variant)
     (_, L, d), n = u.shape, A.shape[1]
@@ -369,7 +374,7 @@ def selective_scan(
         z is not None,
         variant,
         blocks,
-        bool(interpret),
+        jax.default_backend() != "gpu" if interpret is None else bool(interpret),
     )
     return _scan(cfg, *padded.values())[:, :, :d]
 

@@ -73,9 +73,7 @@ def _inputs(b, l, d, n, dtype, seed=0):
 def _scan_fn(name: str):
     """selective_scan for a dispatcher algorithm name or a "pallas:<variant>"."""
     if name in PALLAS_VARIANTS:
-        interpret = jax.default_backend() != "gpu"
-        variant = name.split(":", 1)[1]
-        return partial(pallas.selective_scan, variant=variant, interpret=interpret)
+        return partial(pallas.selective_scan, variant=name.split(":", 1)[1])
     resolve_algorithm(name)  # unknown names fail here, before any work
     return partial(selective_scan, algorithm=name)
 

@@ -18,9 +18,6 @@ PAPER = {
     (True, 384): (25, 4.2),
     (True, 576): (72, 12.4),
 }
-
-
-SIZES_BY_EMBED = {embed: depth for embed, depth in SIZES.values()}
 SIZE_NAMES = {"ti": "Ti", "s": "S", "m": "M"}
 
 
@@ -28,6 +25,12 @@ def _name(cfg: ModelConfig) -> str:
     sizes = {embed: SIZE_NAMES[size] for size, (embed, _) in SIZES.items()}
     size = sizes.get(cfg.embed_dim, f"C{cfg.embed_dim}")
     return f"{'VideoMambaPro' if cfg.is_pro else 'VideoMamba'}-{size}"
+
+
+def _paper(cfg: ModelConfig) -> tuple[float, float] | None:
+    """The paper's (params M, IN-1K GFLOPs) for a preset's width and depth, else None."""
+    depth = {embed: depth for embed, depth in SIZES.values()}.get(cfg.embed_dim)
+    return PAPER.get((cfg.is_pro, cfg.embed_dim)) if cfg.depth == depth else None
 
 
 def param_groups(cfg: ModelConfig) -> dict[str, int]:
@@ -55,8 +58,8 @@ def params_report(cfg: ModelConfig) -> str:
     ]
     lines += [f"| {k} | {v:,} |" for k, v in groups.items()]
     lines.append(f"| **total** | **{total:,}** ({total / 1e6:.2f}M) |")
-    paper = PAPER.get((cfg.is_pro, cfg.embed_dim))
-    if paper and cfg.depth == SIZES_BY_EMBED.get(cfg.embed_dim):
+    paper = _paper(cfg)
+    if paper:
         lines.append(f"\npaper: {paper[0]}M (rounded; 400 classes, 8 frames, 224 px)")
     return "\n".join(lines)
 
@@ -70,7 +73,7 @@ def flops_report(cfg: ModelConfig, views: int) -> str:
         f"{flops / 2e9:.4g} GMACs (fvcore's, and the papers', 'FLOPs')",
         f"  x {views} views: {flops * views / 1e9:.4g} GFLOPs, {flops * views / 2e9:.4g} GMACs",
     ]
-    paper = PAPER.get((cfg.is_pro, cfg.embed_dim))
-    if paper and cfg.depth == SIZES_BY_EMBED.get(cfg.embed_dim):
+    paper = _paper(cfg)
+    if paper:
         lines.append(f"  paper (IN-1K, one 224 px image): {paper[1]}G")
     return "\n".join(lines)

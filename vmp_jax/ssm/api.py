@@ -20,21 +20,10 @@ from vmp_jax.ssm.validation import check_inputs
 ScanFn = Callable[..., jax.Array]
 
 
-def _pallas(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual):
-    """The Pallas kernels; in Pallas' interpreter off the GPU (slow: for tests)."""
-    return pallas.selective_scan(
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D,
-        z,
-        reverse=reverse,
-        mask_diagonal=mask_diagonal,
-        residual=residual,
-        interpret=jax.default_backend() != "gpu",
-    )
+def _pallas(*args, **options):
+    """The Pallas kernels: natively on a GPU, in Pallas' interpreter elsewhere (slow: for
+    tests). Looked up at call time because pallas_kernels itself imports vmp_jax.ssm."""
+    return pallas.selective_scan(*args, **options)
 
 
 ALGORITHMS: dict[str, ScanFn] = {
@@ -122,12 +111,11 @@ def selective_scan(
 
 @partial(jax.jit, static_argnames=("reverse", "mask_diagonal", "residual", "algorithm"))
 def _selective_scan(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm):
-    options = {"reverse": reverse, "mask_diagonal": mask_diagonal, "residual": residual}
+    options = {"mask_diagonal": mask_diagonal, "residual": residual}
     if algorithm in FUSED:
-        return ALGORITHMS[algorithm](u, delta, A, B, C, D, z, **options)
+        return ALGORITHMS[algorithm](u, delta, A, B, C, D, z, reverse=reverse, **options)
     compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
     uc, delta, A, B, C = (x.astype(compute) for x in (u, delta, A, B, C))
-    reverse = options.pop("reverse")
     if algorithm in NATIVE_REVERSE:
         y = ALGORITHMS[algorithm](uc, delta, A, B, C, reverse=reverse, **options)
     elif reverse:
