@@ -35,7 +35,8 @@ DATASETS = {
     "hmdb51": Dataset(51, 4e-4, 0.999, 128, 50, True, "segment", 4, 3),
 }
 
-# Per size (SPEC section 6): warm-up epochs, weight decay, head dropout, drop path, RandAugment.
+# Per size (SPEC section 6): warm-up epochs, weight decay, head dropout, drop path, RandAugment
+# (magnitude, magnitude std) as timm's rand-m{M}-mstd{S}.
 SIZE_RECIPES = {
     "ti": dict(warmup=5, wd=0.1, dropout=0.1, drop_path=0.1, randaug=(7, 0.25)),
     "s": dict(warmup=5, wd=0.05, dropout=0.35, drop_path=0.35, randaug=(9, 0.5)),
@@ -92,23 +93,31 @@ def experiment(
 
 def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
     """Input pipeline settings (VideoMamba's released scripts, SPEC section 6)."""
-    n, m = r["randaug"]
+    m, mstd = r["randaug"]
     return ml_collections.ConfigDict(
         dict(
             name=dataset,
-            source="list",
-            data_root="",
-            train_list="",
+            source="list",  # list | image_folder | tfds
+            data_root="",  # list paths are relative to it; the TFDS data_dir for "tfds"
+            train_list="",  # a list file, or for image_folder a folder
             val_list="",
+            frame_template="img_{:05d}.jpg",  # frame-folder lines (1-based)
+            tfds_name="",  # e.g. video_list/k400 (vmp make-tfds) or imagenet2012
+            train_split="train",
+            val_split="validation",
             num_frames=frames,
             img_size=img_size,
             sampling=d.sampling,
             sampling_rate=4,
             batch_size=d.batch,
             num_workers=8,
+            num_threads=2,
+            crop="random_resized",  # or multi_scale (VideoMAE)
+            crop_scale=(0.08, 1.0),
             flip=d.flip,
-            randaug_n=n,
+            randaug_n=2,
             randaug_m=m,
+            randaug_mstd=mstd,
             erase_prob=0.25,
             mixup=0.8,
             cutmix=1.0,

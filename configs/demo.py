@@ -27,7 +27,10 @@ def get_config():
     config.data.val_list = "data/demo/val.txt"
     config.data.batch_size = 16
     config.data.num_workers = 2
+    config.data.flip = False  # left and right are different classes
+    config.data.crop_scale = (0.5, 1.0)  # keep the moving shapes in the crop
     config.data.randaug_n = 0
+    config.data.erase_prob = 0.0
     config.data.mixup = config.data.cutmix = 0.0
     config.data.repeated_aug = 1
     config.optim.base_lr = 1e-3

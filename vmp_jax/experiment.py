@@ -70,7 +70,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.C
             raise ValueError(f"config override {item!r} is not of the form key=value")
         key, text = item.split("=", 1)
         apply_override(config, key, text)
-    model_config(config)  # a bad model value fails now, before any work
+    model_config(config)  # a bad model or data value fails now, before any work
+    if "data" in config:
+        from vmp_jax.data.pipeline import ClipSettings
+
+        ClipSettings.from_config(config)
     return config
 
 

@@ -1,0 +1,160 @@
+"""Video decoding with PyAV: frames by index, seeking to the clip rather than decoding the file.
+
+A video is given as a path or as the encoded file's bytes (TFDS records keep the MP4 bytes).
+Frames come back as uint8 (T, H, W, 3) RGB. Anything that is not a readable video (missing,
+zero-byte, truncated, not a container, no video stream) raises `DecodeError`, whose message names
+the file and the reason; the pipeline turns it into a skipped-and-counted sample.
+
+Indices are frame numbers at the stream's average rate, counted from its first frame, so that
+sampling can be planned from `probe` before any frame is decoded.
+"""
+
+import dataclasses
+import io
+import os
+from collections.abc import Callable, Sequence
+
+import av
+import numpy as np
+
+VideoInput = str | os.PathLike | bytes
+
+# A wanted frame further ahead than this (in seconds) is reached by seeking, not decoding. H.264
+# keyframes are often seconds apart, and a seek lands on the keyframe before the target, so a
+# shorter gap would decode the same frames again.
+SEEK_GAP_SECONDS = 4.0
+# Containers may overstate the frame count by a frame or two; a shortfall up to this fraction
+# repeats the last frame, a larger one is a truncated file.
+FRAME_COUNT_SLACK = 0.05
+
+
+class DecodeError(Exception):
+    """A file that cannot be read as a video; the message names the file and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+
+def _name(video: VideoInput, name: str | None) -> str:
+    if name is not None:
+        return name
+    return "<bytes>" if isinstance(video, bytes) else os.fspath(video)
+
+
+def _open(video: VideoInput, name: str) -> av.container.InputContainer:
+    if not isinstance(video, bytes):
+        if not os.path.exists(video):
+            raise DecodeError(f"{name}: missing file")
+        if os.path.getsize(video) == 0:
+            raise DecodeError(f"{name}: zero-byte file")
+    elif not video:
+        raise DecodeError(f"{name}: zero-byte file")
+    try:
+        container = av.open(io.BytesIO(video) if isinstance(video, bytes) else os.fspath(video))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise DecodeError(f"{name}: not a readable video ({e})") from e
+    if not container.streams.video:
+        container.close()
+        raise DecodeError(f"{name}: no video stream")
+    return container
+
+
+def _info(stream) -> VideoInfo:
+    fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    num_frames = stream.frames
+    if not num_frames and stream.duration is not None and stream.time_base is not None:
+        num_frames = int(round(float(stream.duration * stream.time_base) * fps))
+    return VideoInfo(int(num_frames), fps, stream.codec_context.height, stream.codec_context.width)
+
+
+def probe(video: VideoInput, *, name: str | None = None) -> VideoInfo:
+    """Frame count, rate and size from the container's headers (nothing decoded)."""
+    name = _name(video, name)
+    with _open(video, name) as container:
+        info = _info(container.streams.video[0])
+    if info.num_frames <= 0:
+        raise DecodeError(f"{name}: the video stream has no frames")
+    return info
+
+
+Plan = Sequence[int] | Callable[[int], Sequence[int]]
+
+
+def read_frames(
+    video: VideoInput, plan: Plan, *, name: str | None = None
+) -> tuple[np.ndarray, VideoInfo]:
+    """Decodes the frames at some indices (any order, repeats allowed).
+
+    Args:
+      plan: the indices, or a function from the video's frame count to them (so that one open
+        both plans and decodes the clip).
+
+    Returns:
+      frames: uint8 (len(indices), H, W, 3), and the video's `VideoInfo`.
+    """
+    name = _name(video, name)
+    with _open(video, name) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        info = _info(stream)
+        if info.num_frames <= 0:
+            raise DecodeError(f"{name}: the video stream has no frames")
+        indices = plan(info.num_frames) if callable(plan) else plan
+        wanted = sorted(set(int(i) for i in indices))
+        if not wanted or wanted[0] < 0:
+            raise ValueError(f"{name}: frame indices must be >= 0, got {list(indices)[:8]}")
+        try:
+            found = _decode_wanted(container, stream, info, wanted)
+        except av.FFmpegError as e:
+            raise DecodeError(f"{name}: corrupt video data ({e})") from e
+    found = _fill_overstated_end(found, wanted, info, name)
+    return np.stack([found[int(i)] for i in indices]), info
+
+
+def _decode_wanted(container, stream, info: VideoInfo, wanted: list[int]) -> dict:
+    """Decodes forward from a seek before each far-apart group of wanted frames."""
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    seek_gap = max(1, int(SEEK_GAP_SECONDS * info.fps))
+    found: dict[int, np.ndarray] = {}
+    i = 0
+    while i < len(wanted):
+        if i > 0 or wanted[0] > seek_gap:
+            target = start + wanted[i] / info.fps
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        position, took = -1, False
+        for frame in container.decode(stream):
+            index = int(round((frame.time - start) * info.fps)) if frame.time is not None else -1
+            position = index if index > position else position + 1
+            if wanted[i] <= position:
+                rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
+                while i < len(wanted) and wanted[i] <= position:
+                    found[wanted[i]] = rgb
+                    i += 1
+                took = True
+            # Only after taking a frame: a seek may land far before its target.
+            if i == len(wanted) or (took and wanted[i] - position > seek_gap):
+                break
+        else:
+            break  # end of stream
+    return found
+
+
+def _fill_overstated_end(found: dict, wanted: list[int], info: VideoInfo, name: str) -> dict:
+    missing = [w for w in wanted if w not in found]
+    if not missing:
+        return found
+    if not found:
+        raise DecodeError(f"{name}: no frame could be decoded")
+    last = max(found)
+    shortfall = info.num_frames - last - 1
+    if missing[0] < last or shortfall > max(2, FRAME_COUNT_SLACK * info.num_frames):
+        raise DecodeError(
+            f"{name}: truncated: decoded frames up to {last} of the {info.num_frames} the "
+            f"container announces"
+        )
+    return found | {w: found[last] for w in missing}

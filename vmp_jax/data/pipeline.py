@@ -1,0 +1,283 @@
+"""Grain pipelines: from a source's items to training batches and multi-view test batches.
+
+Train: index -> per-epoch shuffle (seeded) -> this host's shard -> decode + augment (a random map
+seeded by the element's index, so every batch is the same whatever the worker count) -> batch ->
+mixup/cutmix -> worker processes. Test: every video once, padded so that every host runs the
+same number of batches; each video's views are decoded from one open of the file.
+
+A file that cannot be read (missing, empty, truncated, not a video) is logged with its name and
+counted in the batch's `skipped` field: in training another video (drawn from the failing one's
+seed) takes its place, so batch shapes and determinism hold; in testing the video is marked
+invalid. If every file fails the pipeline raises `NoReadableVideos`.
+
+Batches (B = per-host batch, V = views, T frames, S = img_size):
+  train: video float32 (B, T, S, S, 3), label int32 (B,), target float32 (B, K),
+         skipped int32 (B,), errors str (B,)
+  test:  video float32 (B, V, T, S, S, 3), label int32 (B,), video_id int32 (B,),
+         valid bool (B,), skipped int32 (B,), errors str (B,)
+"""
+
+import dataclasses
+import logging
+
+import grain
+import numpy as np
+from absl import flags
+
+from vmp_jax.data import randaugment, sampling, sources, transforms
+from vmp_jax.data.decode import DecodeError
+
+log = logging.getLogger(__name__)
+
+
+class NoReadableVideos(RuntimeError):
+    """Raised when every file a pipeline tried has failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipSettings:
+    """What makes one clip out of a video, taken from the config's `data` and `eval` sections."""
+
+    num_frames: int
+    img_size: int
+    sampling: str
+    sampling_rate: int
+    crop: str
+    crop_scale: tuple[float, float]
+    flip: bool
+    randaug_n: int
+    randaug_m: float
+    randaug_mstd: float
+    erase_prob: float
+    short_side: int
+    repeated_aug: int
+    num_clips: int
+    num_crops: int
+    num_classes: int
+
+    @classmethod
+    def from_config(cls, config) -> "ClipSettings":
+        d = config.data
+        settings = cls(
+            **{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d},
+            num_clips=config.eval.num_clips,
+            num_crops=config.eval.num_crops,
+            num_classes=config.model.num_classes,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        sampling.check_sampling(self.sampling)
+        if self.crop not in transforms.CROPS:
+            raise ValueError(f"data.crop must be one of {transforms.CROPS}, got {self.crop!r}")
+        if self.short_side < self.img_size:
+            raise ValueError(
+                f"data.short_side ({self.short_side}) must be >= data.img_size ({self.img_size})"
+            )
+        if self.repeated_aug < 1 or self.num_clips < 1:
+            raise ValueError("data.repeated_aug and eval.num_clips must be at least 1")
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"data.crop_scale must satisfy 0 < min <= max <= 1, got {lo, hi}")
+
+
+def check_label(item, s: ClipSettings) -> None:
+    """A label outside the model's classes is a config/data mismatch: an error, not a skip."""
+    if not 0 <= item.label < s.num_classes:
+        raise ValueError(
+            f"{item.name}: label {item.label} is outside 0..{s.num_classes - 1} "
+            f"(model.num_classes = {s.num_classes})"
+        )
+
+
+def train_clip(item, s: ClipSettings, rng) -> np.ndarray:
+    """One decoded video -> float32 (R, T, S, S, 3): `repeated_aug` augmented clips of it."""
+
+    def plan(n: int) -> np.ndarray:  # (R * T,)
+        draws = [
+            sampling.train_indices(s.sampling, n, s.num_frames, s.sampling_rate, rng)
+            for _ in range(s.repeated_aug)
+        ]
+        return np.concatenate(draws)
+
+    frames = item.read(plan)  # uint8 (R * T, H, W, 3)
+    clips = []
+    for clip in np.split(frames, s.repeated_aug):
+        _, h, w, _ = clip.shape
+        if s.crop == "random_resized":
+            box = transforms.random_resized_box(h, w, rng, scale=s.crop_scale)
+        else:
+            box = transforms.multi_scale_box(h, w, rng)
+        clip = transforms.crop_resize(clip, box, s.img_size)
+        if s.flip and rng.random() < 0.5:
+            clip = clip[:, :, ::-1]
+        clip = randaugment.rand_augment(clip, s.randaug_n, s.randaug_m, s.randaug_mstd, rng)
+        clips.append(transforms.random_erase(transforms.normalize(clip), s.erase_prob, rng))
+    return np.stack(clips)
+
+
+def test_views(item, s: ClipSettings) -> np.ndarray:
+    """One decoded video -> float32 (clips * crops, T, S, S, 3), clip-major: the short side
+    resized to `short_side`, then 1 or 3 crops of `img_size` along the long side."""
+
+    def plan(n: int) -> np.ndarray:
+        return np.concatenate(
+            [
+                sampling.test_indices(s.sampling, n, s.num_frames, s.sampling_rate, c, s.num_clips)
+                for c in range(s.num_clips)
+            ]
+        )
+
+    frames = transforms.resize_short_side(item.read(plan), s.short_side)
+    views = [
+        transforms.eval_crops(c, s.img_size, s.num_crops) for c in np.split(frames, s.num_clips)
+    ]
+    return transforms.normalize(np.concatenate(views))
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadTrain:
+    """Grain random map: an index of the source -> a training example, replacing unreadable
+    videos with others drawn from the element's own random stream."""
+
+    source: object
+    settings: ClipSettings
+
+    def __call__(self, index: int, rng: np.random.Generator) -> dict:
+        n = len(self.source)
+        errors, candidate = [], index % n
+        start = int(rng.integers(n))
+        for attempt in range(n):
+            item = self.source[candidate]
+            check_label(item, self.settings)
+            try:
+                clips = train_clip(item, self.settings, rng)
+            except DecodeError as e:
+                log.warning("skipping unreadable video: %s", e)
+                errors.append(str(e))
+                candidate = (start + attempt) % n
+                continue
+            return {
+                "video": clips,  # (R, T, S, S, 3)
+                "label": np.full(len(clips), item.label, np.int32),
+                "skipped": np.int32(len(errors)),
+                "errors": "\n".join(errors),
+            }
+        raise NoReadableVideos(
+            f"none of the {n} videos could be read; first errors:\n" + "\n".join(errors[:5])
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadTest:
+    """Grain map: a padded index -> all views of one video (or an invalid padding element)."""
+
+    source: object
+    settings: ClipSettings
+
+    def __call__(self, index: int) -> dict:
+        s = self.settings
+        views = s.num_clips * s.num_crops
+        empty = np.zeros((views, s.num_frames, s.img_size, s.img_size, 3), np.float32)
+        example = {"video": empty, "label": np.int32(-1), "video_id": np.int32(-1)}
+        example |= {"valid": False, "skipped": np.int32(0), "errors": ""}
+        if index >= len(self.source):
+            return example  # padding
+        item = self.source[index]
+        check_label(item, s)
+        example |= {"label": np.int32(item.label), "video_id": np.int32(item.video_id)}
+        try:
+            return example | {"video": test_views(item, s), "valid": True}
+        except DecodeError as e:
+            log.warning("skipping unreadable video: %s", e)
+            return example | {"skipped": np.int32(1), "errors": str(e)}
+
+
+@dataclasses.dataclass(frozen=True)
+class MixBatch:
+    """Grain random map on a batch of videos: flattens repeated clips, then mixup/cutmix."""
+
+    num_classes: int
+    mixup: float
+    cutmix: float
+    switch_prob: float
+    smoothing: float
+
+    def __call__(self, batch: dict, rng: np.random.Generator) -> dict:
+        videos = batch["video"].reshape(-1, *batch["video"].shape[2:])  # (B, T, S, S, 3)
+        labels = batch["label"].reshape(-1)
+        videos, targets = transforms.mix_batch(
+            videos,
+            labels,
+            self.num_classes,
+            rng,
+            mixup=self.mixup,
+            cutmix=self.cutmix,
+            switch_prob=self.switch_prob,
+            smoothing=self.smoothing,
+        )
+        return batch | {"video": videos, "label": labels, "target": targets}
+
+
+def _per_host(batch_size: int, what: str, divisor: int = 1) -> int:
+    hosts = grain_shard()[1]
+    if batch_size % (hosts * divisor):
+        raise ValueError(
+            f"{what} ({batch_size}) must be divisible by the number of hosts ({hosts})"
+            + (f" x data.repeated_aug ({divisor})" if divisor > 1 else "")
+        )
+    return batch_size // hosts
+
+
+def grain_shard() -> tuple[int, int]:
+    """(this host's index, number of hosts) from JAX's process layout."""
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
+    if not flags.FLAGS.is_parsed():  # Grain reads absl flags; we are not an absl app
+        flags.FLAGS.mark_as_parsed()
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=2))
+    if data.num_workers > 0:
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+    return it
+
+
+def train_dataset(config, source=None) -> grain.IterDataset:
+    """An endless stream of this host's training batches (epochs reshuffled with the seed)."""
+    s = ClipSettings.from_config(config)
+    source = sources.open_source(config.data, "train") if source is None else source
+    per_host = _per_host(config.data.batch_size, "data.batch_size", s.repeated_aug)
+    host, hosts = grain_shard()
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
+    ds = ds[host::hosts].random_map(LoadTrain(source, s), seed=config.seed)
+    ds = ds.batch(per_host // s.repeated_aug, drop_remainder=True)
+    mix = MixBatch(
+        config.model.num_classes,
+        config.data.mixup,
+        config.data.cutmix,
+        config.data.mixup_switch_prob,
+        config.optim.label_smoothing,
+    )
+    return _to_iter(ds.random_map(mix, seed=config.seed + 1), config.data)
+
+
+def test_dataset(config, source=None) -> grain.IterDataset:
+    """One pass over this host's share of the validation videos, all views of each."""
+    s = ClipSettings.from_config(config)
+    source = sources.open_source(config.data, "val") if source is None else source
+    per_host = _per_host(config.eval.batch_size, "eval.batch_size")
+    host, hosts = grain_shard()
+    step = per_host * hosts
+    padded = -(-len(source) // step) * step
+    ds = grain.MapDataset.range(padded)[host::hosts].map(LoadTest(source, s))
+    return _to_iter(ds.batch(per_host, drop_remainder=True), config.data)
+
+
+def steps_per_epoch(config, num_videos: int) -> int:
+    """Training steps in one pass over `num_videos` videos at the global batch size."""
+    videos_per_step = config.data.batch_size // config.data.repeated_aug
+    return max(1, num_videos // videos_per_step)
