@@ -64,11 +64,18 @@ def _open(video: VideoInput, name: str) -> av.container.InputContainer:
     return container
 
 
-def _info(stream) -> VideoInfo:
+def _info(container, stream) -> VideoInfo:
+    """From the headers: the stream's frame count, else its duration x rate, else the
+    container's duration x rate (Matroska/WebM), else a count of the stream's packets."""
     fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
     num_frames = stream.frames
     if not num_frames and stream.duration is not None and stream.time_base is not None:
         num_frames = int(round(float(stream.duration * stream.time_base) * fps))
+    if not num_frames and container.duration:
+        num_frames = int(round(container.duration / av.time_base * fps))
+    if not num_frames:
+        num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+        container.seek(0)
     return VideoInfo(int(num_frames), fps, stream.codec_context.height, stream.codec_context.width)
 
 
@@ -76,7 +83,7 @@ def probe(video: VideoInput, *, name: str | None = None) -> VideoInfo:
     """Frame count, rate and size from the container's headers (nothing decoded)."""
     name = _name(video, name)
     with _open(video, name) as container:
-        info = _info(container.streams.video[0])
+        info = _info(container, container.streams.video[0])
     if info.num_frames <= 0:
         raise DecodeError(f"{name}: the video stream has no frames")
     return info
@@ -101,7 +108,7 @@ def read_frames(
     with _open(video, name) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        info = _info(stream)
+        info = _info(container, stream)
         if info.num_frames <= 0:
             raise DecodeError(f"{name}: the video stream has no frames")
         indices = plan(info.num_frames) if callable(plan) else plan

@@ -25,6 +25,14 @@ def _enhance(kind):
     return op
 
 
+def _solarize_add(frames, add):
+    out = []
+    for f in frames:
+        a = np.asarray(f).astype(np.int16)
+        out.append(Image.fromarray(np.where(a < 128, np.minimum(a + add, 255), a).astype(np.uint8)))
+    return out
+
+
 # name -> (op(frames, value), value from magnitude in [0, 1], signed)
 _OPS = {
     "AutoContrast": (lambda fs, v: [ImageOps.autocontrast(f) for f in fs], lambda m: 0, False),
@@ -33,7 +41,7 @@ _OPS = {
     "Rotate": (lambda fs, v: [f.rotate(v, fillcolor=_FILL) for f in fs], lambda m: 30 * m, True),
     "PosterizeIncreasing": (
         lambda fs, v: [ImageOps.posterize(f, v) for f in fs],
-        lambda m: 4 - int(4 * m),
+        lambda m: max(1, 4 - int(4 * m)),  # PIL keeps at least 1 bit
         False,
     ),
     "SolarizeIncreasing": (
@@ -41,7 +49,7 @@ _OPS = {
         lambda m: 256 - int(256 * m),
         False,
     ),
-    "SolarizeAdd": (None, lambda m: int(110 * m), False),
+    "SolarizeAdd": (_solarize_add, lambda m: int(110 * m), False),
     "ColorIncreasing": (_enhance(ImageEnhance.Color), lambda m: 0.9 * m, True),
     "ContrastIncreasing": (_enhance(ImageEnhance.Contrast), lambda m: 0.9 * m, True),
     "BrightnessIncreasing": (_enhance(ImageEnhance.Brightness), lambda m: 0.9 * m, True),
@@ -62,14 +70,6 @@ _OPS = {
 OPS = tuple(_OPS)
 
 
-def _solarize_add(frames, add):
-    out = []
-    for f in frames:
-        a = np.asarray(f).astype(np.int16)
-        out.append(Image.fromarray(np.where(a < 128, np.minimum(a + add, 255), a).astype(np.uint8)))
-    return out
-
-
 def rand_augment(
     video: np.ndarray, num_layers: int, magnitude: float, magnitude_std: float, rng
 ) -> np.ndarray:
@@ -87,5 +87,5 @@ def rand_augment(
         value = level(m)
         if signed and rng.random() < 0.5:
             value = -value
-        frames = _solarize_add(frames, value) if name == "SolarizeAdd" else op(frames, value)
+        frames = op(frames, value)
     return np.stack([np.asarray(f) for f in frames])

@@ -148,7 +148,9 @@ def read_list_file(list_file: str, data_root: str = "", template: str = "img_{:0
 
 def _parse_line(line: str, video_id: int, root: str, template: str):
     fields = [f.strip() for f in line.split(",")] if "," in line else line.rsplit(None, 2)
-    if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit() and int(fields[1]) > 0:
+    if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
+        if int(fields[1]) == 0:
+            return None  # a frame folder without frames
         path = os.path.join(root, fields[0])
         return FrameFolder(path, int(fields[1]), int(fields[2]), video_id, template)
     if "," not in line:
