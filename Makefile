@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup lint format test bench bench-gpu clean
+.PHONY: setup lint format test bench bench-data bench-gpu clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: lint
 
 bench: setup
 	$(BIN)/vmp bench-scan
+
+# Training-pipeline clips/s on 320p H.264 (videos generated into data/bench-320p once).
+bench-data: setup
+	$(BIN)/vmp bench-data
 
 # The Pallas issue's figure: VMP-S's backward scan at 8 frames, batch 16 (run on a GPU).
 bench-gpu: setup

@@ -58,6 +58,39 @@ def _add_bench_scan(subparsers) -> None:
     p.set_defaults(func=_bench_scan)
 
 
+def _bench_data(args: argparse.Namespace) -> int:
+    from vmp_jax.bench import data
+
+    data.run(
+        folder=args.folder,
+        workers=args.workers,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        config_path=args.config,
+        overrides=args.overrides,
+    )
+    return 0
+
+
+def _add_bench_data(subparsers) -> None:
+    from vmp_jax.bench.data import DEFAULT_CONFIG
+
+    p = subparsers.add_parser(
+        "bench-data",
+        help="training-pipeline clips/s on 320p H.264 video, per worker count",
+        description="Times a recipe's full training pipeline (decode, sample, crop, flip, "
+        "RandAugment, erasing, repeated augmentation, mixup/cutmix) on generated 10 s 428x320 "
+        "H.264 videos (written to --folder once), for each worker count. Overrides: "
+        "--config.KEY=VALUE.",
+    )
+    p.add_argument("--folder", default="data/bench-320p", help="where the videos are cached")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--batches", type=int, default=8, help="timed batches after a warm-up one")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per batch")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.set_defaults(func=_bench_data, accepts_overrides=True)
+
+
 def _model_config(args: argparse.Namespace):
     from vmp_jax.experiment import load_config, model_config
 
@@ -201,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_bench_scan(subparsers)
+    _add_bench_data(subparsers)
     _add_model_commands(subparsers)
     _add_data_commands(subparsers)
     return parser

@@ -13,6 +13,7 @@ Files: `OUT/videos/<class>/<class>_<i>.mp4` (H.264), `OUT/train.txt` and `OUT/va
 """
 
 import dataclasses
+import multiprocessing
 import os
 from concurrent import futures
 
@@ -135,6 +136,17 @@ def _write_one(args) -> str:
     return path
 
 
+def _write_all(jobs, workers: int | None):
+    """Yields each written path; in this process for workers=1, else in spawned processes
+    (forking a process that has started JAX's threads can deadlock)."""
+    if workers == 1:
+        yield from map(_write_one, jobs)
+        return
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(_write_one, jobs, chunksize=4)
+
+
 def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> dict[str, str]:
     """Writes the dataset and returns the paths of its list files.
 
@@ -156,10 +168,9 @@ def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> di
             seed = np.random.SeedSequence([spec.seed, label, i])
             jobs.append((os.path.join(spec.out, rel), label, spec, seed))
             lines["val" if i < n_val else "train"].append(f"{rel} {label}\n")
-    with futures.ProcessPoolExecutor(workers) as pool:
-        for path in pool.map(_write_one, jobs, chunksize=4):
-            if progress is not None:
-                progress(path)
+    for path in _write_all(jobs, workers):
+        if progress is not None:
+            progress(path)
     lists = {}
     for split, rows in lines.items():
         lists[split] = os.path.join(spec.out, f"{split}.txt")

@@ -1,0 +1,103 @@
+"""The data commands as a user runs them: make-synthetic, data-check (with corrupt files mixed
+in), make-tfds and bench-data; bad input exits 2 with the problem named."""
+
+import os
+
+import pytest
+
+from tests.data.conftest import broken_files
+from vmp_jax import cli
+from vmp_jax.bench import data as bench_data
+from vmp_jax.experiment import REPO_ROOT
+
+DEMO = str(REPO_ROOT / "configs" / "demo.py")
+
+
+def _small(root: str, listing: str) -> list[str]:
+    return [
+        f"--config.data.data_root={root}",
+        f"--config.data.train_list={listing}",
+        f"--config.data.val_list={listing}",
+        "--config.data.batch_size=4",
+        "--config.data.num_workers=0",
+        "--config.eval.batch_size=4",
+    ]
+
+
+def test_make_synthetic_then_data_check(tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    args = ["make-synthetic", "--out", out, "--classes", "4", "--videos-per-class", "3"]
+    assert cli.main([*args, "--frames", "16", "--size", "64x48", "--workers", "1"]) == 0
+    assert sorted(os.listdir(out)) == ["classes.txt", "train.txt", "val.txt", "videos"]
+    listing = os.path.join(out, "train.txt")
+    code = cli.main(["data-check", "--config", DEMO, "--batches", "2", *_small(out, listing)])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "train: 8 videos from list source" in printed
+    assert "video    float32  (4, 8, 64, 64, 3)" in printed
+    assert "skipped videos: 0" in printed and "clips/s" in printed
+
+
+def test_data_check_counts_corrupt_files_by_reason(motion_dataset, tmp_path, capsys):
+    bad = broken_files(str(tmp_path))
+    good = os.path.join(motion_dataset, "videos", "left", "left_0003.mp4")
+    listing = tmp_path / "mixed.txt"
+    listing.write_text("".join(f"{p} 1\n" for p in [*bad.values(), good, good]))
+    for split in ("train", "val"):
+        args = ["data-check", "--config", DEMO, "--batches", "2", "--split", split]
+        assert cli.main([*args, *_small(str(tmp_path), str(listing))]) == 0
+        printed = capsys.readouterr().out
+        for reason, path in bad.items():
+            assert f"skipped {path}: {reason}" in printed
+            assert f"x {reason}" in printed
+
+
+def test_make_tfds_builds_a_readable_dataset(motion_dataset, tmp_path, capsys):
+    train = os.path.join(motion_dataset, "train.txt")
+    val = os.path.join(motion_dataset, "val.txt")
+    args = ["make-tfds", "--config", DEMO, "--out", str(tmp_path), "--name", "motion"]
+    overrides = [f"--config.data.train_list={train}", f"--config.data.val_list={val}"]
+    assert cli.main([*args, f"--config.data.data_root={motion_dataset}", *overrides]) == 0
+    assert "video_list/motion" in capsys.readouterr().out
+    tfds_args = [
+        "--config.data.source=tfds",
+        "--config.data.tfds_name=video_list/motion",
+        f"--config.data.data_root={tmp_path}",
+        "--config.data.num_workers=0",
+    ]
+    assert cli.main(["data-check", "--config", DEMO, "--batches", "1", *tfds_args]) == 0
+    assert "train: 24 videos from tfds source" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["make-synthetic", "--out", "x", "--classes", "40"], "--classes must be between 2 and 16"),
+        (["data-check", "--config", DEMO, "--config.data.train_list=/nope.txt"], "/nope.txt"),
+        (["data-check", "--config", DEMO, "--config.data.samplng=dense"], "data.samplng"),
+        (["data-check", "--config", DEMO, "--config.data.crop=centre"], "data.crop must be"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_problem(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_malformed_list_line_exits_2_with_file_and_line(tmp_path, capsys):
+    listing = tmp_path / "bad.txt"
+    listing.write_text("a.mp4 0\nb.mp4 zero\n")
+    assert cli.main(["data-check", "--config", DEMO, f"--config.data.train_list={listing}"]) == 2
+    assert f"{listing}:2: expected" in capsys.readouterr().err
+
+
+def test_bench_data_prints_a_row_per_worker_count(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench_data, "VIDEO", dict(frames=24, height=48, width=64, fps=12))
+    args = ["bench-data", "--folder", str(tmp_path), "--workers", "0", "--batches", "1"]
+    small = [
+        "--config.data.img_size=32",
+        "--config.model.img_size=32",
+        "--config.data.short_side=32",
+    ]
+    assert cli.main([*args, "--batch-size", "4", *small]) == 0
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 0 |")]
+    assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0
