@@ -113,6 +113,63 @@ def _flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _channel_range(text: str) -> tuple[int, int]:
+    try:
+        start, stop = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP, got {text!r}") from None
+    return start, stop
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import jax
+    from flax import nnx
+
+    from vmp_jax.data import pipeline, sources
+    from vmp_jax.models import similarity
+    from vmp_jax.models.videomamba import VideoMamba
+
+    config, cfg = _model_config(args)
+    model = VideoMamba(cfg, rngs=nnx.Rngs(args.seed))
+    shape = (1, cfg.num_frames, cfg.img_size, cfg.img_size, cfg.channels)
+    if args.video:
+        settings = pipeline.ClipSettings.from_config(config)
+        settings = dataclasses.replace(settings, num_clips=1, num_crops=1)
+        video = pipeline.test_views(
+            sources.VideoFile(args.video, 0, 0), settings
+        )  # (1, T, S, S, 3)
+    else:
+        video = jax.random.normal(jax.random.key(args.seed), shape)
+    result = similarity.layer_matrices(model, video, args.layer, args.channels)
+    for path in similarity.save(result, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_similarity(subparsers) -> None:
+    p = subparsers.add_parser(
+        "similarity",
+        help="the paper's section 3 matrices M_f, M_b, masked M_b and their sum for one layer",
+        description="Computes, for block --layer and d_inner channels --channels, the exact "
+        "similarity matrices of the forward scan, the backward scan, the backward scan with its "
+        "diagonal masked, and M_f + masked M_b (the reference algorithm, averaged over the "
+        "channels), on a video file (centre clip and crop) or a random input; writes OUT.npz, "
+        "one heatmap PNG per matrix and a 2x2 panel OUT.png. Weights: the config's "
+        "initialisation from --seed. Overrides: --config.KEY=VALUE.",
+    )
+    p.add_argument("--config", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="a video file")
+    source.add_argument("--random", action="store_true", help="a standard-normal input")
+    p.add_argument("--layer", type=int, required=True, help="block index, 0-based")
+    p.add_argument("--channels", type=_channel_range, default=(0, 8), help="START:STOP (0:8)")
+    p.add_argument("--out", default="similarity", help="output prefix (default ./similarity)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_similarity, accepts_overrides=True)
+
+
 def _add_model_commands(subparsers) -> None:
     for name, func, text in (
         ("params", _params, "exact parameter count, total and per module group"),
@@ -236,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_scan(subparsers)
     _add_bench_data(subparsers)
     _add_model_commands(subparsers)
+    _add_similarity(subparsers)
     _add_data_commands(subparsers)
     return parser
 

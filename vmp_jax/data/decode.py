@@ -28,7 +28,7 @@ SEEK_GAP_SECONDS = 4.0
 FRAME_COUNT_SLACK = 0.05
 
 
-class DecodeError(Exception):
+class DecodeError(ValueError):
     """A file that cannot be read as a video; the message names the file and why."""
 
 

@@ -1,0 +1,76 @@
+"""`vmp similarity`: the layer's M matrices reproduce its scans, have the structure SPEC
+sections 1-2 give them, and the command writes the arrays and heatmaps."""
+
+import numpy as np
+import pytest
+
+from vmp_jax import cli
+from vmp_jax.experiment import REPO_ROOT
+from vmp_jax.models import similarity
+from vmp_jax.models.config import preset
+from vmp_jax.models.videomamba import VideoMamba
+from vmp_jax.ssm import selective_scan
+
+DEMO = str(REPO_ROOT / "configs" / "demo.py")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from flax import nnx
+
+    cfg = preset(
+        "ti", pro=True, embed_dim=32, depth=3, d_state=4, num_frames=2, img_size=32, num_classes=3
+    )
+    model = VideoMamba(cfg, rngs=nnx.Rngs(1))
+    video = np.random.default_rng(2).standard_normal((1, 2, 32, 32, 3)).astype(np.float32)
+    return model, video
+
+
+def test_matrices_reproduce_the_layers_scans(tiny):
+    """For a one-channel group, M u + D u is that channel of the layer's own scan (no gate)."""
+    model, video = tiny
+    layer, c = 1, 5
+    fwd, bwd, _ = similarity.mixer_inputs(model, video, layer)
+    result = similarity.layer_matrices(model, video, layer, (c, c + 1))
+    options = dict(residual=model.cfg.residual_ssm, algorithm="sequential")
+    y_f = np.asarray(selective_scan(*fwd, **options))[0, :, c]  # (L,)
+    y_b = np.asarray(selective_scan(*bwd, reverse=True, mask_diagonal=True, **options))[0, :, c]
+    u_f, u_b = np.asarray(fwd.u)[0, :, c], np.asarray(bwd.u)[0, :, c]
+    m = result.matrices
+    np.testing.assert_allclose(m["M_f"] @ u_f + fwd.D[c] * u_f, y_f, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m["M_b_masked"] @ u_b + bwd.D[c] * u_b, y_b, rtol=1e-4, atol=1e-5)
+
+
+def test_matrix_structure(tiny):
+    model, video = tiny
+    m = similarity.layer_matrices(model, video, 2, (0, 8)).matrices
+    size = 1 + 2 * 4  # cls + T x (32/16)^2 patches
+    assert all(x.shape == (size, size) for x in m.values())
+    np.testing.assert_array_equal(np.triu(m["M_f"], 1), 0)  # causal
+    np.testing.assert_array_equal(np.tril(m["M_b"], -1), 0)  # anti-causal
+    assert np.all(np.diag(m["M_b"]) != 0)
+    np.testing.assert_array_equal(m["M_b_masked"], m["M_b"] - np.diag(np.diag(m["M_b"])))
+    np.testing.assert_allclose(m["M_sum"], m["M_f"] + m["M_b_masked"])
+
+
+def test_bad_layer_and_channels_are_named(tiny):
+    model, video = tiny
+    with pytest.raises(ValueError, match="--layer must be in 0..2"):
+        similarity.layer_matrices(model, video, 3, (0, 8))
+    with pytest.raises(ValueError, match="--channels must satisfy"):
+        similarity.layer_matrices(model, video, 0, (8, 8))
+
+
+def test_command_writes_arrays_and_heatmaps(tmp_path, capsys):
+    out = str(tmp_path / "sim")
+    argv = ["similarity", "--config", DEMO, "--random", "--layer", "1", "--out", out]
+    assert cli.main([*argv, "--channels", "0:4", "--config.model.depth=2"]) == 0
+    with np.load(f"{out}.npz") as saved:
+        assert set(saved.files) == {"layer", "channels", *similarity.NAMES}
+        assert saved["M_f"].shape == (129, 129) and int(saved["layer"]) == 1
+    for name in (*similarity.NAMES, None):
+        png = f"{out}_{name}.png" if name else f"{out}.png"
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert cli.main([*argv[:-2], "--layer", "9", "--out", out]) == 2
+    assert "--layer must be in 0..3" in capsys.readouterr().err
