@@ -64,7 +64,7 @@ def test_image_folder_labels_classes_in_sorted_order(tmp_path):
         (tmp_path / name).mkdir()
         Image.fromarray(np.full((6, 6, 3), value, np.uint8)).save(tmp_path / name / "1.png")
     (tmp_path / "ant" / "notes.txt").write_text("not an image")
-    items = sources.read_image_folder(str(tmp_path))
+    items = sources.read_class_folder(str(tmp_path), "image")
     assert [(os.path.basename(os.path.dirname(i.data)), i.label) for i in items] == [
         ("ant", 0),
         ("cat", 1),
@@ -90,3 +90,15 @@ def test_tfds_round_trip_gives_the_same_frames(motion_dataset, tmp_path):
 def test_missing_tfds_dataset_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="TFDS dataset 'video_list/none'"):
         sources.TfdsSource("video_list/none", "train", str(tmp_path))
+
+
+def test_video_folder_and_tfds_from_it(motion_dataset, tmp_path):
+    folder = os.path.join(motion_dataset, "videos")
+    items = sources.read_class_folder(folder, "video")
+    assert len(items) == 32 and {i.label for i in items} == {0, 1, 2, 3}
+    assert os.path.basename(os.path.dirname(items[0].path)) == "down"  # sorted class names
+    tfds_builder.build("folder", {"train": folder}, "", str(tmp_path))
+    source = sources.TfdsSource("video_list/folder", "train", str(tmp_path))
+    assert len(source) == 32
+    with pytest.raises(FileNotFoundError, match="video folder not found"):
+        sources.read_class_folder(str(tmp_path / "nope"), "video")

@@ -10,7 +10,8 @@ List files follow VideoMAE/VideoMamba, paths relative to `data.data_root`, one v
     path label            (VideoMAE, VideoMamba's K400 lists)
     path,label            (CSV)
     folder total_frames label   (extracted frames, SSv2: folder/img_00001.jpg ...)
-Blank lines and lines starting with '#' are ignored.
+Blank lines and lines starting with '#' are ignored. Folders of `<class>/<file>` (videos or
+images) are read with labels from the sorted class names.
 """
 
 import dataclasses
@@ -22,8 +23,9 @@ from PIL import Image
 
 from vmp_jax.data import decode
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG")
-SOURCES = ("list", "image_folder", "tfds")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
+SOURCES = ("list", "video_folder", "image_folder", "tfds")
 
 
 class ListFileError(ValueError):
@@ -160,21 +162,31 @@ def _parse_line(line: str, video_id: int, root: str, template: str):
     return None
 
 
-def read_image_folder(folder: str):
-    """ImageNet layout, `folder/<class>/<image>`: classes sorted by name, labels 0..K-1."""
+def read_class_folder(folder: str, kind: str = "video"):
+    """ImageNet-style layout, `folder/<class>/<file>`, of videos or images: classes sorted by
+    name get labels 0..K-1; files sorted within a class."""
+    extensions, make = {
+        "video": (VIDEO_EXTENSIONS, VideoFile),
+        "image": (IMAGE_EXTENSIONS, ImageItem),
+    }[kind]
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise FileNotFoundError(f"{kind} folder not found: {folder}")
     classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
     items = []
     for label, name in enumerate(classes):
         for file in sorted(os.listdir(os.path.join(folder, name))):
-            if file.endswith(IMAGE_EXTENSIONS):
-                items.append(ImageItem(os.path.join(folder, name, file), label, len(items)))
+            if file.lower().endswith(extensions):
+                items.append(make(os.path.join(folder, name, file), label, len(items)))
     if not items:
-        raise FileNotFoundError(
-            f"no images under {folder}/<class>/ (extensions {IMAGE_EXTENSIONS})"
-        )
+        raise FileNotFoundError(f"no {kind}s under {folder}/<class>/ (extensions {extensions})")
     return items
+
+
+def read_videos(where: str, data_root: str = ""):
+    """The videos of a list file, or of a `<class>/<video>` folder."""
+    if os.path.isdir(where):
+        return read_class_folder(where, "video")
+    return read_list_file(where, data_root)
 
 
 class TfdsSource:
@@ -218,8 +230,8 @@ def open_source(data, split: str):
         tfds_split = data.train_split if split == "train" else data.val_split
         return TfdsSource(data.tfds_name, tfds_split, data.data_root)
     where = list_path(data, split)
-    if data.source == "image_folder":
-        return read_image_folder(where)
+    if data.source in ("image_folder", "video_folder"):
+        return read_class_folder(where, data.source.removesuffix("_folder"))
     return read_list_file(where, data.data_root, data.frame_template)
 
 

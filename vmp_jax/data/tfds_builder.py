@@ -1,5 +1,6 @@
-"""A TFDS builder that packs a local video list into ArrayRecord files, read back with
-`tfds.data_source("video_list/NAME", data_dir=...)` (no network, no TensorFlow needed).
+"""A TFDS builder that packs a local video list file or `<class>/<video>` folder into
+ArrayRecord files, read back with `tfds.data_source("video_list/NAME", data_dir=...)` (no
+network, no TensorFlow needed).
 
 Each record keeps the encoded video file as bytes (decoded and sampled at read time, so every
 sampling and augmentation setting still applies), its label and its path as `video_id`.
@@ -24,7 +25,7 @@ class VideoList(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, lists: dict[str, str] | None = None, data_root: str = "", **kwargs):
         """
         Args:
-          lists: split name -> list file (only needed to build, not to read).
+          lists: split name -> list file or class folder (only needed to build, not to read).
           data_root: the list files' paths are relative to it.
         """
         self._lists = lists or {}
@@ -53,10 +54,10 @@ class VideoList(tfds.core.GeneratorBasedBuilder):
             for split, path in self._lists.items()
         }
 
-    def _generate_examples(self, list_file: str, data_root: str):
-        for item in sources.read_list_file(list_file, data_root):
+    def _generate_examples(self, where: str, data_root: str):
+        for item in sources.read_videos(where, data_root):
             if not isinstance(item, sources.VideoFile):
-                raise ValueError(f"{list_file}: only video files can be packed, got {item.path}")
+                raise ValueError(f"{where}: only video files can be packed, got {item.path}")
             with open(item.path, "rb") as f:
                 data = f.read()
             key = os.path.relpath(item.path, data_root) if data_root else item.path
@@ -66,8 +67,9 @@ class VideoList(tfds.core.GeneratorBasedBuilder):
 def build(
     name: str, lists: dict[str, str], data_root: str, data_dir: str
 ) -> tfds.core.DatasetBuilder:
-    """Builds `video_list/name` under data_dir from {split: list file}; returns the builder."""
-    missing = {s: p for s, p in lists.items() if not os.path.isfile(p)}
+    """Builds `video_list/name` under data_dir from {split: list file or class folder};
+    returns the builder."""
+    missing = {s: p for s, p in lists.items() if not os.path.exists(p)}
     if missing:
         raise FileNotFoundError(f"list files not found: {missing}")
     config = tfds.core.BuilderConfig(name=name, description=f"Videos listed in {lists}")
