@@ -1,0 +1,58 @@
+"""The optimiser of SPEC section 6: AdamW, linear warm-up then cosine decay to `min_lr`, the
+learning rate scaled by batch / lr_batch_base, no weight decay on norms, biases, position
+embeddings, the cls token, A_log and D, and gradient clipping by global norm."""
+
+import jax
+import optax
+from flax import nnx
+
+# Parameters that get no weight decay besides every 1-D one (norm weights, biases, D, cls token):
+# the position embeddings and A_log (VideoMamba's `no_weight_decay` list plus mamba_ssm's
+# `_no_weight_decay` on A_log and D).
+NO_DECAY_NAMES = ("pos_embed", "temporal_pos_embedding", "cls_token", "A_log", "D")
+
+
+def peak_lr(config) -> float:
+    """base_lr x global batch / lr_batch_base (the papers' linear scaling rule)."""
+    return config.optim.base_lr * config.data.batch_size / config.optim.lr_batch_base
+
+
+def schedule(config, steps_per_epoch: int) -> optax.Schedule:
+    """Linear warm-up from 0 over `warmup_epochs`, then cosine decay to `min_lr` at the end."""
+    o = config.optim
+    total = max(1, int(o.epochs * steps_per_epoch))
+    warmup = min(int(o.warmup_epochs * steps_per_epoch), total - 1)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=peak_lr(config),
+        warmup_steps=warmup,
+        decay_steps=total,
+        end_value=o.min_lr,
+    )
+
+
+def decays(path, value) -> bool:
+    """Whether the parameter at `path` gets weight decay."""
+    names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
+    return value.ndim > 1 and not any(n in NO_DECAY_NAMES for n in names)
+
+
+def decay_mask(params: nnx.State):
+    """A pytree of bools matching `params`."""
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
+    o = config.optim
+    parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
+    parts.append(
+        optax.adamw(
+            schedule(config, steps_per_epoch),
+            b1=o.b1,
+            b2=o.b2,
+            eps=o.eps,
+            weight_decay=o.weight_decay,
+            mask=decay_mask,
+        )
+    )
+    return optax.chain(*parts)

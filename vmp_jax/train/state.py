@@ -1,0 +1,71 @@
+"""The train state: model, optimiser (and optional EMA copy of the model) as one nnx.State,
+created from its abstract shape and placed on the mesh by a jitted init.
+
+    trainer = Trainer(model_config, optimizer, mesh, seed=0, ema_decay=0.0)
+    state = trainer.init()              # sharded by the parameters' logical axes
+    model = trainer.model(state)        # an nnx model to call (eval mode)
+
+The model's RNG streams (drop path, dropout) are part of the state, so a restored checkpoint
+continues with exactly the random draws an uninterrupted run would make.
+"""
+
+import jax
+import optax
+from flax import nnx
+
+from vmp_jax.models.config import ModelConfig
+from vmp_jax.models.videomamba import VideoMamba
+from vmp_jax.train import sharding
+
+
+class Parts(nnx.Module):
+    """What the state holds; `ema` is None without EMA."""
+
+    def __init__(self, model: VideoMamba, optimizer: nnx.Optimizer, ema: VideoMamba | None):
+        self.model, self.optimizer, self.ema = model, optimizer, ema
+
+
+class Trainer:
+    """Graph definitions and shardings of the train state on one mesh."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        tx: optax.GradientTransformation,
+        mesh,
+        *,
+        seed: int = 0,
+        ema_decay: float = 0.0,
+    ):
+        self.cfg, self.tx, self.mesh, self.seed = cfg, tx, mesh, seed
+        self.ema_decay = ema_decay
+        abstract = nnx.eval_shape(self._build)
+        abstract.model.train()
+        self.train_def, abstract_state = nnx.split(abstract)
+        abstract.model.eval()
+        if abstract.ema is not None:
+            abstract.ema.eval()
+        self.eval_def = nnx.graphdef(abstract)
+        self.abstract_state = abstract_state
+        self.shardings = sharding.state_shardings(abstract_state, mesh)
+
+    def _build(self) -> Parts:
+        model = VideoMamba(self.cfg, rngs=nnx.Rngs(params=self.seed, dropout=self.seed + 1))
+        optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
+        ema = nnx.clone(model) if self.ema_decay > 0 else None
+        return Parts(model, optimizer, ema)
+
+    def init(self) -> nnx.State:
+        """The initial state, created directly in its shards."""
+        return jax.jit(lambda: nnx.state(self._build()), out_shardings=self.shardings)()
+
+    def parts(self, state: nnx.State, *, train: bool = False) -> Parts:
+        return nnx.merge(self.train_def if train else self.eval_def, state)
+
+    def model(self, state: nnx.State, *, ema: bool = False) -> VideoMamba:
+        """The model to evaluate (eval mode): the EMA copy when asked and present."""
+        parts = self.parts(state)
+        return parts.ema if ema and parts.ema is not None else parts.model
+
+    def step(self, state: nnx.State) -> int:
+        return int(self.parts(state).optimizer.step.value)

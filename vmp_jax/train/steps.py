@@ -1,0 +1,97 @@
+"""The jitted train and eval steps.
+
+train_step: soft-target cross-entropy (targets carry label smoothing and mixup/cutmix), the
+gradient summed over `accum_steps` micro-batches by a scan (one optimiser update per global
+batch, the activations of one micro-batch alive at a time), the optimiser update, and the EMA
+update. The state is donated. eval_step: the softmax of every view, averaged per video.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from vmp_jax.train import sharding
+from vmp_jax.train.state import Trainer
+
+
+def _loss(params, rest, graphdef, video, target, label):
+    """Mean soft-target cross-entropy of one micro-batch, and its metrics."""
+    model = nnx.merge(graphdef, params, rest)
+    logits = model(video)  # (b, K) float32
+    loss = optax.softmax_cross_entropy(logits, target).mean()
+    correct = jnp.sum(jnp.argmax(logits, -1) == label)
+    return loss, (nnx.state(model, nnx.Not(nnx.Param)), correct)
+
+
+def _gradients(model, batch, accum_steps: int):
+    """Mean loss, summed correct predictions and mean gradients over the micro-batches."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def micro(carry, mb):  # mb: one micro-batch
+        rest, grad_sum, loss_sum, correct_sum = carry
+        (loss, (rest, correct)), grads = jax.value_and_grad(_loss, has_aux=True)(
+            params, rest, graphdef, mb["video"], mb["target"], mb["label"]
+        )
+        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+        return (rest, grad_sum, loss_sum + loss, correct_sum + correct), None
+
+    micro_batches = {
+        k: batch[k].reshape(accum_steps, -1, *batch[k].shape[1:])
+        for k in ("video", "target", "label")
+    }
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    init = (rest, zeros, jnp.float32(0), jnp.int32(0))
+    (rest, grads, loss, correct), _ = jax.lax.scan(micro, init, micro_batches)
+    nnx.update(model, rest)
+    return loss / accum_steps, correct, jax.tree.map(lambda g: g / accum_steps, grads)
+
+
+def make_train_step(trainer: Trainer, *, accum_steps: int, schedule):
+    """(state, batch) -> (state, metrics); batch: video (B, T, S, S, 3), target (B, K),
+    label (B,), sharded over the batch axes."""
+
+    def train_step(state, batch):
+        parts = trainer.parts(state, train=True)
+        step = parts.optimizer.step.value
+        loss, correct, grads = _gradients(parts.model, batch, accum_steps)
+        parts.optimizer.update(parts.model, grads)
+        if parts.ema is not None:
+            decay = trainer.ema_decay
+            ema = jax.tree.map(
+                lambda e, p: decay * e + (1 - decay) * p,
+                nnx.state(parts.ema, nnx.Param),
+                nnx.state(parts.model, nnx.Param),
+            )
+            nnx.update(parts.ema, ema)
+        metrics = {
+            "loss": loss,
+            "accuracy": correct / batch["label"].shape[0],
+            "grad_norm": optax.global_norm(grads),
+            "lr": schedule(step),
+        }
+        return nnx.state(parts), metrics
+
+    data = sharding.batch_sharding(trainer.mesh)
+    return jax.jit(
+        train_step,
+        in_shardings=(trainer.shardings, data),
+        out_shardings=(trainer.shardings, sharding.replicated(trainer.mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(trainer: Trainer, *, ema: bool = False):
+    """(state, video (B, V, T, S, S, 3)) -> probabilities (B, K), views averaged."""
+
+    def eval_step(state, video):
+        model = trainer.model(state, ema=ema)
+        b, v = video.shape[:2]
+        logits = model(video.reshape(b * v, *video.shape[2:]))  # (B V, K)
+        return jax.nn.softmax(logits, -1).reshape(b, v, -1).mean(1)
+
+    return jax.jit(
+        eval_step,
+        in_shardings=(trainer.shardings, sharding.batch_sharding(trainer.mesh)),
+        out_shardings=sharding.replicated(trainer.mesh),
+    )
