@@ -88,6 +88,9 @@ def experiment(
         dict(num_clips=d.clips, num_crops=d.crops, batch_size=16)
     )
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
+    # log_every: steps between logged means; save_every: extra checkpoints every N steps (0:
+    # only at epoch ends); keep: last checkpoints kept besides the best; eval_every: epochs.
+    config.train = ml_collections.ConfigDict(dict(log_every=20, save_every=0, keep=3, eval_every=1))
     return config
 
 

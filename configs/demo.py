@@ -33,7 +33,8 @@ def get_config():
     config.data.erase_prob = 0.0
     config.data.mixup = config.data.cutmix = 0.0
     config.data.repeated_aug = 1
-    config.optim.base_lr = 1e-3
+    config.optim.base_lr = 1e-3  # the peak: the lr is not rescaled for this small batch
+    config.optim.lr_batch_base = 16
     config.optim.epochs = 20
     config.optim.warmup_epochs = 1
     config.eval.num_clips = 1

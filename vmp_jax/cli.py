@@ -287,6 +287,122 @@ def _make_tfds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from vmp_jax.experiment import load_config
+    from vmp_jax.train import loop
+
+    config = load_config(args.config, args.overrides)
+    final = loop.train(config, args.workdir)
+    for split, values in final.items():
+        if isinstance(values, dict):
+            print(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import os
+
+    from vmp_jax.evaluate import multiview
+    from vmp_jax.experiment import load_config
+    from vmp_jax.train import loop
+    from vmp_jax.train.checkpoint import restore_state
+
+    config = load_config(args.config, args.overrides)
+    s = loop.setup(config)
+    if s.val_source is None:
+        raise ValueError("no validation data: set data.val_list (or data.source=tfds)")
+    state, step = restore_state(args.checkpoint, s.trainer.abstract_placed())
+    predictions, skipped = multiview.predict(
+        s.trainer, state, config, s.val_source, eval_step=_eval_step(s.trainer, args.ema)
+    )
+    summary = multiview.summary(predictions)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+    paths = multiview.write_report(predictions, out, _class_names(config))
+    views = config.eval.num_clips * config.eval.num_crops
+    print(f"checkpoint step {step}, {summary['videos']} videos x {views} views ({skipped} skipped)")
+    print(f"top-1 {summary['top1']:.4f}  top-5 {summary['top5']:.4f}")
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_step(trainer, ema: bool):
+    from vmp_jax.train import steps
+
+    return steps.make_eval_step(trainer, ema=ema)
+
+
+def _class_names(config):
+    import os
+
+    path = os.path.join(config.data.data_root or ".", "classes.txt")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    return names if len(names) == config.model.num_classes else None
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from vmp_jax.evaluate import metrics
+
+    if args.counts:
+        result = metrics.McNemar(*args.counts)
+        names = ("A", "B")
+    else:
+        if len(args.predictions) != 2:
+            raise ValueError("give two predictions files, or --counts")
+        a, b = (metrics.read_csv(p) for p in args.predictions)
+        result = metrics.mcnemar(a, b)
+        names = tuple(args.predictions)
+    print(result.table(*names))
+    return 0
+
+
+def _add_train_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a config; resumes from the workdir's latest checkpoint",
+        description="Trains --config into --workdir (checkpoints/, metrics.jsonl, tensorboard/, "
+        "curves.png); a workdir with checkpoints resumes from the latest. Overrides: "
+        "--config.KEY=VALUE.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--workdir", required=True)
+    p.set_defaults(func=_train, accepts_overrides=True)
+
+    p = subparsers.add_parser(
+        "eval",
+        help="multi-view test of a checkpoint: top-1/5, per class, confusion, predictions CSV",
+        description="Evaluates --checkpoint (a workdir, its checkpoints/ or one step directory) "
+        "on data.val_list with eval.num_clips x eval.num_crops views per video; writes "
+        "predictions.csv, per_class.csv and confusion.png to --out (default: beside the "
+        "checkpoint, eval/). Overrides: --config.KEY=VALUE.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default=None)
+    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
+    p.set_defaults(func=_eval, accepts_overrides=True)
+
+    p = subparsers.add_parser(
+        "compare",
+        help="McNemar's test between two predictions files (the paper's section 5.4)",
+        description="Pairs two `vmp eval` predictions files by video_id and prints the 2x2 "
+        "table of correct/incorrect and McNemar's chi-square (no continuity correction) with "
+        "its p-value; or takes the table's four counts directly.",
+    )
+    p.add_argument("predictions", nargs="*", help="PRED_A.csv PRED_B.csv")
+    p.add_argument(
+        "--counts",
+        type=int,
+        nargs=4,
+        metavar=("BOTH", "ONLY_A", "ONLY_B", "NEITHER"),
+        help="the table: both correct, only A correct, only B correct, both wrong",
+    )
+    p.set_defaults(func=_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -295,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(subparsers)
     _add_similarity(subparsers)
     _add_data_commands(subparsers)
+    _add_train_commands(subparsers)
     return parser
 
 

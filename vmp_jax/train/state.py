@@ -59,6 +59,14 @@ class Trainer:
         """The initial state, created directly in its shards."""
         return jax.jit(lambda: nnx.state(self._build()), out_shardings=self.shardings)()
 
+    def abstract_placed(self):
+        """The state's shapes, dtypes and shardings (the target of a checkpoint restore)."""
+        return jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            self.abstract_state,
+            self.shardings,
+        )
+
     def parts(self, state: nnx.State, *, train: bool = False) -> Parts:
         return nnx.merge(self.train_def if train else self.eval_def, state)
 

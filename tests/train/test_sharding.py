@@ -1,0 +1,86 @@
+"""One train step on a mesh of 8 fake CPU devices (data=2 x fsdp=4, and data=8) gives the same
+loss and parameters as on one device; FSDP really splits the parameters."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from vmp_jax.experiment import REPO_ROOT, load_config, model_config
+from vmp_jax.train import optim, sharding, steps
+from vmp_jax.train.state import Trainer
+
+SMALL = [
+    "model.depth=2",
+    "model.embed_dim=32",
+    "model.d_state=4",
+    "model.dt_rank=2",
+    "model.num_frames=2",
+    "data.num_frames=2",
+    "model.img_size=32",
+    "data.img_size=32",
+    "data.short_side=32",
+    "optim.ema_decay=0.5",
+]
+
+
+def _run(mesh_shape, devices, batch, accum_steps=1):
+    config = load_config(REPO_ROOT / "configs" / "demo.py", SMALL)
+    mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_shape), devices)
+    trainer = Trainer(model_config(config), optim.make_optimizer(config, 4), mesh, ema_decay=0.5)
+    state = trainer.init()
+    train_step = steps.make_train_step(
+        trainer, accum_steps=accum_steps, schedule=optim.schedule(config, 4)
+    )
+    placed = jax.device_put(batch, sharding.batch_sharding(mesh))
+    for _ in range(2):
+        state, metrics = train_step(state, placed)
+    return trainer, state, {k: float(v) for k, v in metrics.items()}
+
+
+def _batch(seed=0, b=8):
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, 4, b).astype(np.int32)
+    return {
+        "video": rng.standard_normal((b, 2, 32, 32, 3)).astype(np.float32),
+        "label": label,
+        "target": np.eye(4, dtype=np.float32)[label] * 0.9 + 0.025,
+    }
+
+
+def _floats(state):
+    leaves = jax.tree.leaves(state)
+    return [
+        np.asarray(x) for x in leaves if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    ]
+
+
+@pytest.mark.parametrize("mesh_shape", [dict(data=2, fsdp=4), dict(data=8, fsdp=1)])
+def test_sharded_step_equals_one_device(mesh_shape):
+    assert len(jax.devices()) == 8, "tests/conftest.py sets 8 fake CPU devices"
+    batch = _batch()
+    _, one_state, one = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch)
+    trainer, state, many = _run(mesh_shape, jax.devices(), batch)
+    for key in ("loss", "accuracy", "grad_norm"):
+        np.testing.assert_allclose(many[key], one[key], rtol=1e-5)
+    for a, b in zip(_floats(state), _floats(one_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+    if mesh_shape["fsdp"] > 1:  # the embedding dim of in_proj is split over fsdp
+        kernel = trainer.parts(state).model.layers[0].mixer.in_proj.kernel.value
+        assert kernel.addressable_shards[0].data.shape == (32 // 4, kernel.shape[1])
+
+
+def test_accumulated_gradients_equal_one_big_batch():
+    batch = _batch(1)
+    _, a, ma = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, accum_steps=1)
+    _, b, mb = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, accum_steps=4)
+    np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-5)
+    for x, y in zip(_floats(a), _floats(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)
+
+
+def test_bad_mesh_is_named():
+    with pytest.raises(ValueError, match="mesh.data x mesh.fsdp = 3 x 2 must equal the 8"):
+        sharding.make_mesh(ml_collections.ConfigDict(dict(data=3, fsdp=2)))
+    with pytest.raises(ValueError, match="mesh.fsdp=3 does not divide the 8 devices"):
+        sharding.make_mesh(ml_collections.ConfigDict(dict(data=-1, fsdp=3)))

@@ -1,0 +1,85 @@
+"""Orbax checkpoints in `WORKDIR/checkpoints/<step>/`: the train state and the Grain iterator
+state as separate items, saved asynchronously; the last `keep` and the best by validation
+top-1 are kept.
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
+process killed during a save leaves no checkpoint that looks complete; the next run resumes
+from the latest finished one.
+"""
+
+import os
+
+import grain
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
+
+STATE, DATA = "state", "data"
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints")
+
+
+class Checkpoints:
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+        keep_policy = policy.AnyPreservationPolicy(
+            [
+                policy.LatestN(n=keep),
+                policy.BestN(
+                    get_metric_fn=lambda m: m["top1"], n=1, keep_checkpoints_without_metrics=False
+                ),
+            ]
+        )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=keep_policy,
+            enable_async_checkpointing=async_save,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(
+            checkpoint_dir(workdir), item_names=(STATE, DATA), options=options
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iterator=None, metrics: dict | None = None) -> None:
+        items = {STATE: ocp.args.StandardSave(state)}
+        if data_iterator is not None:
+            items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
+        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+    def restore(self, step: int, abstract_state, data_iterator=None):
+        """The state at `step`, placed as `abstract_state`'s shardings; the data iterator (if
+        given) is moved to where it was at that step."""
+        items = {STATE: ocp.args.StandardRestore(abstract_state)}
+        if data_iterator is not None:
+            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def restore_state(path: str, abstract_state):
+    """The train state of one checkpoint: a step directory (`.../checkpoints/<step>`), a
+    checkpoints directory or a workdir (its latest step)."""
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if os.path.isdir(os.path.join(path, STATE)):
+        root, step = os.path.dirname(path), int(os.path.basename(path))
+    else:
+        root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
+        step = None
+    manager = ocp.CheckpointManager(root, item_names=(STATE, DATA))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint under {root}")
+    restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+    )
+    manager.close()
+    return restored[STATE], step

@@ -1,0 +1,157 @@
+"""`vmp train`: the training loop, resumable from the workdir.
+
+Start-up (everything that can fail on a bad config or missing data fails here, before any
+compile): the config was validated by `load_config`; the data sources are opened; the mesh is
+built; the state is created in its shards. If WORKDIR/checkpoints holds a checkpoint, the state
+and the data iterator are restored from the latest one and training continues from its step.
+
+Each step: a global batch (each host reads its shard), one jitted train step. Every
+`train.log_every` steps: loss, accuracy, lr, grad norm, clips/s and skipped videos to the
+progress bar, metrics.jsonl and TensorBoard. At each epoch end (every `train.eval_every`
+epochs): multi-view validation, and a checkpoint with its top-1; also every `train.save_every`
+steps, and at the end. Last: curves.png.
+"""
+
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from vmp_jax.data import pipeline, sources
+from vmp_jax.evaluate import multiview
+from vmp_jax.experiment import model_config
+from vmp_jax.train import checkpoint, metrics_log, optim, sharding, steps
+from vmp_jax.train.state import Trainer
+
+
+@dataclasses.dataclass
+class Setup:
+    """What a run needs besides the loop itself."""
+
+    config: object
+    trainer: Trainer
+    train_source: object
+    val_source: object | None
+    steps_per_epoch: int
+    total_steps: int
+
+
+def setup(config, *, devices=None) -> Setup:
+    sharding.initialize_distributed()
+    train_source = sources.open_source(config.data, "train")
+    has_val = config.data.source == "tfds" or bool(config.data.val_list)
+    val_source = sources.open_source(config.data, "val") if has_val else None
+    per_epoch = pipeline.steps_per_epoch(config, len(train_source))
+    total = int(round(config.optim.epochs * per_epoch))
+    mesh = sharding.make_mesh(config.mesh, devices)
+    trainer = Trainer(
+        model_config(config),
+        optim.make_optimizer(config, per_epoch),
+        mesh,
+        seed=config.seed,
+        ema_decay=config.optim.ema_decay,
+    )
+    return Setup(config, trainer, train_source, val_source, per_epoch, total)
+
+
+def device_batch(batch: dict, mesh) -> dict:
+    """This host's arrays -> global arrays sharded over the batch axes."""
+    data = sharding.batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(data, batch[k])
+        for k in ("video", "target", "label")
+    }
+
+
+def train(config, workdir: str, *, devices=None, echo=print) -> dict:
+    """Trains to the end of the schedule (resuming if possible); returns the final metrics."""
+    s = setup(config, devices=devices)
+    os.makedirs(workdir, exist_ok=True)
+    first_host = jax.process_index() == 0
+    log = metrics_log.MetricsLog(workdir, enabled=first_host)
+    ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
+    state = s.trainer.init()
+    data = iter(pipeline.train_dataset(config, s.train_source))
+    start = ckpt.latest_step() or 0
+    if start:
+        state = ckpt.restore(start, s.trainer.abstract_placed(), data)
+        echo(f"resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
+    schedule = optim.schedule(config, s.steps_per_epoch)
+    train_step = steps.make_train_step(
+        s.trainer, accum_steps=config.optim.accum_steps, schedule=schedule
+    )
+    eval_step = steps.make_eval_step(s.trainer, ema=config.optim.ema_decay > 0)
+    echo(
+        f"{s.total_steps} steps ({s.steps_per_epoch} per epoch x {config.optim.epochs} epochs), "
+        f"global batch {config.data.batch_size}, mesh {dict(s.trainer.mesh.shape)}"
+    )
+    final = {}
+    try:
+        state, final = _loop(s, state, data, train_step, eval_step, ckpt, log, start, first_host)
+        ckpt.wait()  # the loop saved the last step
+    finally:
+        data.close()
+        ckpt.close()
+        log.close()
+    if first_host:
+        final["curves"] = metrics_log.plot_curves(
+            log.records(), os.path.join(workdir, "curves.png")
+        )
+    return final
+
+
+def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_host):
+    c = s.config.train
+    final, pending, clips, skipped = {}, [], 0, 0
+    bar = tqdm(total=s.total_steps, initial=start, unit="step", disable=not first_host)
+    tick = time.perf_counter()
+    for step in range(start, s.total_steps):
+        batch = next(data)
+        skipped += int(batch["skipped"].sum())
+        clips += len(batch["video"]) * jax.process_count()
+        state, metrics = train_step(state, device_batch(batch, s.trainer.mesh))
+        pending.append(metrics)
+        done = step + 1
+        if done % c.log_every == 0 or done == s.total_steps:
+            elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            record = _mean(pending) | {"clips_per_s": clips / elapsed, "skipped": skipped}
+            pending, clips = [], 0
+            log.write(done, "train", record)
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                lr=f"{record['lr']:.2e}",
+                clips_s=f"{record['clips_per_s']:.1f}",
+            )
+            final["train"] = record
+        bar.update(1)
+        epoch_end = done % s.steps_per_epoch == 0 or done == s.total_steps
+        epoch = -(-done // s.steps_per_epoch)
+        val = None
+        if (
+            epoch_end
+            and s.val_source is not None
+            and (epoch % c.eval_every == 0 or done == s.total_steps)
+        ):
+            val = _validate(s, state, eval_step)
+            log.write(done, "val", val)
+            final["val"] = val
+            bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
+            tick = time.perf_counter()
+        if epoch_end or (c.save_every and done % c.save_every == 0):
+            ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
+    bar.close()
+    return state, final
+
+
+def _validate(s: Setup, state, eval_step) -> dict:
+    predictions, skipped = multiview.predict(
+        s.trainer, state, s.config, s.val_source, eval_step=eval_step
+    )
+    return multiview.summary(predictions) | {"skipped": skipped}
+
+
+def _mean(records: list[dict]) -> dict:
+    return {k: float(np.mean([float(r[k]) for r in records])) for k in records[0]}

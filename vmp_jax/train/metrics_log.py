@@ -1,0 +1,61 @@
+"""Where training metrics go: a JSONL file and TensorBoard scalars in the workdir, and a PNG of
+the loss and accuracy curves at the end."""
+
+import json
+import os
+
+
+class MetricsLog:
+    """Appends one JSON object per record to WORKDIR/metrics.jsonl (kept across resumes) and
+    writes the same scalars to TensorBoard (WORKDIR/tensorboard) on the first host."""
+
+    def __init__(self, workdir: str, *, enabled: bool = True):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.enabled = enabled
+        self._writer = None
+        if enabled:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "split": split, **{k: float(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in metrics.items():
+            self._writer.add_scalar(f"{split}/{key}", float(value), step)
+        self._writer.flush()
+
+    def records(self) -> list[dict]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def plot_curves(records: list[dict], path: str) -> str:
+    """Train loss and train/val accuracy against step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "val"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot([r["step"] for r in train], [r["loss"] for r in train])
+    left.set(xlabel="step", ylabel="train loss", title="loss")
+    right.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train (batch)")
+    if val:
+        right.plot([r["step"] for r in val], [r["top1"] for r in val], "o-", label="val top-1")
+    right.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    right.legend()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return path
