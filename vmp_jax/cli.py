@@ -316,7 +316,10 @@ def _eval(args: argparse.Namespace) -> int:
         s.trainer, state, config, s.val_source, eval_step=_eval_step(s.trainer, args.ema)
     )
     summary = multiview.summary(predictions)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "eval")
+    workdir = os.path.abspath(args.checkpoint)
+    while workdir != "/" and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        workdir = os.path.dirname(workdir)
+    out = args.out or os.path.join(workdir if workdir != "/" else ".", "eval")
     paths = multiview.write_report(predictions, out, _class_names(config))
     views = config.eval.num_clips * config.eval.num_crops
     print(f"checkpoint step {step}, {summary['videos']} videos x {views} views ({skipped} skipped)")
@@ -376,8 +379,8 @@ def _add_train_commands(subparsers) -> None:
         help="multi-view test of a checkpoint: top-1/5, per class, confusion, predictions CSV",
         description="Evaluates --checkpoint (a workdir, its checkpoints/ or one step directory) "
         "on data.val_list with eval.num_clips x eval.num_crops views per video; writes "
-        "predictions.csv, per_class.csv and confusion.png to --out (default: beside the "
-        "checkpoint, eval/). Overrides: --config.KEY=VALUE.",
+        "predictions.csv, per_class.csv and confusion.png to --out (default: the "
+        "checkpoint's workdir/eval). Overrides: --config.KEY=VALUE.",
     )
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True)

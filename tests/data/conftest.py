@@ -1,22 +1,10 @@
-"""Shared data-test fixtures: a small generated dataset and a broken-files factory."""
+"""Data-test helpers: a factory of broken video files."""
 
 import os
 
 import numpy as np
-import pytest
 
-from vmp_jax.data import synthetic
 from vmp_jax.data.encode import write_video
-
-
-@pytest.fixture(scope="session")
-def motion_dataset(tmp_path_factory) -> str:
-    """4 classes x 8 videos of 16 frames at 48 px: 24 train and 8 val videos (data_root;
-    train.txt and val.txt inside)."""
-    root = str(tmp_path_factory.mktemp("motion"))
-    spec = synthetic.Spec(root, 4, 8, frames=16, height=48, width=48, val_fraction=0.25)
-    synthetic.make_dataset(spec, workers=1)
-    return root
 
 
 def broken_files(folder: str) -> dict[str, str]:

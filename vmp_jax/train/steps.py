@@ -17,6 +17,9 @@ from vmp_jax.train.state import Trainer
 
 def _loss(params, rest, graphdef, video, target, label):
     """Mean soft-target cross-entropy of one micro-batch, and its metrics."""
+    # `rest` (RNG streams) is not differentiated, so jax passes its Variables in unchanged;
+    # rebuilding them here lets drop path advance its RNG counts inside this trace.
+    rest = jax.tree.map(lambda x: x, rest)
     model = nnx.merge(graphdef, params, rest)
     logits = model(video)  # (b, K) float32
     loss = optax.softmax_cross_entropy(logits, target).mean()
