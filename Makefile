@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup lint format test bench bench-data bench-gpu clean
+.PHONY: setup lint format test demo bench bench-data bench-gpu clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,12 @@ format: setup
 
 test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+# The main job on CPU: generate the motion dataset, train the demo VMP on it, evaluate it.
+demo: setup
+	test -f data/demo/train.txt || $(BIN)/vmp make-synthetic --out data/demo
+	$(BIN)/vmp train --config configs/demo.py --workdir runs/demo
+	$(BIN)/vmp eval --config configs/demo.py --checkpoint runs/demo
 
 bench: setup
 	$(BIN)/vmp bench-scan

@@ -324,6 +324,7 @@ def _eval(args: argparse.Namespace) -> int:
     views = config.eval.num_clips * config.eval.num_crops
     print(f"checkpoint step {step}, {summary['videos']} videos x {views} views ({skipped} skipped)")
     print(f"top-1 {summary['top1']:.4f}  top-5 {summary['top5']:.4f}")
+    print(multiview.per_class_table(predictions, _class_names(config)))
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
@@ -359,6 +360,15 @@ def _compare(args: argparse.Namespace) -> int:
         result = metrics.mcnemar(a, b)
         names = tuple(args.predictions)
     print(result.table(*names))
+    return 0
+
+
+def _ablate(args: argparse.Namespace) -> int:
+    from vmp_jax.experiment import load_config
+    from vmp_jax.train import ablate
+
+    config = load_config(args.config, args.overrides)
+    ablate.run(config, args.workdir, variants=args.variants)
     return 0
 
 
@@ -404,6 +414,19 @@ def _add_train_commands(subparsers) -> None:
         help="the table: both correct, only A correct, only B correct, both wrong",
     )
     p.set_defaults(func=_compare)
+
+    from vmp_jax.train.ablate import VARIANTS
+
+    p = subparsers.add_parser(
+        "ablate",
+        help="the paper's Table 5: VideoMamba, VMP w/o residual, VMP w/o masking, VMP",
+        description="Trains and evaluates each variant with the same config, data and seed "
+        "(in WORKDIR/<variant>, resumable) and prints one table. Overrides: --config.KEY=VALUE.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.set_defaults(func=_ablate, accepts_overrides=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -80,9 +80,9 @@ def _background(t: int, h: int, w: int, rng) -> np.ndarray:
     for _ in range(4):
         freq, angle, phase = rng.uniform(0.05, 0.4), rng.uniform(0, np.pi), rng.uniform(0, 6.3)
         wave = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
-        canvas += wave[..., None] * rng.uniform(10, 40, size=3)
+        canvas += wave[..., None] * rng.uniform(8, 25, size=3)
     canvas += rng.uniform(60, 180, size=3) + rng.normal(0, 12, canvas.shape)
-    vy, vx = rng.uniform(-1, 1, size=2) * pad / max(t - 1, 1)
+    vy, vx = rng.uniform(-1, 1, size=2) * pad / (2 * max(t - 1, 1))  # a slow pan
     video = np.empty((t, h, w, 3), np.float32)
     for i in range(t):
         oy, ox = int(round(pad + vy * i)), int(round(pad + vx * i))
@@ -115,10 +115,10 @@ def _draw_mover(video: np.ndarray, shape: str, direction, t0: float, t1: float, 
     """A solid shape crossing the frame along `direction` between clip fractions t0 and t1,
     standing at its start before t0 and at its end after t1."""
     t, h, w, _ = video.shape
-    r = min(h, w) / 7
+    r = min(h, w) / 6
     progress = np.clip((np.linspace(0, 1, t) - t0) / (t1 - t0), 0, 1)  # (T,)
-    start = rng.uniform(0.12, 0.25)
-    travel = rng.uniform(0.5, 0.63)
+    start = rng.uniform(0.1, 0.2)
+    travel = rng.uniform(0.6, 0.8)
     along = start + travel * progress  # (T,) fraction of the frame along each moving axis
     dy, dx = direction
     cy = (along if dy > 0 else 1 - along) if dy else np.full(t, rng.uniform(0.25, 0.75))

@@ -74,6 +74,16 @@ def summary(p: metrics.Predictions) -> dict:
     return {"top1": metrics.top_k(p, 1), "top5": metrics.top_k(p, 5), "videos": len(p.labels)}
 
 
+def per_class_table(p: metrics.Predictions, class_names=None, most: int = 30) -> str:
+    """A markdown table of per-class accuracy (the first `most` classes)."""
+    k = p.scores.shape[1]
+    names = class_names or [str(i) for i in range(k)]
+    accuracy, counts = metrics.per_class_accuracy(p), np.bincount(p.labels, minlength=k)
+    rows = ["| class | videos | top-1 |", "|---|---:|---:|"]
+    rows += [f"| {names[i]} | {counts[i]} | {accuracy[i]:.3f} |" for i in range(min(k, most))]
+    return "\n".join(rows)
+
+
 def write_report(p: metrics.Predictions, out_dir: str, class_names=None) -> dict:
     """predictions.csv, confusion.png and per_class.csv in out_dir; returns the file paths."""
     os.makedirs(out_dir, exist_ok=True)
