@@ -34,7 +34,7 @@ def test_make_synthetic_then_data_check(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert "train: 8 videos from list source" in printed
-    assert "video    float32  (4, 8, 64, 64, 3)" in printed
+    assert "video    float32  (4, 8, 32, 32, 3)" in printed
     assert "skipped videos: 0" in printed and "clips/s" in printed
 
 

@@ -67,7 +67,7 @@ def test_command_writes_arrays_and_heatmaps(tmp_path, capsys):
     assert cli.main([*argv, "--channels", "0:4", "--config.model.depth=2"]) == 0
     with np.load(f"{out}.npz") as saved:
         assert set(saved.files) == {"layer", "channels", *similarity.NAMES}
-        assert saved["M_f"].shape == (129, 129) and int(saved["layer"]) == 1
+        assert saved["M_f"].shape == (33, 33) and int(saved["layer"]) == 1  # 1 + 8 x 2 x 2
     for name in (*similarity.NAMES, None):
         png = f"{out}_{name}.png" if name else f"{out}.png"
         with open(png, "rb") as f:
