@@ -132,7 +132,11 @@ def _similarity(args: argparse.Namespace) -> int:
     from vmp_jax.models.videomamba import VideoMamba
 
     config, cfg = _model_config(args)
-    model = VideoMamba(cfg, rngs=nnx.Rngs(args.seed))
+    if args.checkpoint:
+        model = _checkpoint_model(config, args.checkpoint)
+    else:
+        model = VideoMamba(cfg, rngs=nnx.Rngs(args.seed))
+        model.eval()
     shape = (1, cfg.num_frames, cfg.img_size, cfg.img_size, cfg.channels)
     if args.video:
         settings = pipeline.ClipSettings.from_config(config)
@@ -148,6 +152,22 @@ def _similarity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_model(config, path: str):
+    """The (eval-mode) model of a `vmp train` checkpoint: a workdir, its checkpoints/ or a step."""
+    from vmp_jax.experiment import model_config
+    from vmp_jax.train import optim, sharding
+    from vmp_jax.train.checkpoint import restore_state
+    from vmp_jax.train.state import Trainer
+
+    # The optimiser's state layout does not depend on the schedule's length.
+    tx = optim.make_optimizer(config, steps_per_epoch=1)
+    mesh = sharding.make_mesh(config.mesh)
+    trainer = Trainer(model_config(config), tx, mesh, ema_decay=config.optim.ema_decay)
+    state, step = restore_state(path, trainer.abstract_placed())
+    print(f"weights: {path} (step {step})")
+    return trainer.model(state)
+
+
 def _add_similarity(subparsers) -> None:
     p = subparsers.add_parser(
         "similarity",
@@ -156,13 +176,15 @@ def _add_similarity(subparsers) -> None:
         "similarity matrices of the forward scan, the backward scan, the backward scan with its "
         "diagonal masked, and M_f + masked M_b (the reference algorithm, averaged over the "
         "channels), on a video file (centre clip and crop) or a random input; writes OUT.npz, "
-        "one heatmap PNG per matrix and a 2x2 panel OUT.png. Weights: the config's "
-        "initialisation from --seed. Overrides: --config.KEY=VALUE.",
+        "one heatmap PNG per matrix and a 2x2 panel OUT.png. Weights: --checkpoint (a "
+        "`vmp train` workdir or checkpoint), else the config's initialisation from --seed. "
+        "Overrides: --config.KEY=VALUE.",
     )
     p.add_argument("--config", required=True)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="a video file")
     source.add_argument("--random", action="store_true", help="a standard-normal input")
+    p.add_argument("--checkpoint", help="a `vmp train` workdir or checkpoint (default: init)")
     p.add_argument("--layer", type=int, required=True, help="block index, 0-based")
     p.add_argument("--channels", type=_channel_range, default=(0, 8), help="START:STOP (0:8)")
     p.add_argument("--out", default="similarity", help="output prefix (default ./similarity)")

@@ -74,3 +74,33 @@ def test_command_writes_arrays_and_heatmaps(tmp_path, capsys):
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert cli.main([*argv[:-2], "--layer", "9", "--out", out]) == 2
     assert "--layer must be in 0..3" in capsys.readouterr().err
+
+
+def test_command_loads_a_training_checkpoint(tmp_path):
+    """--checkpoint: the matrices are those of the checkpoint's weights, not of the init."""
+    import jax
+    from flax import nnx
+
+    from vmp_jax.experiment import load_config, model_config
+    from vmp_jax.train import optim, sharding
+    from vmp_jax.train.checkpoint import Checkpoints
+    from vmp_jax.train.state import Trainer
+
+    overrides = ["model.depth=2"]
+    config = load_config(DEMO, overrides)
+    mesh = sharding.make_mesh(config.mesh)
+    trainer = Trainer(model_config(config), optim.make_optimizer(config, 1), mesh)
+    parts = trainer.parts(trainer.init())  # eval mode
+    params = nnx.state(parts.model, nnx.Param)
+    nnx.update(parts.model, jax.tree.map(lambda x: x * 1.5, params))  # not the init any more
+    checkpoints = Checkpoints(str(tmp_path / "run"), async_save=False)
+    checkpoints.save(7, nnx.state(parts))
+    checkpoints.close()
+    out = str(tmp_path / "sim")
+    argv = ["similarity", "--config", DEMO, "--random", "--layer", "1", "--out", out]
+    argv += [f"--config.{o}" for o in overrides]
+    assert cli.main([*argv, "--checkpoint", str(tmp_path / "run")]) == 0
+    video = jax.random.normal(jax.random.key(0), (1, 8, 32, 32, 3))
+    expected = similarity.layer_matrices(parts.model, video, 1, (0, 8)).matrices
+    with np.load(f"{out}.npz") as got:
+        np.testing.assert_allclose(got["M_f"], expected["M_f"], rtol=1e-4, atol=1e-6)
