@@ -64,9 +64,10 @@ def _open(video: VideoInput, name: str) -> av.container.InputContainer:
     return container
 
 
-def _info(container, stream) -> VideoInfo:
+def _info(container, stream, name: str) -> VideoInfo:
     """From the headers: the stream's frame count, else its duration x rate, else the
-    container's duration x rate (Matroska/WebM), else a count of the stream's packets."""
+    container's duration x rate (Matroska/WebM), else a count of the stream's packets.
+    A stream with no frames raises DecodeError."""
     fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
     num_frames = stream.frames
     if not num_frames and stream.duration is not None and stream.time_base is not None:
@@ -76,6 +77,8 @@ def _info(container, stream) -> VideoInfo:
     if not num_frames:
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
         container.seek(0)
+    if num_frames <= 0:
+        raise DecodeError(f"{name}: the video stream has no frames")
     return VideoInfo(int(num_frames), fps, stream.codec_context.height, stream.codec_context.width)
 
 
@@ -83,13 +86,15 @@ def probe(video: VideoInput, *, name: str | None = None) -> VideoInfo:
     """Frame count, rate and size from the container's headers (nothing decoded)."""
     name = _name(video, name)
     with _open(video, name) as container:
-        info = _info(container, container.streams.video[0])
-    if info.num_frames <= 0:
-        raise DecodeError(f"{name}: the video stream has no frames")
-    return info
+        return _info(container, container.streams.video[0], name)
 
 
 Plan = Sequence[int] | Callable[[int], Sequence[int]]
+
+
+def plan_indices(plan: Plan, num_frames: int) -> Sequence[int]:
+    """The indices a plan asks for in a video of `num_frames` frames."""
+    return plan(num_frames) if callable(plan) else plan
 
 
 def read_frames(
@@ -108,10 +113,8 @@ def read_frames(
     with _open(video, name) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        info = _info(container, stream)
-        if info.num_frames <= 0:
-            raise DecodeError(f"{name}: the video stream has no frames")
-        indices = plan(info.num_frames) if callable(plan) else plan
+        info = _info(container, stream, name)
+        indices = plan_indices(plan, info.num_frames)
         wanted = sorted(set(int(i) for i in indices))
         if not wanted or wanted[0] < 0:
             raise ValueError(f"{name}: frame indices must be >= 0, got {list(indices)[:8]}")

@@ -16,7 +16,6 @@ images) are read with labels from the sorted class names.
 
 import dataclasses
 import os
-from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -30,10 +29,6 @@ SOURCES = ("list", "video_folder", "image_folder", "tfds")
 
 class ListFileError(ValueError):
     """A malformed list-file line; the message names the file and the line number."""
-
-
-def _plan_indices(plan: decode.Plan, num_frames: int) -> Sequence[int]:
-    return plan(num_frames) if callable(plan) else plan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +73,7 @@ class FrameFolder:
         return self.path
 
     def read(self, plan: decode.Plan) -> np.ndarray:
-        indices = _plan_indices(plan, self.num_frames)
+        indices = decode.plan_indices(plan, self.num_frames)
         loaded = {i: self._frame(i) for i in set(int(i) for i in indices)}
         return np.stack([loaded[int(i)] for i in indices])
 
@@ -101,7 +96,7 @@ class ImageItem:
         return self.data if isinstance(self.data, str) else f"image {self.video_id}"
 
     def read(self, plan: decode.Plan) -> np.ndarray:
-        indices = _plan_indices(plan, 1)
+        indices = decode.plan_indices(plan, 1)
         image = _read_image(self.data) if isinstance(self.data, str) else _rgb(self.data)
         return np.broadcast_to(image, (len(indices), *image.shape))
 
