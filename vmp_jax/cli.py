@@ -326,36 +326,23 @@ def _eval(args: argparse.Namespace) -> int:
 
     from vmp_jax.evaluate import multiview
     from vmp_jax.experiment import load_config
-    from vmp_jax.train import loop
-    from vmp_jax.train.checkpoint import restore_state
+    from vmp_jax.train.checkpoint import workdir_of
 
     config = load_config(args.config, args.overrides)
-    s = loop.setup(config)
-    if s.val_source is None:
-        raise ValueError("no validation data: set data.val_list (or data.source=tfds)")
-    state, step = restore_state(args.checkpoint, s.trainer.abstract_placed())
-    predictions, skipped = multiview.predict(
-        s.trainer, state, config, s.val_source, eval_step=_eval_step(s.trainer, args.ema)
+    predictions, skipped, step = multiview.evaluate_checkpoint(
+        config, args.checkpoint, ema=args.ema
     )
     summary = multiview.summary(predictions)
-    workdir = os.path.abspath(args.checkpoint)
-    while workdir != "/" and not os.path.isdir(os.path.join(workdir, "checkpoints")):
-        workdir = os.path.dirname(workdir)
-    out = args.out or os.path.join(workdir if workdir != "/" else ".", "eval")
-    paths = multiview.write_report(predictions, out, _class_names(config))
+    out = args.out or os.path.join(workdir_of(args.checkpoint), "eval")
+    names = _class_names(config)
+    paths = multiview.write_report(predictions, out, names)
     views = config.eval.num_clips * config.eval.num_crops
     print(f"checkpoint step {step}, {summary['videos']} videos x {views} views ({skipped} skipped)")
     print(f"top-1 {summary['top1']:.4f}  top-5 {summary['top5']:.4f}")
-    print(multiview.per_class_table(predictions, _class_names(config)))
+    print(multiview.per_class_table(predictions, names))
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
-
-
-def _eval_step(trainer, ema: bool):
-    from vmp_jax.train import steps
-
-    return steps.make_eval_step(trainer, ema=ema)
 
 
 def _class_names(config):

@@ -16,7 +16,7 @@ from vmp_jax.evaluate import metrics
 from vmp_jax.train import sharding, steps
 
 
-def predict(trainer, state, config, source=None, *, eval_step=None, progress=None):
+def predict(trainer, state, config, source=None, *, eval_step=None):
     """(Predictions of the valid videos, number of videos skipped as unreadable).
 
     Args:
@@ -37,8 +37,6 @@ def predict(trainer, state, config, source=None, *, eval_step=None, progress=Non
             labels.append(batch["label"][keep])
             scores.append(local[keep])
             skipped += int(batch["skipped"].sum())
-            if progress is not None:
-                progress(len(batch["video"]))
     finally:
         iterator.close()
     k = trainer.cfg.num_classes
@@ -48,6 +46,25 @@ def predict(trainer, state, config, source=None, *, eval_step=None, progress=Non
         np.concatenate(scores) if scores else np.zeros((0, k)),
     )
     return _gather(local), _sum_over_hosts(skipped)
+
+
+def evaluate_checkpoint(config, path: str, *, ema: bool = False):
+    """Restores the checkpoint at `path` (a workdir, its checkpoints/ or one step) for
+    `config` and runs the multi-view test on its validation set.
+
+    Returns:
+      (Predictions, number of videos skipped as unreadable, the checkpoint's step).
+    """
+    from vmp_jax.train import loop
+    from vmp_jax.train.checkpoint import restore_state
+
+    s = loop.setup(config)
+    if s.val_source is None:
+        raise ValueError("no validation data: set data.val_list (or data.source=tfds)")
+    state, step = restore_state(path, s.trainer.abstract_placed())
+    eval_step = steps.make_eval_step(s.trainer, ema=ema)
+    predictions, skipped = predict(s.trainer, state, config, s.val_source, eval_step=eval_step)
+    return predictions, skipped, step
 
 
 def _local_rows(global_rows: np.ndarray, per_host: int) -> np.ndarray:
@@ -74,13 +91,18 @@ def summary(p: metrics.Predictions) -> dict:
     return {"top1": metrics.top_k(p, 1), "top5": metrics.top_k(p, 5), "videos": len(p.labels)}
 
 
-def per_class_table(p: metrics.Predictions, class_names=None, most: int = 30) -> str:
-    """A markdown table of per-class accuracy (the first `most` classes)."""
+def per_class(p: metrics.Predictions, class_names=None) -> list[tuple[str, int, float]]:
+    """(name, videos, top-1) of every class; names default to the class indices."""
     k = p.scores.shape[1]
     names = class_names or [str(i) for i in range(k)]
     accuracy, counts = metrics.per_class_accuracy(p), np.bincount(p.labels, minlength=k)
+    return [(names[i], int(counts[i]), float(accuracy[i])) for i in range(k)]
+
+
+def per_class_table(p: metrics.Predictions, class_names=None, most: int = 30) -> str:
+    """A markdown table of per-class accuracy (the first `most` classes)."""
     rows = ["| class | videos | top-1 |", "|---|---:|---:|"]
-    rows += [f"| {names[i]} | {counts[i]} | {accuracy[i]:.3f} |" for i in range(min(k, most))]
+    rows += [f"| {n} | {c} | {a:.3f} |" for n, c, a in per_class(p, class_names)[:most]]
     return "\n".join(rows)
 
 
@@ -93,14 +115,12 @@ def write_report(p: metrics.Predictions, out_dir: str, class_names=None) -> dict
         "confusion": os.path.join(out_dir, "confusion.png"),
     }
     metrics.write_csv(p, paths["predictions"])
-    k = p.scores.shape[1]
-    names = class_names or [str(i) for i in range(k)]
-    accuracy, counts = metrics.per_class_accuracy(p), np.bincount(p.labels, minlength=k)
+    rows = per_class(p, class_names)
     with open(paths["per_class"], "w") as f:
         f.write("class,name,videos,accuracy\n")
-        for i in range(k):
-            f.write(f"{i},{names[i]},{counts[i]},{accuracy[i]:.4f}\n")
-    _plot_confusion(metrics.confusion(p), names, paths["confusion"])
+        for i, (name, count, accuracy) in enumerate(rows):
+            f.write(f"{i},{name},{count},{accuracy:.4f}\n")
+    _plot_confusion(metrics.confusion(p), [name for name, _, _ in rows], paths["confusion"])
     return paths
 
 

@@ -6,8 +6,8 @@ resumes there like `vmp train`."""
 import os
 
 from vmp_jax.evaluate import multiview
-from vmp_jax.experiment import apply_override
-from vmp_jax.train import checkpoint, loop
+from vmp_jax.experiment import apply_override, model_config
+from vmp_jax.train import loop
 
 # name -> the model switches (bwd_mask_diagonal, residual_ssm, bwd_shares_delta)
 VARIANTS = {
@@ -38,21 +38,20 @@ def run(config, workdir: str, variants=tuple(VARIANTS), echo=print) -> list[dict
         out = os.path.join(workdir, name)
         echo(f"== {name} ==")
         loop.train(cfg, out, echo=echo)
-        s = loop.setup(cfg)
-        state, _ = checkpoint.restore_state(out, s.trainer.abstract_placed())
-        predictions, _ = multiview.predict(s.trainer, state, cfg, s.val_source)
+        predictions, _, _ = multiview.evaluate_checkpoint(cfg, out)
         multiview.write_report(predictions, os.path.join(out, "eval"))
-        rows.append({"variant": name, **multiview.summary(predictions), "params": _params(s)})
+        rows.append({"variant": name, **multiview.summary(predictions), "params": _params(cfg)})
     echo(format_table(rows))
     return rows
 
 
-def _params(s) -> int:
+def _params(config) -> int:
     from flax import nnx
 
     from vmp_jax.models.videomamba import VideoMamba, count_params
 
-    return count_params(nnx.eval_shape(lambda: VideoMamba(s.trainer.cfg, rngs=nnx.Rngs(0))))
+    cfg = model_config(config)
+    return count_params(nnx.eval_shape(lambda: VideoMamba(cfg, rngs=nnx.Rngs(0))))
 
 
 def format_table(rows: list[dict]) -> str:

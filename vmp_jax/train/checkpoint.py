@@ -63,6 +63,16 @@ class Checkpoints:
         self.manager.close()
 
 
+def workdir_of(path: str) -> str:
+    """The workdir holding the checkpoint at `path` (the current directory if none does)."""
+    path = os.path.abspath(path)
+    while path != os.path.dirname(path):
+        if os.path.isdir(os.path.join(path, "checkpoints")):
+            return path
+        path = os.path.dirname(path)
+    return "."
+
+
 def restore_state(path: str, abstract_state):
     """The train state of one checkpoint: a step directory (`.../checkpoints/<step>`), a
     checkpoints directory or a workdir (its latest step)."""

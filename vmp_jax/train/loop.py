@@ -73,12 +73,13 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     first_host = jax.process_index() == 0
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
     ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
-    state = s.trainer.init()
     data = iter(pipeline.train_dataset(config, s.train_source))
     start = ckpt.latest_step() or 0
-    if start:
+    if start:  # restored straight into its shards; no fresh state is built first
         state = ckpt.restore(start, s.trainer.abstract_placed(), data)
         echo(f"resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
+    else:
+        state = s.trainer.init()
     schedule = optim.schedule(config, s.steps_per_epoch)
     train_step = steps.make_train_step(
         s.trainer, accum_steps=config.optim.accum_steps, schedule=schedule

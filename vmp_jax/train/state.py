@@ -74,6 +74,3 @@ class Trainer:
         """The model to evaluate (eval mode): the EMA copy when asked and present."""
         parts = self.parts(state)
         return parts.ema if ema and parts.ema is not None else parts.model
-
-    def step(self, state: nnx.State) -> int:
-        return int(self.parts(state).optimizer.step.value)
