@@ -89,8 +89,11 @@ def experiment(
     )
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     # log_every: steps between logged means; save_every: extra checkpoints every N steps (0:
-    # only at epoch ends); keep: last checkpoints kept besides the best; eval_every: epochs.
-    config.train = ml_collections.ConfigDict(dict(log_every=20, save_every=0, keep=3, eval_every=1))
+    # only at epoch ends); keep: last checkpoints kept besides the best; eval_every: epochs;
+    # init_from: a checkpoint (e.g. of `vmp import`) whose model weights start a new run.
+    config.train = ml_collections.ConfigDict(
+        dict(log_every=20, save_every=0, keep=3, eval_every=1, init_from="")
+    )
     return config
 
 

@@ -68,3 +68,10 @@ class VideoMamba(nnx.Module):
 def count_params(model: nnx.Module) -> int:
     """The exact number of parameter scalars."""
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def abstract_params(cfg: ModelConfig) -> dict[tuple, nnx.Variable]:
+    """{path: abstract Param} of the model `cfg` describes (shapes only, nothing allocated);
+    paths as nnx.to_flat_state gives them, e.g. ("layers", 0, "mixer", "fwd", "A_log")."""
+    abstract = nnx.eval_shape(lambda: VideoMamba(cfg, rngs=nnx.Rngs(0)))
+    return dict(nnx.to_flat_state(nnx.state(abstract, nnx.Param)))

@@ -10,6 +10,8 @@ from the latest finished one.
 import os
 
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
@@ -73,23 +75,67 @@ def workdir_of(path: str) -> str:
     return "."
 
 
-def restore_state(path: str, abstract_state):
-    """The train state of one checkpoint: a step directory (`.../checkpoints/<step>`), a
-    checkpoints directory or a workdir (its latest step)."""
+def _locate(path: str) -> tuple[str, int]:
+    """(checkpoints root, step) of a step directory (`.../checkpoints/<step>`), a checkpoints
+    directory or a workdir (its latest step)."""
     path = os.path.abspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if os.path.isdir(os.path.join(path, STATE)):
-        root, step = os.path.dirname(path), int(os.path.basename(path))
-    else:
-        root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
-        step = None
+        return os.path.dirname(path), int(os.path.basename(path))
+    root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
     manager = ocp.CheckpointManager(root, item_names=(STATE, DATA))
-    step = manager.latest_step() if step is None else step
+    step = manager.latest_step()
+    manager.close()
     if step is None:
         raise FileNotFoundError(f"no checkpoint under {root}")
+    return root, step
+
+
+def restore_state(path: str, abstract_state):
+    """The train state of one checkpoint (a step directory, a checkpoints directory or a
+    workdir), placed as `abstract_state`; returns (state, step)."""
+    root, step = _locate(path)
+    manager = ocp.CheckpointManager(root, item_names=(STATE, DATA))
     restored = manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
     )
     manager.close()
     return restored[STATE], step
+
+
+def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
+    """The weights of one checkpoint's model (or its `ema` copy) as numpy arrays, whatever the
+    optimiser, mesh or device count it was saved with.
+
+    abstract_params: {path tuple: Param} of the model to fill (`names.abstract_params`).
+    Returns ({path tuple: np.ndarray}, step); FileNotFoundError when the checkpoint has no
+    such part, ValueError naming the first parameter it lacks or has in another shape.
+    """
+    root, step = _locate(path)
+    item = os.path.join(root, str(step), STATE)
+    checkpointer = ocp.PyTreeCheckpointer()
+    saved = checkpointer.metadata(item).item_metadata.tree
+    if part not in saved:
+        raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
+    target = {part: saved[part]}
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    restored = checkpointer.restore(
+        item,
+        args=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True),
+    )[part]
+    params = {}
+    for key, abstract in abstract_params.items():
+        node = restored
+        for name in key:
+            node = node.get(str(name)) if isinstance(node, dict) else None
+        name = ".".join(map(str, key))
+        if node is None:
+            raise ValueError(f"{item}: no parameter {name} (expected {abstract.shape})")
+        if node["value"].shape != abstract.shape:
+            raise ValueError(
+                f"{item}: parameter {name} has shape {node['value'].shape}, expected "
+                f"{abstract.shape} for this config"
+            )
+        params[key] = node["value"]
+    return params, step

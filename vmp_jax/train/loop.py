@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vmp_jax.data import pipeline, sources
 from vmp_jax.evaluate import multiview
-from vmp_jax.experiment import model_config
+from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.train import checkpoint, metrics_log, optim, sharding, steps
 from vmp_jax.train.state import Trainer
 
@@ -46,14 +46,7 @@ def setup(config, *, devices=None) -> Setup:
     val_source = sources.open_source(config.data, "val") if has_val else None
     per_epoch = pipeline.steps_per_epoch(config, len(train_source))
     total = int(round(config.optim.epochs * per_epoch))
-    mesh = sharding.make_mesh(config.mesh, devices)
-    trainer = Trainer(
-        model_config(config),
-        optim.make_optimizer(config, per_epoch),
-        mesh,
-        seed=config.seed,
-        ema_decay=config.optim.ema_decay,
-    )
+    trainer = Trainer.from_config(config, steps_per_epoch=per_epoch, devices=devices)
     return Setup(config, trainer, train_source, val_source, per_epoch, total)
 
 
@@ -80,6 +73,8 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         echo(f"resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
     else:
         state = s.trainer.init()
+        if config.train.init_from:
+            state = _init_from(s.trainer, state, config.train.init_from, echo)
     schedule = optim.schedule(config, s.steps_per_epoch)
     train_step = steps.make_train_step(
         s.trainer, accum_steps=config.optim.accum_steps, schedule=schedule
@@ -102,6 +97,13 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
             log.records(), os.path.join(workdir, "curves.png")
         )
     return final
+
+
+def _init_from(trainer, state, path: str, echo):
+    """The fresh state with the model weights of the checkpoint at `path`."""
+    params, step = checkpoint.restore_params(path, abstract_params(trainer.cfg))
+    echo(f"weights from {path} (step {step})")
+    return trainer.with_params(state, params)
 
 
 def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_host):

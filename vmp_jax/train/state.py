@@ -10,12 +10,24 @@ continues with exactly the random draws an uninterrupted run would make.
 """
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from vmp_jax.models.config import ModelConfig
 from vmp_jax.models.videomamba import VideoMamba
 from vmp_jax.train import sharding
+
+
+def flat_params(model: nnx.Module) -> dict[tuple, jax.Array]:
+    """{path: array} of a model's parameters (paths as nnx.to_flat_state gives them)."""
+    return {path: v[...] for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+
+
+def set_params(model: nnx.Module, params: dict) -> None:
+    """Overwrites every parameter of `model` from {path: array}; KeyError if one is missing."""
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    nnx.update(model, nnx.from_flat_state({p: v.replace(jnp.asarray(params[p])) for p, v in flat}))
 
 
 class Parts(nnx.Module):
@@ -49,6 +61,21 @@ class Trainer:
         self.abstract_state = abstract_state
         self.shardings = sharding.state_shardings(abstract_state, mesh)
 
+    @classmethod
+    def from_config(cls, config, *, steps_per_epoch: int = 1, devices=None) -> "Trainer":
+        """The Trainer of an experiment config on its mesh (the optimiser's state layout does
+        not depend on the schedule's length, so steps_per_epoch only matters for training)."""
+        from vmp_jax.experiment import model_config
+        from vmp_jax.train import optim
+
+        return cls(
+            model_config(config),
+            optim.make_optimizer(config, steps_per_epoch),
+            sharding.make_mesh(config.mesh, devices),
+            seed=config.seed,
+            ema_decay=config.optim.ema_decay,
+        )
+
     def _build(self) -> Parts:
         model = VideoMamba(self.cfg, rngs=nnx.Rngs(params=self.seed, dropout=self.seed + 1))
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
@@ -58,6 +85,15 @@ class Trainer:
     def init(self) -> nnx.State:
         """The initial state, created directly in its shards."""
         return jax.jit(lambda: nnx.state(self._build()), out_shardings=self.shardings)()
+
+    def with_params(self, state: nnx.State, params: dict) -> nnx.State:
+        """`state` with the model's (and the EMA copy's) weights replaced by {path: array},
+        placed on the mesh; optimiser state and RNG streams unchanged."""
+        parts = self.parts(state, train=True)
+        for model in (parts.model, parts.ema):
+            if model is not None:
+                set_params(model, params)
+        return jax.device_put(nnx.state(parts), self.shardings)
 
     def abstract_placed(self):
         """The state's shapes, dtypes and shardings (the target of a checkpoint restore)."""

@@ -1,0 +1,29 @@
+"""The `vmp` command: one subcommand per user task, grouped by area in this package."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from vmp_jax.cli import bench, data, interop, model, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for area in (bench, model, data, train, interop):
+        area.add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    args.overrides = [a for a in extra if a.startswith("--config.")]
+    unknown = [a for a in extra if not a.startswith("--config.")]
+    if unknown or (args.overrides and not getattr(args, "accepts_overrides", False)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
+        print(f"vmp {args.command}: error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,5 @@
+import sys
+
+from vmp_jax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,94 @@
+"""`vmp bench-scan` and `vmp bench-data`: the benchmarks, as commands."""
+
+import argparse
+
+
+def _bench_scan(args: argparse.Namespace) -> int:
+    from vmp_jax.bench import scan
+
+    scan.run(
+        lengths=args.lengths,
+        algorithms=args.algorithms,
+        batch=args.batch,
+        dim=args.dim,
+        state=args.state,
+        dtype=args.dtype,
+        options=scan.Options(args.reverse, args.mask_diagonal, args.residual),
+        repeats=args.repeats,
+        max_temp_gib=args.max_temp_gib,
+    )
+    return 0
+
+
+def _add_bench_scan(subparsers) -> None:
+    from vmp_jax.bench.scan import DEFAULT_LENGTHS
+
+    p = subparsers.add_parser(
+        "bench-scan",
+        help="time and memory of every selective-scan algorithm",
+        description="Forward and forward+backward time and compiled temp memory of each scan "
+        "algorithm, with speed-ups over the best XLA algorithm and the forward's fraction of "
+        "its memory-bandwidth floor, all measured in the same run. Defaults: VMP's backward "
+        "scan (reverse, masked diagonal, residual) at D=384, N=16, batch 2.",
+    )
+    p.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS))
+    p.add_argument(
+        "--algorithms",
+        nargs="+",
+        default=None,
+        help="any of auto, reference, sequential, associative, chunked, pallas, "
+        "pallas:sequential, pallas:associative (default: the XLA ones and auto, plus both "
+        "Pallas variants on GPU)",
+    )
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--dim", type=int, default=384, help="channels D (d_inner)")
+    p.add_argument("--state", type=int, default=16, help="state size N")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    for flag in ("reverse", "mask-diagonal", "residual"):
+        p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
+    p.add_argument(
+        "--max-temp-gib",
+        type=float,
+        default=8.0,
+        help="compile but do not run programs needing more temp memory than this",
+    )
+    p.set_defaults(func=_bench_scan)
+
+
+def _bench_data(args: argparse.Namespace) -> int:
+    from vmp_jax.bench import data
+
+    data.run(
+        folder=args.folder,
+        workers=args.workers,
+        batches=args.batches,
+        batch_size=args.batch_size,
+        config_path=args.config,
+        overrides=args.overrides,
+    )
+    return 0
+
+
+def _add_bench_data(subparsers) -> None:
+    from vmp_jax.bench.data import DEFAULT_CONFIG
+
+    p = subparsers.add_parser(
+        "bench-data",
+        help="training-pipeline clips/s on 320p H.264 video, per worker count",
+        description="Times a recipe's full training pipeline (decode, sample, crop, flip, "
+        "RandAugment, erasing, repeated augmentation, mixup/cutmix) on generated 10 s 428x320 "
+        "H.264 videos (written to --folder once), for each worker count. Overrides: "
+        "--config.KEY=VALUE.",
+    )
+    p.add_argument("--folder", default="data/bench-320p", help="where the videos are cached")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--batches", type=int, default=8, help="timed batches after a warm-up one")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per batch")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.set_defaults(func=_bench_data, accepts_overrides=True)
+
+
+def add(subparsers) -> None:
+    _add_bench_scan(subparsers)
+    _add_bench_data(subparsers)

@@ -1,0 +1,108 @@
+"""`vmp make-synthetic`, `vmp data-check`, `vmp make-tfds`: datasets."""
+
+import argparse
+
+
+def _size(text: str) -> tuple[int, int]:
+    """'96' -> (96, 96); '428x320' (width x height) -> (320, 428)."""
+    try:
+        w, _, h = text.partition("x")
+        return (int(h or w), int(w))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected S or WxH, got {text!r}") from None
+
+
+def _make_synthetic(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vmp_jax.data import synthetic
+
+    height, width = args.size
+    spec = synthetic.Spec(
+        args.out,
+        args.classes,
+        args.videos_per_class,
+        args.frames,
+        height,
+        width,
+        args.fps,
+        args.val_fraction,
+        args.seed,
+    )
+    synthetic.class_names(spec.classes)  # a bad --classes fails before any work
+    with tqdm(total=spec.classes * spec.videos_per_class, unit="video") as bar:
+        lists = synthetic.make_dataset(spec, workers=args.workers, progress=lambda _: bar.update())
+    print(f"wrote {lists['train']} and {lists['val']} (data_root {args.out})")
+    return 0
+
+
+def _add_data_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "make-synthetic",
+        help="write the generated motion dataset (H.264 MP4 files and list files)",
+        description="Writes a labelled video dataset whose classes are motions (direction and "
+        "order of moving shapes over panning textured backgrounds with distractors), in "
+        "time-reversed pairs so that only temporal order separates them. Files: "
+        "OUT/videos/<class>/*.mp4, OUT/train.txt, OUT/val.txt, OUT/classes.txt.",
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--videos-per-class", type=int, default=100)
+    p.add_argument("--frames", type=int, default=32)
+    p.add_argument("--size", type=_size, default=(96, 96), help="S or WxH (default 96)")
+    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="encoding processes (all cores)")
+    p.set_defaults(func=_make_synthetic)
+
+    p = subparsers.add_parser(
+        "data-check",
+        help="run a config's input pipeline; print batches, clips/s and skipped files",
+        description="Reads N batches of the config's train (or val) pipeline and prints batch "
+        "shapes, dtypes and value ranges, clips/s, and how many videos were skipped and why. "
+        "Overrides: --config.KEY=VALUE (e.g. --config.data.train_list=FILE).",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--batches", type=int, default=5)
+    p.add_argument("--split", choices=["train", "val"], default="train")
+    p.set_defaults(func=_data_check, accepts_overrides=True)
+
+    p = subparsers.add_parser(
+        "make-tfds",
+        help="pack a config's list files into a TFDS ArrayRecord dataset",
+        description="Builds the TFDS dataset video_list/NAME under OUT from data.train_list "
+        "and data.val_list (encoded videos, labels, paths). Train on it with "
+        "--config.data.source=tfds --config.data.tfds_name=video_list/NAME "
+        "--config.data.data_root=OUT.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--out", required=True, help="the TFDS data_dir")
+    p.add_argument("--name", required=True, help="the builder config name, e.g. k400")
+    p.set_defaults(func=_make_tfds, accepts_overrides=True)
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from vmp_jax.data import check
+    from vmp_jax.experiment import load_config
+
+    check.run(load_config(args.config, args.overrides), split=args.split, batches=args.batches)
+    return 0
+
+
+def _make_tfds(args: argparse.Namespace) -> int:
+    from vmp_jax.data import sources, tfds_builder
+    from vmp_jax.experiment import load_config
+
+    data = load_config(args.config, args.overrides).data
+    lists = {
+        data.train_split: sources.list_path(data, "train"),
+        data.val_split: sources.list_path(data, "val"),
+    }
+    builder = tfds_builder.build(args.name, lists, data.data_root, args.out)
+    print(f"built {builder.info.full_name} under {args.out}: {builder.info.splits}")
+    return 0
+
+
+def add(subparsers) -> None:
+    _add_data_commands(subparsers)
