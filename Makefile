@@ -27,7 +27,7 @@ test: lint
 
 # The main job on CPU: generate the motion dataset, train the demo VMP on it, evaluate it.
 demo: setup
-	test -f data/demo/train.txt || $(BIN)/vmp make-synthetic --out data/demo --videos-per-class 300
+	test -f data/demo/train.txt || $(BIN)/vmp make-synthetic --out data/demo --videos-per-class 600
 	$(BIN)/vmp train --config configs/demo.py --workdir runs/demo
 	$(BIN)/vmp eval --config configs/demo.py --checkpoint runs/demo
 

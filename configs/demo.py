@@ -1,10 +1,13 @@
 """The demo: a small VideoMambaPro on the generated motion dataset, trained on CPU in minutes.
 
-make demo      (= vmp make-synthetic --videos-per-class 300, vmp train, vmp eval on this config)
+make demo      (= vmp make-synthetic --videos-per-class 600, vmp train, vmp eval on this config)
 
 32 px frames (2 x 2 patches, 33 tokens) keep a step fast enough for thousands of steps on a
 CPU; the residual SSM needs the gradient clipped hard early in training (norms spike to
-30-200 at lr 1e-3).
+30-200 at lr 1e-3). Telling a motion from its time reversal is learnt late and suddenly: the
+validation top-1 sits near 50% (the motion's axis only) until the model finds the order, at a
+step that varies from run to run (this config: 47% at step 600, 97% at 1200; the same with 16
+epochs instead of 20: 43% at 1440). 1920 training videos and 2400 steps leave room for that.
 """
 
 from configs import common
@@ -32,7 +35,7 @@ def get_config():
     config.data.batch_size = 16
     config.data.num_workers = 2
     config.data.flip = False  # left and right are different classes
-    config.data.crop_scale = (0.5, 1.0)  # keep the moving shapes in the crop
+    config.data.crop_scale = (0.8, 1.0)  # keep the moving shapes in the crop
     config.data.randaug_n = 0
     config.data.erase_prob = 0.0
     config.data.mixup = config.data.cutmix = 0.0
@@ -40,7 +43,7 @@ def get_config():
     config.optim.base_lr = 2e-3  # the peak: the lr is not rescaled for this small batch
     config.optim.lr_batch_base = 16
     config.optim.grad_clip = 1.0
-    config.optim.epochs = 25
+    config.optim.epochs = 20
     config.optim.warmup_epochs = 1
     config.eval.num_clips = 1
     config.eval.num_crops = 1

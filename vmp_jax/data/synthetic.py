@@ -6,7 +6,9 @@ left, a relay and the relay played backwards), so the frames of a class-2k video
 class-2k+1 video are drawn from the same distribution: a model that averages over frames is at
 chance within each pair and only temporal order separates them. Backgrounds are textured and pan
 in a random direction, and two distractor blobs wander at random, so that neither "the thing
-that moves" nor colour gives the answer away.
+that moves" nor colour gives the answer away. The texture is faint (amplitude 3-8 of 255, noise
+std 4) and the mover large (radius a fifth of the frame): with stronger texture (8-25, noise
+12) and a smaller mover (a sixth) the demo model stayed at the 50% of the motion axis alone.
 
 Files: `OUT/videos/<class>/<class>_<i>.mp4` (H.264), `OUT/train.txt` and `OUT/val.txt` in the
 `path label` list format (paths relative to OUT), and `OUT/classes.txt`.
@@ -80,8 +82,8 @@ def _background(t: int, h: int, w: int, rng) -> np.ndarray:
     for _ in range(4):
         freq, angle, phase = rng.uniform(0.05, 0.4), rng.uniform(0, np.pi), rng.uniform(0, 6.3)
         wave = np.sin(freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)
-        canvas += wave[..., None] * rng.uniform(8, 25, size=3)
-    canvas += rng.uniform(60, 180, size=3) + rng.normal(0, 12, canvas.shape)
+        canvas += wave[..., None] * rng.uniform(3, 8, size=3)
+    canvas += rng.uniform(60, 180, size=3) + rng.normal(0, 4, canvas.shape)
     vy, vx = rng.uniform(-1, 1, size=2) * pad / (2 * max(t - 1, 1))  # a slow pan
     video = np.empty((t, h, w, 3), np.float32)
     for i in range(t):
@@ -115,7 +117,7 @@ def _draw_mover(video: np.ndarray, shape: str, direction, t0: float, t1: float, 
     """A solid shape crossing the frame along `direction` between clip fractions t0 and t1,
     standing at its start before t0 and at its end after t1."""
     t, h, w, _ = video.shape
-    r = min(h, w) / 6
+    r = min(h, w) / 5
     progress = np.clip((np.linspace(0, 1, t) - t0) / (t1 - t0), 0, 1)  # (T,)
     start = rng.uniform(0.1, 0.2)
     travel = rng.uniform(0.6, 0.8)

@@ -81,7 +81,8 @@ def adapt(
     _fit_head(tensors, cfg, init, head, report)
     if cfg.bwd_shares_delta:
         _drop_backward_delta(tensors, cfg, report)
-    changed = {item.split(":")[0] for item in report.adapted + report.initialised}
+    changed = {re.split("[: ]", item)[0] for item in report.adapted + report.initialised}
+    changed |= {re.split("[: ]", item)[0] for item in report.dropped}  # x_proj_b: rows cut
     report.loaded = [name for name in tensors if name not in changed]
     return tensors, report
 

@@ -36,6 +36,14 @@ def require_torch():
     return torch
 
 
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError as e:
+        raise ImportError(INSTALL_TORCH) from e
+    return safetensors.numpy
+
+
 def to_state_dict(params: dict[tuple, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
     """{VideoMamba name: float32 array in PyTorch layout} of a model's weights
     ({path: array}, as `vmp_jax.train.state.flat_params` gives)."""
@@ -87,9 +95,7 @@ def write(tensors: dict[str, np.ndarray], path: str, cfg: ModelConfig) -> list[s
     _check_suffix(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if path.endswith(".safetensors"):
-        from safetensors.numpy import save_file
-
-        save_file(tensors, path)
+        _safetensors_numpy().save_file(tensors, path)
     else:
         torch = require_torch()
         torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, path)
@@ -105,13 +111,14 @@ def read(path: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".safetensors"):
+        load_file = _safetensors_numpy().load_file
         from safetensors import SafetensorError
-        from safetensors.numpy import load_file
 
         try:
-            return {k: v.astype(np.float32) for k, v in load_file(path).items()}
+            loaded = load_file(path)
         except SafetensorError as e:
             raise StateDictError(f"{path}: not a readable safetensors file ({e})") from e
+        return {k: v.astype(np.float32) for k, v in loaded.items()}
     return _read_torch(path, require_torch())
 
 
