@@ -81,8 +81,9 @@ def adapt(
     _fit_head(tensors, cfg, init, head, report)
     if cfg.bwd_shares_delta:
         _drop_backward_delta(tensors, cfg, report)
-    changed = {re.split("[: ]", item)[0] for item in report.adapted + report.initialised}
-    changed |= {re.split("[: ]", item)[0] for item in report.dropped}  # x_proj_b: rows cut
+    # Each item starts with its tensor's name (x_proj_b's dropped rows: a tensor cut, not gone).
+    changes = report.adapted + report.initialised + report.dropped
+    changed = {re.split("[: ]", item)[0] for item in changes}
     report.loaded = [name for name in tensors if name not in changed]
     return tensors, report
 

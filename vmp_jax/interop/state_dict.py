@@ -98,7 +98,7 @@ def write(tensors: dict[str, np.ndarray], path: str, cfg: ModelConfig) -> list[s
         _safetensors_numpy().save_file(tensors, path)
     else:
         torch = require_torch()
-        torch.save({k: torch.from_numpy(v) for k, v in tensors.items()}, path)
+        torch.save({k: torch.tensor(v) for k, v in tensors.items()}, path)
     with open(config_path(path), "w") as f:
         json.dump(dataclasses.asdict(cfg), f, indent=1)
     return [path, config_path(path)]
