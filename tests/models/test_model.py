@@ -165,6 +165,22 @@ def test_initialisation_is_mambas():
     np.testing.assert_array_equal(model.embed.cls_token[...], 0.0)
     np.testing.assert_array_equal(model.embed.temporal_pos_embedding[...], 0.0)
     assert 0.015 < float(jnp.std(model.embed.pos_embed[...])) < 0.025
+    # Linear weights: truncated normal, std 0.02 (out_proj / sqrt(depth)), different per
+    # output (a constant kernel, as a positional dtype slip once gave, makes every channel
+    # of a block's output equal).
+    mixer = model.layers[0].mixer
+    expected = {
+        "in_proj": (mixer.in_proj.kernel, 0.02),
+        "out_proj": (mixer.out_proj.kernel, 0.02 / np.sqrt(cfg.depth)),
+        "x_proj": (direction.x_proj.kernel, 0.02),
+        "head": (model.head.kernel, 0.02),
+    }
+    for name, (kernel, std) in expected.items():
+        w = np.asarray(kernel[...])
+        assert 0.8 * std < w.std() < 1.05 * std, (name, w.std(), std)
+        assert np.abs(w).max() <= 2 * std * 1.0001, name
+        assert np.all(w.std(axis=0) > 0.5 * std), name  # every output column varies
+    np.testing.assert_array_equal(model.head.bias[...], 0.0)
 
 
 def test_every_parameter_has_logical_axis_names():

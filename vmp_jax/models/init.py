@@ -7,7 +7,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-trunc_normal = nnx.initializers.truncated_normal(stddev=0.02, lower=-2.0, upper=2.0)
+
+def trunc_normal_std(std: float):
+    """Normal(0, std) truncated at +-2 std (keywords: the second positional is the dtype)."""
+    return nnx.initializers.truncated_normal(stddev=std, lower=-2.0, upper=2.0)
+
+
+trunc_normal = trunc_normal_std(0.02)
 zeros = nnx.initializers.zeros_init()
 ones = nnx.initializers.ones_init()
 

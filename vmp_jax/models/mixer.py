@@ -109,9 +109,7 @@ class BiMambaMixer(nnx.Module):
             use_bias=False,
             dtype=cfg.compute_dtype,
             rngs=rngs,
-            kernel_init=init.with_axes(
-                nnx.initializers.truncated_normal(0.02 * std_scale, -2.0, 2.0), *axes
-            ),
+            kernel_init=init.with_axes(init.trunc_normal_std(0.02 * std_scale), *axes),
         )
         self.in_proj = dense(C, 2 * di, 1.0, "embed", "inner")
         self.fwd = Direction(cfg, own_delta=True, rngs=rngs)
