@@ -203,6 +203,11 @@ class VideoMambaPro(nn.Module):
 
     def forward_features(self, video):
         """video (b, c, T, H, W) -> the normalised CLS token (b, embed_dim)."""
+        return self.tokens(video)[:, 0]
+
+    def tokens(self, video):
+        """video (b, c, T, H, W) -> every token after the final norm (b, 1 + T*P, embed_dim),
+        the CLS token first."""
         expected = (self.channels, self.num_frames, self.img_size, self.img_size)
         if video.ndim != 5 or tuple(video.shape[1:]) != expected:
             want = ", ".join(map(str, expected))
@@ -215,7 +220,7 @@ class VideoMambaPro(nn.Module):
         hidden, residual = torch.cat([cls, x.reshape(b, -1, dim)], dim=1), None
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
-        return self.norm_f(residual + self.drop_path(hidden))[:, 0]
+        return self.norm_f(residual + self.drop_path(hidden))
 
     def forward(self, video):
         return self.head(self.head_drop(self.forward_features(video)))
