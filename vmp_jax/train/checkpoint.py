@@ -7,12 +7,14 @@ process killed during a save leaves no checkpoint that looks complete; the next 
 from the latest finished one.
 """
 
+import contextlib
 import os
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 STATE, DATA = "state", "data"
@@ -104,6 +106,17 @@ def restore_state(path: str, abstract_state):
     return restored[STATE], step
 
 
+@contextlib.contextmanager
+def _absl_level(level: int):
+    """Orbax logs through absl; raise its threshold for the duration of a block."""
+    before = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(level)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(before)
+
+
 def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     """The weights of one checkpoint's model (or its `ema` copy) as numpy arrays, whatever the
     optimiser, mesh or device count it was saved with.
@@ -115,15 +128,19 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     root, step = _locate(path)
     item = os.path.join(root, str(step), STATE)
     checkpointer = ocp.PyTreeCheckpointer()
-    saved = checkpointer.metadata(item).item_metadata.tree
+    # The step's metadata file sits one level up, in the manager's layout; orbax warns that
+    # the item has none, which is expected here.
+    with _absl_level(absl_logging.ERROR):
+        saved = checkpointer.metadata(item).item_metadata.tree
     if part not in saved:
         raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
     target = {part: saved[part]}
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    restored = checkpointer.restore(
-        item,
-        args=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True),
-    )[part]
+    with _absl_level(absl_logging.ERROR):
+        restored = checkpointer.restore(
+            item,
+            args=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True),
+        )[part]
     params = {}
     for key, abstract in abstract_params.items():
         node = restored
