@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: setup lint format test demo bench bench-data bench-gpu clean
+.PHONY: setup lint format test demo bench bench-data bench-gpu bench-train-gpu clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ bench-data: setup
 # The Pallas issue's figure: VMP-S's backward scan at 8 frames, batch 16 (run on a GPU).
 bench-gpu: setup
 	$(BIN)/vmp bench-scan --batch 16 --dim 768 --lengths 1569
+
+# The train issue's GPU figure: VMP-Ti, 8x224x224, bf16, 300 steps on in-memory clips.
+bench-train-gpu: setup
+	$(BIN)/vmp bench-train --config configs/k400_vmp_ti_f8.py --steps 300 \
+	    --config.data.batch_size=32 --config.model.dtype=bfloat16 --out runs/bench-train
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""`vmp bench-scan` and `vmp bench-data`: the benchmarks, as commands."""
+"""`vmp bench-scan`, `vmp bench-data` and `vmp bench-train`: the benchmarks, as commands."""
 
 import argparse
 
@@ -89,6 +89,39 @@ def _add_bench_data(subparsers) -> None:
     p.set_defaults(func=_bench_data, accepts_overrides=True)
 
 
+def _bench_train(args: argparse.Namespace) -> int:
+    from vmp_jax.bench import train
+    from vmp_jax.experiment import load_config
+
+    config = load_config(args.config, args.overrides)
+    result = train.run(
+        config, num_steps=args.steps, warmup=args.warmup, batches=args.batches, out=args.out
+    )
+    print(train.format_table(config, result))
+    if args.out:
+        print(f"wrote {args.out}/metrics.jsonl and {args.out}/curves.png")
+    return 0
+
+
+def _add_bench_train(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench-train",
+        help="train-step time, clips/s, memory and loss curve on in-memory synthetic clips",
+        description="Runs a config's train step (the one `vmp train` runs) for --steps steps "
+        "on generated motion clips held on the devices (no decoding), with the recipe's "
+        "schedule compressed to the run. Prints compile time, step time, clips/s, compiled "
+        "temp and peak device memory, and the loss. Overrides: --config.KEY=VALUE (e.g. "
+        "--config.data.batch_size=32 --config.model.dtype=bfloat16).",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
+    p.add_argument("--batches", type=int, default=4, help="distinct batches, cycled")
+    p.add_argument("--out", default=None, help="folder for metrics.jsonl and curves.png")
+    p.set_defaults(func=_bench_train, accepts_overrides=True)
+
+
 def add(subparsers) -> None:
     _add_bench_scan(subparsers)
     _add_bench_data(subparsers)
+    _add_bench_train(subparsers)

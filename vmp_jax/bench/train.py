@@ -1,0 +1,146 @@
+"""`vmp bench-train`: the train step of a recipe config on the devices, timed.
+
+The clips are rendered in memory by the synthetic motion renderer at the config's frame count
+and size, normalised, and placed on the mesh once, so the figures are the accelerator's, not
+the input pipeline's (`vmp bench-data` measures that). The loss falls on them: the classes are
+learnable motions (the first `classes` labels of the config's head).
+
+The step is the one `vmp train` runs (AdamW, clipping, EMA, accumulation from the config), with
+the recipe's warm-up and cosine schedule compressed to the run's steps. Reported: compile time, the
+median and mean step time after `warmup` steps (each step waited for), clips/s at the median,
+the compiled program's temp memory, the device's peak memory where the backend reports it
+(GPUs do, the CPU does not), and the loss at the start and end; with `out`, the per-step
+metrics (metrics.jsonl, TensorBoard) and the loss curve (curves.png).
+"""
+
+import dataclasses
+import time
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from vmp_jax.data import synthetic, transforms
+from vmp_jax.train import metrics_log, optim, steps
+from vmp_jax.train.loop import device_batch
+from vmp_jax.train.state import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    """What one run measured; times in seconds, memory in bytes (None: not reported)."""
+
+    batch: int
+    compile_s: float
+    step_times: tuple[float, ...]
+    losses: tuple[float, ...]
+    temp_bytes: int | None
+    peak_bytes: int | None
+
+    @property
+    def median_step(self) -> float:
+        return float(np.median(self.step_times))
+
+    @property
+    def clips_per_s(self) -> float:
+        return self.batch / self.median_step
+
+
+def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dict]:
+    """`batches` host batches of learnable clips: video float32 (B, T, S, S, 3) normalised,
+    target (B, K) with the config's label smoothing, label (B,)."""
+    d, k = config.data, config.model.num_classes
+    classes = min(classes, synthetic.MAX_CLASSES, k)
+    rng = np.random.default_rng(seed)
+    per_host = d.batch_size // jax.process_count()
+    out = []
+    for _ in range(batches):
+        labels = rng.integers(classes, size=per_host).astype(np.int32)
+        videos = np.stack(
+            [
+                synthetic.render(int(y), classes, d.num_frames, d.img_size, d.img_size, rng)
+                for y in labels
+            ]
+        )  # (B, T, S, S, 3) uint8
+        target = transforms.smooth_one_hot(labels, k, config.optim.label_smoothing)
+        out.append({"video": transforms.normalize(videos), "target": target, "label": labels})
+    return out
+
+
+def run(
+    config, *, num_steps: int, warmup: int = 3, batches: int = 4, classes: int = 4, out=None
+) -> Result:
+    """Compiles and runs `num_steps` train steps on `batches` distinct batches, cycled."""
+    if num_steps <= warmup:
+        raise ValueError(f"--steps ({num_steps}) must exceed --warmup ({warmup})")
+    per_epoch = -(-num_steps // max(1, int(config.optim.epochs)))  # schedule >= num_steps
+    trainer = Trainer.from_config(config, steps_per_epoch=per_epoch)
+    schedule = optim.schedule(config, per_epoch)
+    data = [
+        device_batch(b, trainer.mesh)
+        for b in synthetic_batches(config, batches, classes, config.seed)
+    ]
+    state = trainer.init()
+    train_step = steps.make_train_step(
+        trainer, accum_steps=config.optim.accum_steps, schedule=schedule
+    )
+    start = time.perf_counter()
+    compiled = train_step.lower(state, data[0]).compile()
+    compile_s = time.perf_counter() - start
+    times, records = [], []
+    log = metrics_log.MetricsLog(out) if out else None
+    for step in tqdm(range(num_steps), unit="step"):
+        start = time.perf_counter()
+        state, metrics = compiled(state, data[step % batches])
+        metrics = jax.device_get(metrics)  # waits for the step
+        times.append(time.perf_counter() - start)
+        records.append({k: float(v) for k, v in metrics.items()})
+        if log:
+            log.write(step + 1, "train", records[-1] | {"step_ms": 1e3 * times[-1]})
+    if log:
+        log.close()
+        metrics_log.plot_curves(log.records(), f"{out}/curves.png")
+    return Result(
+        batch=config.data.batch_size,
+        compile_s=compile_s,
+        step_times=tuple(times[warmup:]),
+        losses=tuple(r["loss"] for r in records),
+        temp_bytes=_temp_bytes(compiled),
+        peak_bytes=_peak_bytes(),
+    )
+
+
+def _temp_bytes(compiled) -> int | None:
+    analysis = compiled.memory_analysis()
+    return None if analysis is None else int(analysis.temp_size_in_bytes)
+
+
+def _peak_bytes() -> int | None:
+    """The largest peak over this host's devices, where the backend keeps the statistic."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
+def format_table(config, result: Result) -> str:
+    m, d = config.model, config.data
+    gib = lambda b: "n/a" if b is None else f"{b / 2**30:.2f}"  # noqa: E731
+    device = jax.devices()[0]
+    head = (
+        f"train step: {m.embed_dim}x{m.depth} (residual_ssm {m.residual_ssm}, mask "
+        f"{m.bwd_mask_diagonal}), {d.num_frames}x{d.img_size}x{d.img_size}, global batch "
+        f"{result.batch}, {m.dtype}, scan {m.scan_algorithm}, remat {m.remat}, on "
+        f"{jax.device_count()} x {device.device_kind} (jax {jax.__version__})"
+    )
+    rows = [
+        ("compile s", f"{result.compile_s:.1f}"),
+        ("step ms (median)", f"{1e3 * result.median_step:.1f}"),
+        ("step ms (mean)", f"{1e3 * float(np.mean(result.step_times)):.1f}"),
+        ("clips/s", f"{result.clips_per_s:.1f}"),
+        ("compiled temp GiB", gib(result.temp_bytes)),
+        ("peak device GiB", gib(result.peak_bytes)),
+        ("loss first -> last", f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}"),
+        ("timed steps", str(len(result.step_times))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
