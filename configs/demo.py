@@ -3,11 +3,9 @@
 make demo      (= vmp make-synthetic --videos-per-class 600, vmp train, vmp eval on this config)
 
 32 px frames (2 x 2 patches, 33 tokens) keep a step fast enough for thousands of steps on a
-CPU; the residual SSM needs the gradient clipped hard early in training (norms spike to
-30-200 at lr 1e-3). Telling a motion from its time reversal is learnt late and suddenly: the
-validation top-1 sits near 50% (the motion's axis only) until the model finds the order, at a
-step that varies from run to run (this config: 47% at step 600, 97% at 1200; the same with 16
-epochs instead of 20: 43% at 1440). 1920 training videos and 2400 steps leave room for that.
+CPU. Telling a motion from its time reversal (left from right, up from down) needs the order of
+the frames, which the bidirectional scan has to learn; on the 2-core machine this config reaches
+83% validation top-1 at step 600, 99% at 1200 and 100% from 1800 (README, "The demo").
 """
 
 from configs import common
