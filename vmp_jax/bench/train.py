@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vmp_jax.data import synthetic, transforms
+from vmp_jax.data import pipeline, synthetic, transforms
 from vmp_jax.train import metrics_log, optim, steps
 from vmp_jax.train.loop import device_batch
 from vmp_jax.train.state import Trainer
@@ -52,7 +52,7 @@ def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dic
     d, k = config.data, config.model.num_classes
     classes = min(classes, synthetic.MAX_CLASSES, k)
     rng = np.random.default_rng(seed)
-    per_host = d.batch_size // jax.process_count()
+    per_host = pipeline.per_host_batch(d.batch_size, "data.batch_size")
     out = []
     for _ in range(batches):
         labels = rng.integers(classes, size=per_host).astype(np.int32)

@@ -220,7 +220,9 @@ class MixBatch:
         return batch | {"video": videos, "label": labels, "target": targets}
 
 
-def _per_host(batch_size: int, what: str, divisor: int = 1) -> int:
+def per_host_batch(batch_size: int, what: str, divisor: int = 1) -> int:
+    """This host's share of a global batch; an error names `what` when it does not split evenly
+    over the hosts (times `divisor`)."""
     hosts = grain_shard()[1]
     if batch_size % (hosts * divisor):
         raise ValueError(
@@ -250,7 +252,7 @@ def train_dataset(config, source=None) -> grain.IterDataset:
     """An endless stream of this host's training batches (epochs reshuffled with the seed)."""
     s = ClipSettings.from_config(config)
     source = sources.open_source(config.data, "train") if source is None else source
-    per_host = _per_host(config.data.batch_size, "data.batch_size", s.repeated_aug)
+    per_host = per_host_batch(config.data.batch_size, "data.batch_size", s.repeated_aug)
     host, hosts = grain_shard()
     ds = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
     ds = ds[host::hosts].random_map(LoadTrain(source, s), seed=config.seed)
@@ -269,7 +271,7 @@ def test_dataset(config, source=None) -> grain.IterDataset:
     """One pass over this host's share of the validation videos, all views of each."""
     s = ClipSettings.from_config(config)
     source = sources.open_source(config.data, "val") if source is None else source
-    per_host = _per_host(config.eval.batch_size, "eval.batch_size")
+    per_host = per_host_batch(config.eval.batch_size, "eval.batch_size")
     host, hosts = grain_shard()
     step = per_host * hosts
     padded = -(-len(source) // step) * step
