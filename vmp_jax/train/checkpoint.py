@@ -132,15 +132,12 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     # the item has none, which is expected here.
     with _absl_level(absl_logging.ERROR):
         saved = checkpointer.metadata(item).item_metadata.tree
-    if part not in saved:
-        raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
-    target = {part: saved[part]}
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    with _absl_level(absl_logging.ERROR):
-        restored = checkpointer.restore(
-            item,
-            args=ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True),
-        )[part]
+        if part not in saved:
+            raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
+        target = {part: saved[part]}
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+        args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
+        restored = checkpointer.restore(item, args=args)[part]
     params = {}
     for key, abstract in abstract_params.items():
         node = restored
