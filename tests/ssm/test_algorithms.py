@@ -1,6 +1,5 @@
 """Every algorithm equals `reference` in value and in gradient, for every option combination."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -98,24 +97,20 @@ def test_chunked_blockings_match_reference(
     """Any chunk size and channel block: many chunks, remainders, blocks that do not divide d,
     in both directions (reversed, the remainder is the first chunk of the sequence)."""
     x = random_inputs(seed, 2, l, d, 3)
-    args = scan_args(x, jnp.float32)
-    inputs = [args[k] for k in ("u", "delta", "A", "B", "C")]
+    all_args = scan_args(x, jnp.float32)
+    args = {k: all_args[k] for k in ("u", "delta", "A", "B", "C")}  # chunked.scan: no D, no z
     cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
-    blocking = chunked.Blocking(chunk_size, channel_block)
-
     options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
-
-    def loss(fn, *a, **kw):
-        return jnp.sum(cotangent * fn(*a, **options, **kw))
-
-    argnums = tuple(range(5))
-    got = jax.value_and_grad(lambda *a: loss(chunked.scan, *a, blocking=blocking), argnums)(*inputs)
-    want = jax.value_and_grad(lambda *a: loss(selective_scan, *a, algorithm="reference"), argnums)(
-        *inputs
+    blocking = chunked.Blocking(chunk_size, channel_block)
+    y, grads = value_and_grads(chunked.scan, args, cotangent, blocking=blocking, **options)
+    y_ref, grads_ref = value_and_grads(
+        selective_scan, args, cotangent, algorithm="reference", **options
     )
-    assert_close(got[0], want[0], TOLERANCE["float32"], "loss")
-    for name, g, w in zip(["u", "delta", "A", "B", "C"], got[1], want[1], strict=True):
-        assert_close(g, w, GRAD_TOLERANCE["float32"], f"d{name}")
+    # y itself, not the scalar sum(cotangent * y): that sum can cancel to a small fraction of
+    # its terms, and float32 rounding of the terms then dominates its relative error.
+    assert_close(y, y_ref, TOLERANCE["float32"], "y")
+    for key in args:
+        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"d{key}")
 
 
 def test_chunked_rejects_a_zero_chunk():
