@@ -35,21 +35,26 @@ def test_make_synthetic_then_data_check(tmp_path, capsys):
     assert code == 0
     assert "train: 8 videos from list source" in printed
     assert "video    float32  (4, 8, 32, 32, 3)" in printed
-    assert "skipped videos: 0" in printed and "clips/s" in printed
+    assert "skip events: 0; distinct unreadable files: 0" in printed and "clips/s" in printed
 
 
 def test_data_check_counts_corrupt_files_by_reason(motion_dataset, tmp_path, capsys):
     bad = broken_files(str(tmp_path))
     good = os.path.join(motion_dataset, "videos", "left", "left_0003.mp4")
     listing = tmp_path / "mixed.txt"
-    listing.write_text("".join(f"{p} 1\n" for p in [*bad.values(), good, good]))
+    # the bad files listed twice: a few batches meet them again and again
+    listing.write_text("".join(f"{p} 1\n" for p in [*bad.values(), *bad.values(), good, good]))
     for split in ("train", "val"):
-        args = ["data-check", "--config", DEMO, "--batches", "2", "--split", split]
+        args = ["data-check", "--config", DEMO, "--batches", "3", "--split", split]
         assert cli.main([*args, *_small(str(tmp_path), str(listing))]) == 0
         printed = capsys.readouterr().out
+        events = int(printed.split("skip events: ")[1].split(";")[0])
+        assert events >= 8  # every listing of a bad file is a skip event
+        assert "distinct unreadable files: 4" in printed
+        lines = printed.splitlines()
         for reason, path in bad.items():
-            assert f"skipped {path}: {reason}" in printed
-            assert f"x {reason}" in printed
+            assert sum(line.startswith(f"  {path}: {reason}") for line in lines) == 1
+            assert f"  1 x {reason}" in lines
 
 
 def test_make_tfds_builds_a_readable_dataset(motion_dataset, tmp_path, capsys):

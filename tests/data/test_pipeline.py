@@ -96,7 +96,7 @@ def test_hosts_read_disjoint_shards(motion_dataset, monkeypatch):
     for host in range(2):
         monkeypatch.setattr(pipeline, "grain_shard", lambda host=host: (host, 2))
         batches = _take(pipeline.test_dataset(config), 2)
-        ids = np.concatenate([b["video_id"][b["valid"]] for b in batches])
+        ids = np.concatenate([b["index"][b["valid"]] for b in batches])
         seen[host] = set(ids.tolist())
         (train,) = _take(pipeline.train_dataset(config), 1)
         assert train["video"].shape[0] == 2  # the per-host share of the global batch
@@ -111,8 +111,8 @@ def test_test_pipeline_gives_every_video_once_with_all_views(motion_dataset):
     assert videos.shape == (9, 6, 4, 32, 32, 3)
     valid = np.concatenate([b["valid"] for b in batches])
     assert valid.tolist() == [True] * 8 + [False]
-    ids = np.concatenate([b["video_id"] for b in batches])[valid]
-    assert sorted(ids.tolist()) == list(range(8))
+    ids = np.concatenate([b["index"] for b in batches])[valid]
+    assert sorted(ids.tolist()) == list(range(8))  # positions in the source
     val = sources.read_list_file(config.data.val_list, motion_dataset)
     labels = np.concatenate([b["label"] for b in batches])[valid]
     np.testing.assert_array_equal(labels, [val[i].label for i in ids])
@@ -122,7 +122,7 @@ def test_test_pipeline_gives_every_video_once_with_all_views(motion_dataset):
             next(iterator)
 
 
-def test_unreadable_files_are_skipped_and_counted(motion_dataset, tmp_path):
+def test_unreadable_files_are_skipped_and_counted(motion_dataset, tmp_path, caplog):
     good = os.path.join(motion_dataset, "videos", "right", "right_0005.mp4")
     bad = broken_files(str(tmp_path))
     listing = tmp_path / "mixed.txt"
@@ -140,6 +140,9 @@ def test_unreadable_files_are_skipped_and_counted(motion_dataset, tmp_path):
     (test,) = _take(pipeline.test_dataset(val_config), 1)
     assert test["valid"].tolist() == [False] * 4 + [True] * 2
     assert test["skipped"].tolist() == [1] * 4 + [0] * 2
+    warned = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    for path in bad.values():  # read twice or more (train and test), warned about once
+        assert sum(f"{path}:" in w for w in warned) == 1, (path, warned)
 
 
 def test_a_dataset_with_no_readable_file_stops_with_a_clear_error(tmp_path):

@@ -29,7 +29,9 @@ def test_list_file_formats(tmp_path):
         "FrameFolder",
     ]
     assert [i.label for i in items] == [3, 0, 7, 2]
-    assert [i.video_id for i in items] == [0, 1, 2, 3]
+    # ids are the paths as the list writes them (what predictions files are keyed by)
+    assert [i.video_id for i in items] == ["a/x.mp4", "b/y y.mp4", "c/z.mp4", "frames/v1"]
+    assert items[1].path == "/data/b/y y.mp4"
     assert items[1].path == "/data/b/y y.mp4"
     assert (items[3].path, items[3].num_frames) == ("/data/frames/v1", 48)
 
@@ -53,7 +55,7 @@ def test_frame_folder_reads_one_based_jpegs(tmp_path):
     folder.mkdir()
     for i in range(1, 6):
         Image.fromarray(np.full((8, 10, 3), i * 40, np.uint8)).save(folder / f"img_{i:05d}.png")
-    item = sources.FrameFolder(str(folder), 5, 1, 0, template="img_{:05d}.png")
+    item = sources.FrameFolder(str(folder), 5, 1, "video", template="img_{:05d}.png")
     frames = item.read(lambda n: [0, n - 1, 0])
     assert frames.shape == (3, 8, 10, 3)
     assert frames[:, 0, 0, 0].tolist() == [40, 200, 40]
@@ -83,7 +85,7 @@ def test_tfds_round_trip_gives_the_same_frames(motion_dataset, tmp_path):
     for index in (0, len(source) - 1):
         record = source[index]
         original = files[os.path.join(motion_dataset, record.name)]
-        assert record.label == original.label
+        assert record.label == original.label and record.video_id == original.video_id
         np.testing.assert_array_equal(record.read([0, 5, 15]), original.read([0, 5, 15]))
 
 
@@ -97,8 +99,10 @@ def test_video_folder_and_tfds_from_it(motion_dataset, tmp_path):
     items = sources.read_class_folder(folder, "video")
     assert len(items) == 32 and {i.label for i in items} == {0, 1, 2, 3}
     assert os.path.basename(os.path.dirname(items[0].path)) == "down"  # sorted class names
+    assert items[0].video_id == f"down/{os.path.basename(items[0].path)}"
     tfds_builder.build("folder", {"train": folder}, "", str(tmp_path))
     source = sources.TfdsSource("video_list/folder", "train", str(tmp_path))
     assert len(source) == 32
+    assert sorted(source[i].video_id for i in range(32)) == sorted(i.video_id for i in items)
     with pytest.raises(FileNotFoundError, match="video folder not found"):
         sources.read_class_folder(str(tmp_path / "nope"), "video")

@@ -1,6 +1,7 @@
 """`vmp make-synthetic`, `vmp data-check`, `vmp make-tfds`: datasets."""
 
 import argparse
+import os
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -58,14 +59,34 @@ def _add_data_commands(subparsers) -> None:
 
     p = subparsers.add_parser(
         "data-check",
-        help="run a config's input pipeline; print batches, clips/s and skipped files",
+        help="run a config's input pipeline, or --scan every file; report unreadable videos",
         description="Reads N batches of the config's train (or val) pipeline and prints batch "
-        "shapes, dtypes and value ranges, clips/s, and how many videos were skipped and why. "
-        "Overrides: --config.KEY=VALUE (e.g. --config.data.train_list=FILE).",
+        "shapes, dtypes and value ranges, clips/s, the skip events and each distinct "
+        "unreadable file with its reason. With --scan: opens every distinct file of the "
+        "config's train and val lists (or of --list) once, decoding its first, middle and last "
+        "frames, in parallel; prints 'unreadable: N of M videos' with a count per reason and "
+        "each bad file once, writes the lists without them with --write-clean, and exits 1 "
+        "if any file is unreadable. Overrides: --config.KEY=VALUE (e.g. "
+        "--config.data.train_list=FILE).",
     )
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", help="an experiment file (not needed with --scan --list)")
     p.add_argument("--batches", type=int, default=5)
-    p.add_argument("--split", choices=["train", "val"], default="train")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "both"],
+        default=None,
+        help="default: train; with --scan, both",
+    )
+    p.add_argument("--scan", action="store_true", help="check every file instead of batches")
+    p.add_argument("--list", help="with --scan: a list file or <class>/<video> folder")
+    p.add_argument("--data-root", default="", help="with --scan --list: the paths' root")
+    p.add_argument(
+        "--write-clean",
+        metavar="FILE",
+        help="with --scan: write the list file without its unreadable entries; when both "
+        "splits are scanned FILE must contain {split}, e.g. clean_{split}.txt",
+    )
+    p.add_argument("--workers", type=int, default=None, help="with --scan: threads")
     p.set_defaults(func=_data_check, accepts_overrides=True)
 
     p = subparsers.add_parser(
@@ -86,8 +107,64 @@ def _data_check(args: argparse.Namespace) -> int:
     from vmp_jax.data import check
     from vmp_jax.experiment import load_config
 
-    check.run(load_config(args.config, args.overrides), split=args.split, batches=args.batches)
+    if args.scan:
+        return _scan(args)
+    if args.list or args.write_clean:
+        raise ValueError("--list and --write-clean go with --scan")
+    if not args.config:
+        raise ValueError("give --config (or --scan --list FILE)")
+    config = load_config(args.config, args.overrides)
+    split = args.split or "train"
+    for name in ("train", "val") if split == "both" else (split,):
+        check.run(config, split=name, batches=args.batches)
     return 0
+
+
+def _scan_targets(args) -> list[tuple[str, str, str, str]]:
+    """(split, list file or folder, data_root, frame template) of each list to scan."""
+    from vmp_jax.data import sources
+    from vmp_jax.experiment import load_config
+
+    if args.list:
+        return [("list", args.list, args.data_root, "img_{:05d}.jpg")]
+    if not args.config:
+        raise ValueError("--scan needs --config or --list FILE")
+    data = load_config(args.config, args.overrides).data
+    if data.source == "tfds":
+        raise ValueError("--scan reads list files and folders; data.source is tfds")
+    splits = ("train", "val") if (args.split or "both") == "both" else (args.split,)
+    targets = [(s, sources.list_path(data, s), data.data_root, data.frame_template) for s in splits]
+    return [t for t in targets if t[1] or args.split]
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vmp_jax.data import listing, scan
+
+    targets = _scan_targets(args)
+    if args.write_clean and len(targets) > 1 and "{split}" not in args.write_clean:
+        raise ValueError("--write-clean: two lists are scanned; put {split} in the file name")
+    found_bad = False
+    for split, where, root, template in targets:
+        is_folder = os.path.isdir(where)
+        items = (
+            listing.read_class_folder(where)
+            if is_folder
+            else listing.read_list_file(where, root, template)
+        )
+        with tqdm(total=len({i.name for i in items}), unit="video", desc=split) as bar:
+            result = scan.scan(items, workers=args.workers, progress=bar.update)
+        print(f"{split}: {where}")
+        print("\n".join(result.lines()))
+        found_bad |= bool(result.bad)
+        if args.write_clean:
+            if is_folder:
+                raise ValueError(f"--write-clean rewrites list files; {where} is a folder")
+            out = args.write_clean.replace("{split}", split)
+            dropped = scan.write_clean(where, root, result.bad, out, template)
+            print(f"wrote {out} ({dropped} entries left out)")
+    return 1 if found_bad else 0
 
 
 def _make_tfds(args: argparse.Namespace) -> int:

@@ -1,25 +1,18 @@
 """`vmp data-check`: run a config's input pipeline and report what it produces.
 
 Prints each batch's arrays (shape, dtype, value range), the clips/s after the first batch (which
-includes starting the workers), and how many videos were skipped and why, so that a dataset's
-problems show up before a training run is launched on it.
+includes starting the workers), and the unreadable files it met: each distinct file once with its
+reason, counted apart from the skip events (a file drawn three times is one file, three skips),
+so that a dataset's problems show up before a training run is launched on it. `--scan`
+(`vmp_jax.data.scan`) checks every file instead of a few batches.
 """
 
 import collections
-import re
 import time
 
 import numpy as np
 
-from vmp_jax.data import pipeline, sources
-
-_REASON = re.compile(r": ([^:(]+?)(?: \(|:|$)")
-
-
-def skip_reason(error: str) -> str:
-    """'path: truncated: decoded ...' -> 'truncated'."""
-    found = _REASON.search(error.rsplit("/", 1)[-1]) or _REASON.search(error)
-    return found.group(1).strip() if found else error
+from vmp_jax.data import decode, pipeline, sources
 
 
 def describe(batch: dict) -> list[str]:
@@ -49,7 +42,7 @@ def run(config, *, split: str = "train", batches: int = 5, out=print) -> dict:
 
 
 def _report(iterator, split: str, batches: int, out) -> dict:
-    skipped, reasons, clips = 0, collections.Counter(), 0
+    skipped, bad, clips = 0, {}, 0
     start = first = time.perf_counter()
     for i in range(batches):
         try:
@@ -66,13 +59,15 @@ def _report(iterator, split: str, batches: int, out) -> dict:
         skipped += int(np.sum(batch["skipped"]))
         for errors in batch["errors"]:
             for error in filter(None, str(errors).split("\n")):
-                out(f"  skipped {error}")
-                reasons[skip_reason(error)] += 1
+                bad.setdefault(decode.parse_error(error)[0], error)
     elapsed = time.perf_counter() - first
     rate = clips / elapsed if clips else float("nan")
+    reasons = collections.Counter(decode.parse_error(e)[1] for e in bad.values())
     out(f"first batch after {first - start:.2f} s; then {rate:.1f} clips/s over {clips} clips")
-    out(f"skipped videos: {skipped}" + "".join(f"\n  {n} x {r}" for r, n in reasons.items()))
-    return {"skipped": skipped, "reasons": dict(reasons), "clips_per_s": rate}
+    out(f"skip events: {skipped}; distinct unreadable files: {len(bad)}")
+    for line in [f"  {n} x {r}" for r, n in sorted(reasons.items())] + sorted(bad.values()):
+        out(line if line.startswith("  ") else f"  {line}")
+    return {"skipped": skipped, "files": sorted(bad), "reasons": dict(reasons), "clips_per_s": rate}
 
 
 def _clips(batch: dict) -> int:

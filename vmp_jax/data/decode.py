@@ -28,8 +28,42 @@ SEEK_GAP_SECONDS = 4.0
 FRAME_COUNT_SLACK = 0.05
 
 
+# Why a file cannot be read, in the words DecodeError uses (its message: "NAME: REASON ...").
+REASONS = (
+    "missing file",
+    "zero-byte file",
+    "not a readable video",
+    "not a readable image",
+    "no video stream",
+    "the video stream has no frames",
+    "corrupt video data",
+    "no frame could be decoded",
+    "truncated",
+)
+
+
 class DecodeError(ValueError):
-    """A file that cannot be read as a video; the message names the file and why."""
+    """A file that cannot be read as a video: `name` (the file), `reason` (one of REASONS) and
+    an optional detail; the message is "NAME: REASON" or "NAME: REASON (DETAIL)"."""
+
+    def __init__(self, name: str, reason: str, detail: str = ""):
+        if reason not in REASONS:
+            raise AssertionError(f"DecodeError: reason {reason!r} is not one of {REASONS}")
+        self.name, self.reason, self.detail = name, reason, detail
+        super().__init__(f"{name}: {reason}" + (f" ({detail})" if detail else ""))
+
+    def __reduce__(self):  # picklable across worker processes despite the extra arguments
+        return type(self), (self.name, self.reason, self.detail)
+
+
+def parse_error(message: str) -> tuple[str, str]:
+    """(name, reason) of a DecodeError's message, e.g. one carried across worker processes as
+    text: the first ": REASON" of REASONS splits it (names may hold colons themselves)."""
+    hits = [(message.find(f": {r}"), r) for r in REASONS if f": {r}" in message]
+    if not hits:
+        return message, "unknown"
+    start, reason = min(hits)
+    return message[:start], reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,18 +83,18 @@ def _name(video: VideoInput, name: str | None) -> str:
 def _open(video: VideoInput, name: str) -> av.container.InputContainer:
     if not isinstance(video, bytes):
         if not os.path.exists(video):
-            raise DecodeError(f"{name}: missing file")
+            raise DecodeError(name, "missing file")
         if os.path.getsize(video) == 0:
-            raise DecodeError(f"{name}: zero-byte file")
+            raise DecodeError(name, "zero-byte file")
     elif not video:
-        raise DecodeError(f"{name}: zero-byte file")
+        raise DecodeError(name, "zero-byte file")
     try:
         container = av.open(io.BytesIO(video) if isinstance(video, bytes) else os.fspath(video))
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise DecodeError(f"{name}: not a readable video ({e})") from e
+        raise DecodeError(name, "not a readable video", str(e)) from e
     if not container.streams.video:
         container.close()
-        raise DecodeError(f"{name}: no video stream")
+        raise DecodeError(name, "no video stream")
     return container
 
 
@@ -78,7 +112,7 @@ def _info(container, stream, name: str) -> VideoInfo:
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
         container.seek(0)
     if num_frames <= 0:
-        raise DecodeError(f"{name}: the video stream has no frames")
+        raise DecodeError(name, "the video stream has no frames")
     return VideoInfo(int(num_frames), fps, stream.codec_context.height, stream.codec_context.width)
 
 
@@ -121,7 +155,7 @@ def read_frames(
         try:
             found = _decode_wanted(container, stream, info, wanted)
         except av.FFmpegError as e:
-            raise DecodeError(f"{name}: corrupt video data ({e})") from e
+            raise DecodeError(name, "corrupt video data", str(e)) from e
     found = _fill_overstated_end(found, wanted, info, name)
     return np.stack([found[int(i)] for i in indices]), info
 
@@ -159,12 +193,13 @@ def _fill_overstated_end(found: dict, wanted: list[int], info: VideoInfo, name: 
     if not missing:
         return found
     if not found:
-        raise DecodeError(f"{name}: no frame could be decoded")
+        raise DecodeError(name, "no frame could be decoded")
     last = max(found)
     shortfall = info.num_frames - last - 1
     if missing[0] < last or shortfall > max(2, FRAME_COUNT_SLACK * info.num_frames):
         raise DecodeError(
-            f"{name}: truncated: decoded frames up to {last} of the {info.num_frames} the "
-            f"container announces"
+            name,
+            "truncated",
+            f"decoded frames up to {last} of the {info.num_frames} the container announces",
         )
     return found | {w: found[last] for w in missing}

@@ -6,15 +6,17 @@ mixup/cutmix -> worker processes. Test: every video once, padded so that every h
 same number of batches; each video's views are decoded from one open of the file.
 
 A file that cannot be read (missing, empty, truncated, not a video) is logged with its name and
-counted in the batch's `skipped` field: in training another video (drawn from the failing one's
-seed) takes its place, so batch shapes and determinism hold; in testing the video is marked
-invalid. If every file fails the pipeline raises `NoReadableVideos`.
+counted in the batch's `skipped` field (each read that failed) with its message in `errors`: in
+training another video (drawn from the failing one's seed) takes its place, so batch shapes and
+determinism hold; in testing the video is marked invalid. A file is warned about once per
+process, however often it is drawn. If every file fails the pipeline raises `NoReadableVideos`.
 
 Batches (B = per-host batch, V = views, T frames, S = img_size):
   train: video float32 (B, T, S, S, 3), label int32 (B,), target float32 (B, K),
          skipped int32 (B,), errors str (B,)
-  test:  video float32 (B, V, T, S, S, 3), label int32 (B,), video_id int32 (B,),
-         valid bool (B,), skipped int32 (B,), errors str (B,)
+  test:  video float32 (B, V, T, S, S, 3), label int32 (B,), index int32 (B,) (the video's
+         position in the source: its `video_id` is source[index].video_id), valid bool (B,),
+         skipped int32 (B,), errors str (B,)
 """
 
 import dataclasses
@@ -32,6 +34,16 @@ log = logging.getLogger(__name__)
 
 class NoReadableVideos(RuntimeError):
     """Raised when every file a pipeline tried has failed."""
+
+
+_warned: set[str] = set()  # files already warned about in this process
+
+
+def warn_unreadable(error: DecodeError) -> None:
+    """Logs an unreadable file the first time this process meets it."""
+    if error.name not in _warned:
+        _warned.add(error.name)
+        log.warning("skipping unreadable video: %s", error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +166,7 @@ class LoadTrain:
             try:
                 clips = train_clip(item, self.settings, rng)
             except DecodeError as e:
-                log.warning("skipping unreadable video: %s", e)
+                warn_unreadable(e)
                 errors.append(str(e))
                 candidate = (start + attempt) % n
                 continue
@@ -180,17 +192,17 @@ class LoadTest:
         s = self.settings
         views = s.num_clips * s.num_crops
         empty = np.zeros((views, s.num_frames, s.img_size, s.img_size, 3), np.float32)
-        example = {"video": empty, "label": np.int32(-1), "video_id": np.int32(-1)}
+        example = {"video": empty, "label": np.int32(-1), "index": np.int32(-1)}
         example |= {"valid": False, "skipped": np.int32(0), "errors": ""}
         if index >= len(self.source):
             return example  # padding
         item = self.source[index]
         check_label(item, s)
-        example |= {"label": np.int32(item.label), "video_id": np.int32(item.video_id)}
+        example |= {"label": np.int32(item.label), "index": np.int32(index)}
         try:
             return example | {"video": test_views(item, s), "valid": True}
         except DecodeError as e:
-            log.warning("skipping unreadable video: %s", e)
+            warn_unreadable(e)
             return example | {"skipped": np.int32(1), "errors": str(e)}
 
 

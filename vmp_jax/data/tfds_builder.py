@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vmp_jax.data import sources
+from vmp_jax.data import listing
 
 
 class VideoList(tfds.core.GeneratorBasedBuilder):
@@ -55,13 +55,12 @@ class VideoList(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, where: str, data_root: str):
-        for item in sources.read_videos(where, data_root):
-            if not isinstance(item, sources.VideoFile):
+        for item in listing.read_videos(where, data_root):
+            if not isinstance(item, listing.VideoFile):
                 raise ValueError(f"{where}: only video files can be packed, got {item.path}")
             with open(item.path, "rb") as f:
                 data = f.read()
-            key = os.path.relpath(item.path, data_root) if data_root else item.path
-            yield key, {"video": data, "label": item.label, "video_id": key}
+            yield item.video_id, {"video": data, "label": item.label, "video_id": item.video_id}
 
 
 def build(

@@ -1,7 +1,9 @@
 """Classification metrics of averaged view scores, the predictions file, and McNemar's test.
 
 Predictions CSV: header `video_id,label,prediction,score_0,...,score_{K-1}`, one row per video
-(its views' softmax averaged), the input of `vmp compare`.
+(its views' softmax averaged), the input of `vmp compare`. `video_id` is the video's path as its
+list file writes it (a TFDS record's key), so files from runs over differently ordered lists, or
+from other tools, pair up; files of older versions, keyed by list position, still read.
 """
 
 import csv
@@ -13,7 +15,7 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class Predictions:
-    video_ids: np.ndarray  # int (N,)
+    video_ids: np.ndarray  # str (N,)
     labels: np.ndarray  # int (N,)
     scores: np.ndarray  # float (N, K), rows sum to 1
 
@@ -51,7 +53,7 @@ def write_csv(p: Predictions, path: str) -> None:
         for vid, label, pred, scores in zip(
             p.video_ids, p.labels, p.predicted, p.scores, strict=True
         ):
-            writer.writerow([int(vid), int(label), int(pred), *(f"{s:.6g}" for s in scores)])
+            writer.writerow([str(vid), int(label), int(pred), *(f"{s:.6g}" for s in scores)])
 
 
 def read_csv(path: str) -> Predictions:
@@ -61,7 +63,7 @@ def read_csv(path: str) -> Predictions:
         raise ValueError(f"{path}: not a predictions file (expected header video_id,label,...)")
     body = rows[1:]
     try:
-        ids = np.array([int(r[0]) for r in body], np.int64)
+        ids = np.array([r[0] for r in body], np.str_)
         labels = np.array([int(r[1]) for r in body], np.int64)
         scores = np.array([[float(x) for x in r[3:]] for r in body], np.float64)
     except (ValueError, IndexError) as e:
@@ -102,16 +104,27 @@ class McNemar:
         )
 
 
+def _ids(p: Predictions, which: str) -> list[str]:
+    """The rows' ids as strings; a repeated id is an error (rows could not be paired)."""
+    ids = [str(v) for v in p.video_ids.tolist()]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({v for v in ids if ids.count(v) > 1})
+        raise ValueError(f"video ids repeated in the {which} file: {repeated[:10]}")
+    return ids
+
+
 def mcnemar(a: Predictions, b: Predictions) -> McNemar:
-    """Pairs the two files' rows by video_id; an id in only one file is an error."""
-    only_a = sorted(set(a.video_ids.tolist()) - set(b.video_ids.tolist()))
-    only_b = sorted(set(b.video_ids.tolist()) - set(a.video_ids.tolist()))
+    """Pairs the two files' rows by video_id (compared as strings); an id in only one file,
+    or repeated within one, is an error naming it."""
+    ids_a, ids_b = _ids(a, "first"), _ids(b, "second")
+    only_a = sorted(set(ids_a) - set(ids_b))
+    only_b = sorted(set(ids_b) - set(ids_a))
     if only_a or only_b:
         raise ValueError(
             f"video ids in one file only: first file {only_a[:10]}, second file {only_b[:10]}"
         )
-    order_b = {v: i for i, v in enumerate(b.video_ids.tolist())}
-    index = np.array([order_b[v] for v in a.video_ids.tolist()], np.int64)
+    order_b = {v: i for i, v in enumerate(ids_b)}
+    index = np.array([order_b[v] for v in ids_a], np.int64)
     right_a = a.predicted == a.labels
     right_b = b.predicted[index] == b.labels[index]
     return McNemar(
