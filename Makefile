@@ -25,11 +25,14 @@ format: setup
 test: lint
 	$(BIN)/pytest -n 2 --dist loadgroup
 
-# The main job on CPU: generate the motion dataset, train the demo VMP on it, evaluate it.
+# The main job on CPU: generate the motion dataset, train the demo VMP on it, evaluate it,
+# and classify a few videos with it.
 demo: setup
 	test -f data/demo/train.txt || $(BIN)/vmp make-synthetic --out data/demo --videos-per-class 600
 	$(BIN)/vmp train --config configs/demo.py --workdir runs/demo
 	$(BIN)/vmp eval --config configs/demo.py --checkpoint runs/demo
+	$(BIN)/vmp predict --checkpoint runs/demo --top-k 2 \
+	    $$(head -n 4 data/demo/val.txt | sed 's|^|data/demo/|; s| .*||')
 
 bench: setup
 	$(BIN)/vmp bench-scan

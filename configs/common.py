@@ -109,6 +109,7 @@ def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
             val_list="",
             frame_template="img_{:05d}.jpg",  # frame-folder lines (1-based)
             tfds_name="",  # e.g. video_list/k400 (vmp make-tfds) or imagenet2012
+            label_map="",  # class names (vmp_jax.data.labels); default data_root/classes.txt
             train_split="train",
             val_split="validation",
             num_frames=frames,

@@ -2,10 +2,15 @@
 `--config.key=value` overrides, validated before any work.
 
 A key that does not exist, or a value of the wrong type, raises ValueError naming the key.
+
+`vmp train` and `vmp import` save the config they ran with as WORKDIR/config.json, so that a
+checkpoint can be used (`vmp predict`) without the file and overrides that made it.
 """
 
 import ast
 import importlib.util
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +67,43 @@ def apply_override(config: ml_collections.ConfigDict, key: str, text: str) -> No
 def load_config(path: str | Path, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """get_config() from `path`, with overrides "key=value" (or "--config.key=value")
     applied, locked, and its model section validated."""
-    config = _load_module(Path(path)).get_config()
+    return _finish(_load_module(Path(path)).get_config(), overrides)
+
+
+SAVED_CONFIG = "config.json"
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes `config` as WORKDIR/config.json; returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, SAVED_CONFIG)
+    with open(path, "w") as f:
+        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
+        f.write("\n")
+    return path
+
+
+def _tuples(value):
+    """JSON lists back to the tuples the configs use."""
+    if isinstance(value, dict):
+        return {k: _tuples(v) for k, v in value.items()}
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def load_saved_config(workdir: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
+    """The config a workdir was trained (or imported) with, with overrides applied."""
+    path = os.path.join(workdir, SAVED_CONFIG)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{workdir} has no {SAVED_CONFIG} (vmp train and vmp import write one); "
+            "give the experiment file with --config"
+        )
+    with open(path) as f:
+        return _finish(ml_collections.ConfigDict(_tuples(json.load(f))), overrides)
+
+
+def _finish(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+    """Locks `config`, applies the overrides and validates it."""
     config.lock()
     for item in overrides:
         item = item.removeprefix("--config.")

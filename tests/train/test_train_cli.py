@@ -72,10 +72,13 @@ def test_train_then_eval(motion_dataset, tmp_path, capsys):
     eval_args = [a for a in _args(motion_dataset, workdir) if a != "--workdir" and a != workdir]
     assert cli.main(["eval", *eval_args, "--checkpoint", workdir]) == 0
     out = capsys.readouterr().out
-    assert "checkpoint step 12, 8 videos x 1 views" in out and "top-1" in out
+    assert "checkpoint step 12 (raw weights), 8 videos x 1 views" in out and "top-1" in out
     with open(os.path.join(workdir, "eval", "predictions.csv")) as f:
         rows = f.read().splitlines()
     assert rows[0] == "video_id,label,prediction,score_0,score_1,score_2,score_3" and len(rows) == 9
+    with open(os.path.join(motion_dataset, "val.txt")) as f:
+        listed = sorted(line.split()[0] for line in f if line.strip())
+    assert sorted(row.split(",")[0] for row in rows[1:]) == listed  # keyed by list path
 
 
 def test_bad_config_key_stops_before_any_work(motion_dataset, tmp_path, capsys):

@@ -4,13 +4,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vmp_jax.cli import bench, data, interop, model, train
+from vmp_jax.cli import bench, data, evaluate, interop, model, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for area in (bench, model, data, train, interop):
+    for area in (bench, model, data, train, evaluate, interop):
         area.add(subparsers)
     return parser
 

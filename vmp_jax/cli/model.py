@@ -45,7 +45,10 @@ def _similarity(args: argparse.Namespace) -> int:
 
     config, cfg = _model_config(args)
     if args.checkpoint:
-        model = checkpoint_model(config, args.checkpoint)
+        from vmp_jax.evaluate.predict import load_model
+
+        model, step, _ = load_model(config, args.checkpoint, weights="raw")
+        print(f"weights: {args.checkpoint} (step {step})")
     else:
         model = VideoMamba(cfg, rngs=nnx.Rngs(args.seed))
         model.eval()
@@ -53,26 +56,14 @@ def _similarity(args: argparse.Namespace) -> int:
     if args.video:
         settings = pipeline.ClipSettings.from_config(config)
         settings = dataclasses.replace(settings, num_clips=1, num_crops=1)
-        video = pipeline.test_views(
-            sources.VideoFile(args.video, 0, 0), settings
-        )  # (1, T, S, S, 3)
+        item = sources.VideoFile(args.video, 0, args.video)
+        video = pipeline.test_views(item, settings)  # (1, T, S, S, 3)
     else:
         video = jax.random.normal(jax.random.key(args.seed), shape)
     result = similarity.layer_matrices(model, video, args.layer, args.channels)
     for path in similarity.save(result, args.out):
         print(f"wrote {path}")
     return 0
-
-
-def checkpoint_model(config, path: str):
-    """The (eval-mode) model of a `vmp train` checkpoint: a workdir, its checkpoints/ or a step."""
-    from vmp_jax.train.checkpoint import restore_state
-    from vmp_jax.train.state import Trainer
-
-    trainer = Trainer.from_config(config)
-    state, step = restore_state(path, trainer.abstract_placed())
-    print(f"weights: {path} (step {step})")
-    return trainer.model(state)
 
 
 def _add_similarity(subparsers) -> None:

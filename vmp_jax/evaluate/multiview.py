@@ -1,8 +1,10 @@
 """Multi-view testing: every validation video's clips x crops through the model, softmax
-averaged per video, gathered into `Predictions`; and the report `vmp eval` writes.
+averaged per video, gathered into `Predictions` keyed by each video's id; and the report
+`vmp eval` writes.
 
 Each host evaluates its shard of the videos; the per-video results of all hosts are gathered
-so that every host holds the full predictions.
+(as positions in the source, turned into ids afterwards) so that every host holds the full
+predictions.
 """
 
 import os
@@ -11,21 +13,54 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vmp_jax.data import pipeline
+from vmp_jax.data import pipeline, sources
 from vmp_jax.evaluate import metrics
-from vmp_jax.train import sharding, steps
+from vmp_jax.experiment import model_config
+from vmp_jax.models.videomamba import abstract_params
+from vmp_jax.train import checkpoint, sharding, steps
+from vmp_jax.train.state import Trainer
+
+WEIGHTS = ("auto", "ema", "raw")
+
+
+def use_ema(path: str, weights: str = "auto") -> bool:
+    """Whether to evaluate the checkpoint's EMA copy: "auto" takes it when the run kept one,
+    "ema" requires it, "raw" never takes it. (Read from the checkpoint, not the config: a
+    config that differs in optim.ema_decay still evaluates the run's weights.)"""
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {WEIGHTS}, got {weights!r}")
+    kept = "ema" in checkpoint.saved_parts(path)
+    if weights == "ema" and not kept:
+        raise ValueError(f"{path}: the run kept no EMA weights (optim.ema_decay was 0)")
+    return kept and weights != "raw"
+
+
+def describe_weights(ema: bool) -> str:
+    """Which weights were evaluated, for the reports."""
+    return "EMA weights" if ema else "raw weights"
+
+
+def restore_weights(config, path: str, *, weights: str = "auto"):
+    """({param path: np.ndarray}, step, whether the EMA copy was taken) of a checkpoint, for
+    the model `config` describes."""
+    ema = use_ema(path, weights)
+    abstract = abstract_params(model_config(config))
+    params, step = checkpoint.restore_params(path, abstract, part="ema" if ema else "model")
+    return params, step, ema
 
 
 def predict(trainer, state, config, source=None, *, eval_step=None):
     """(Predictions of the valid videos, number of videos skipped as unreadable).
 
     Args:
+      source: the validation items (opened from the config if not given).
       eval_step: from `steps.make_eval_step` (made here if not given; pass one to reuse its
         compilation across evaluations).
     """
+    source = sources.open_source(config.data, "val") if source is None else source
     eval_step = eval_step or steps.make_eval_step(trainer)
     data = sharding.batch_sharding(trainer.mesh)
-    ids, labels, scores, skipped = [], [], [], 0
+    indices, labels, scores, skipped = [], [], [], 0
     iterator = iter(pipeline.test_dataset(config, source))
     try:
         for batch in iterator:
@@ -33,38 +68,42 @@ def predict(trainer, state, config, source=None, *, eval_step=None):
             probs = np.asarray(eval_step(state, video))  # (global B, K)
             local = _local_rows(probs, len(batch["video"]))
             keep = batch["valid"]
-            ids.append(batch["video_id"][keep])
+            indices.append(batch["index"][keep])
             labels.append(batch["label"][keep])
             scores.append(local[keep])
             skipped += int(batch["skipped"].sum())
     finally:
         iterator.close()
     k = trainer.cfg.num_classes
-    local = metrics.Predictions(
-        np.concatenate(ids) if ids else np.zeros(0, np.int64),
-        np.concatenate(labels) if labels else np.zeros(0, np.int64),
-        np.concatenate(scores) if scores else np.zeros((0, k)),
+    indices, labels, scores = _gather(
+        np.concatenate(indices) if indices else np.zeros(0, np.int32),
+        np.concatenate(labels) if labels else np.zeros(0, np.int32),
+        np.concatenate(scores) if scores else np.zeros((0, k), np.float32),
     )
-    return _gather(local), _sum_over_hosts(skipped)
+    ids = np.array([source[int(i)].video_id for i in indices], np.str_)
+    return metrics.Predictions(ids, labels, scores), _sum_over_hosts(skipped)
 
 
-def evaluate_checkpoint(config, path: str, *, ema: bool = False):
-    """Restores the checkpoint at `path` (a workdir, its checkpoints/ or one step) for
-    `config` and runs the multi-view test on its validation set.
+def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
+    """Restores the weights of the checkpoint at `path` (a workdir, its checkpoints/ or one
+    step) into `config`'s model and runs the multi-view test on its validation set.
+
+    Args:
+      weights: "auto" (the EMA copy when the run kept one), "ema" or "raw".
 
     Returns:
-      (Predictions, number of videos skipped as unreadable, the checkpoint's step).
+      (Predictions, number of videos skipped as unreadable, the checkpoint's step, whether the
+      EMA weights were evaluated).
     """
-    from vmp_jax.train import loop
-    from vmp_jax.train.checkpoint import restore_state
-
-    s = loop.setup(config)
-    if s.val_source is None:
+    sharding.initialize_distributed()
+    if not sources.has_validation(config.data):
         raise ValueError("no validation data: set data.val_list (or data.source=tfds)")
-    state, step = restore_state(path, s.trainer.abstract_placed())
-    eval_step = steps.make_eval_step(s.trainer, ema=ema)
-    predictions, skipped = predict(s.trainer, state, config, s.val_source, eval_step=eval_step)
-    return predictions, skipped, step
+    source = sources.open_source(config.data, "val")
+    params, step, ema = restore_weights(config, path, weights=weights)
+    trainer = Trainer.from_config(config)
+    state = trainer.with_params(trainer.init(), params)  # the chosen weights as the model
+    predictions, skipped = predict(trainer, state, config, source)
+    return predictions, skipped, step, ema
 
 
 def _local_rows(global_rows: np.ndarray, per_host: int) -> np.ndarray:
@@ -72,13 +111,11 @@ def _local_rows(global_rows: np.ndarray, per_host: int) -> np.ndarray:
     return global_rows[start : start + per_host]
 
 
-def _gather(p: metrics.Predictions) -> metrics.Predictions:
+def _gather(*local: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every host's rows of each array, concatenated in host order."""
     if jax.process_count() == 1:
-        return p
-    parts = multihost_utils.process_allgather(
-        {"ids": p.video_ids, "labels": p.labels, "scores": p.scores}, tiled=True
-    )
-    return metrics.Predictions(parts["ids"], parts["labels"], parts["scores"])
+        return local
+    return tuple(multihost_utils.process_allgather(list(local), tiled=True))
 
 
 def _sum_over_hosts(value: int) -> int:

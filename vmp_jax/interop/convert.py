@@ -3,8 +3,9 @@
     paths = export(config, "vmp.safetensors", checkpoint="runs/x")   # + vmp.json
     report = import_weights(config, "videomamba_t16_k400_f8_res224.pth", "runs/imported")
 
-An imported checkpoint is a `vmp train` checkpoint at step 0 (fresh optimiser state): `vmp
-eval --checkpoint`, `vmp export --checkpoint` and `vmp train --config.train.init_from` read it.
+An imported checkpoint is a `vmp train` checkpoint at step 0 (fresh optimiser state) with the
+config beside it (OUT/config.json): `vmp eval --checkpoint`, `vmp predict --checkpoint`, `vmp
+export --checkpoint` and `vmp train --config.train.init_from` read it.
 """
 
 import os
@@ -12,7 +13,7 @@ import os
 import numpy as np
 from flax import nnx
 
-from vmp_jax.experiment import model_config
+from vmp_jax.experiment import model_config, save_config
 from vmp_jax.interop import released, state_dict
 from vmp_jax.models.videomamba import VideoMamba, abstract_params
 from vmp_jax.train import checkpoint
@@ -54,4 +55,5 @@ def import_weights(config, weights: str, out: str, *, head="drop", seed=0) -> re
     ckpt = checkpoint.Checkpoints(out, async_save=False)
     ckpt.save(0, trainer.with_params(trainer.init(), params))
     ckpt.close()
+    save_config(config, out)
     return report

@@ -1,10 +1,11 @@
 """`vmp ablate`: the paper's Table 5 on one dataset. VideoMamba, VMP without the residual SSM,
 VMP without the masked diagonal, and VMP, each trained and evaluated with the same config, data
-and seed; one table of their multi-view results. Each variant trains in WORKDIR/<variant> and
-resumes there like `vmp train`."""
+and seed; one table of their multi-view results, of the EMA weights when the config keeps them.
+Each variant trains in WORKDIR/<variant> and resumes there like `vmp train`."""
 
 import os
 
+from vmp_jax.data import labels
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import apply_override, model_config
 from vmp_jax.train import loop
@@ -38,9 +39,16 @@ def run(config, workdir: str, variants=tuple(VARIANTS), echo=print) -> list[dict
         out = os.path.join(workdir, name)
         echo(f"== {name} ==")
         loop.train(cfg, out, echo=echo)
-        predictions, _, _ = multiview.evaluate_checkpoint(cfg, out)
-        multiview.write_report(predictions, os.path.join(out, "eval"))
-        rows.append({"variant": name, **multiview.summary(predictions), "params": _params(cfg)})
+        predictions, _, _, ema = multiview.evaluate_checkpoint(cfg, out)
+        multiview.write_report(predictions, os.path.join(out, "eval"), labels.class_names(cfg))
+        rows.append(
+            {
+                "variant": name,
+                **multiview.summary(predictions),
+                "params": _params(cfg),
+                "weights": "EMA" if ema else "raw",
+            }
+        )
     echo(format_table(rows))
     return rows
 
@@ -55,10 +63,13 @@ def _params(config) -> int:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| variant | params | top-1 | top-5 | videos |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | params | weights | top-1 | top-5 | videos |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['params']:,} | {r['top1']:.4f} | {r['top5']:.4f} | "
-            f"{r['videos']} |"
+            f"| {r['variant']} | {r['params']:,} | {r['weights']} | {r['top1']:.4f} | "
+            f"{r['top5']:.4f} | {r['videos']} |"
         )
     return "\n".join(lines)

@@ -117,6 +117,23 @@ def _absl_level(level: int):
         absl_logging.set_verbosity(before)
 
 
+def _state_metadata(path: str) -> tuple[str, int, dict]:
+    """(the state item's directory, step, its metadata tree) of one checkpoint."""
+    root, step = _locate(path)
+    item = os.path.join(root, str(step), STATE)
+    # The step's metadata file sits one level up, in the manager's layout; orbax warns that
+    # the item has none, which is expected here.
+    with _absl_level(absl_logging.ERROR):
+        tree = ocp.PyTreeCheckpointer().metadata(item).item_metadata.tree
+    return item, step, tree
+
+
+def saved_parts(path: str) -> set[str]:
+    """What a checkpoint's train state holds: {"model", "optimizer"} and "ema" when the run
+    kept an EMA copy of the weights."""
+    return set(_state_metadata(path)[2])
+
+
 def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     """The weights of one checkpoint's model (or its `ema` copy) as numpy arrays, whatever the
     optimiser, mesh or device count it was saved with.
@@ -125,19 +142,14 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     Returns ({path tuple: np.ndarray}, step); FileNotFoundError when the checkpoint has no
     such part, ValueError naming the first parameter it lacks or has in another shape.
     """
-    root, step = _locate(path)
-    item = os.path.join(root, str(step), STATE)
-    checkpointer = ocp.PyTreeCheckpointer()
-    # The step's metadata file sits one level up, in the manager's layout; orbax warns that
-    # the item has none, which is expected here.
+    item, step, saved = _state_metadata(path)
+    if part not in saved:
+        raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
+    target = {part: saved[part]}
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
     with _absl_level(absl_logging.ERROR):
-        saved = checkpointer.metadata(item).item_metadata.tree
-        if part not in saved:
-            raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
-        target = {part: saved[part]}
-        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-        args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
-        restored = checkpointer.restore(item, args=args)[part]
+        restored = ocp.PyTreeCheckpointer().restore(item, args=args)[part]
     params = {}
     for key, abstract in abstract_params.items():
         node = restored

@@ -2,8 +2,9 @@
 
 Start-up (everything that can fail on a bad config or missing data fails here, before any
 compile): the config was validated by `load_config`; the data sources are opened; the mesh is
-built; the state is created in its shards. If WORKDIR/checkpoints holds a checkpoint, the state
-and the data iterator are restored from the latest one and training continues from its step.
+built; the state is created in its shards; the config is saved as WORKDIR/config.json. If
+WORKDIR/checkpoints holds a checkpoint, the state and the data iterator are restored from the
+latest one and training continues from its step.
 
 Each step: a global batch (each host reads its shard), one jitted train step. Every
 `train.log_every` steps: loss, accuracy, lr, grad norm, clips/s and skipped videos to the
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from vmp_jax.data import pipeline, sources
 from vmp_jax.evaluate import multiview
+from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.train import checkpoint, metrics_log, optim, sharding, steps
 from vmp_jax.train.state import Trainer
@@ -42,7 +44,7 @@ class Setup:
 def setup(config, *, devices=None) -> Setup:
     sharding.initialize_distributed()
     train_source = sources.open_source(config.data, "train")
-    has_val = config.data.source == "tfds" or bool(config.data.val_list)
+    has_val = sources.has_validation(config.data)
     val_source = sources.open_source(config.data, "val") if has_val else None
     per_epoch = pipeline.steps_per_epoch(config, len(train_source))
     total = int(round(config.optim.epochs * per_epoch))
@@ -64,6 +66,8 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     s = setup(config, devices=devices)
     os.makedirs(workdir, exist_ok=True)
     first_host = jax.process_index() == 0
+    if first_host:
+        save_config(config, workdir)  # what `vmp predict` rebuilds the model from
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
     ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
     data = iter(pipeline.train_dataset(config, s.train_source))

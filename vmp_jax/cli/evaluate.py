@@ -1,0 +1,159 @@
+"""`vmp eval`, `vmp predict`, `vmp compare`: a trained model on a test set, on video files, and
+two models' predictions against each other."""
+
+import argparse
+import os
+import sys
+
+WEIGHTS_HELP = "which weights: the EMA copy when the run kept one (auto, the default), ema, or raw"
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from vmp_jax.data import labels
+    from vmp_jax.evaluate import multiview
+    from vmp_jax.experiment import load_config
+    from vmp_jax.train.checkpoint import workdir_of
+
+    config = load_config(args.config, args.overrides)
+    predictions, skipped, step, ema = multiview.evaluate_checkpoint(
+        config, args.checkpoint, weights=args.weights
+    )
+    summary = multiview.summary(predictions)
+    out = args.out or os.path.join(workdir_of(args.checkpoint), "eval")
+    names = labels.class_names(config)
+    paths = multiview.write_report(predictions, out, names)
+    views = config.eval.num_clips * config.eval.num_crops
+    print(
+        f"checkpoint step {step} ({multiview.describe_weights(ema)}), "
+        f"{summary['videos']} videos x {views} views ({skipped} skipped)"
+    )
+    print(f"top-1 {summary['top1']:.4f}  top-5 {summary['top5']:.4f}")
+    print(multiview.per_class_table(predictions, names))
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vmp_jax.evaluate.predict import Predictor, read_video_list, write_results
+
+    if bool(args.videos) == bool(args.list):
+        raise ValueError("give video files, or --list FILE (not both)")
+    videos = read_video_list(args.list, args.data_root) if args.list else args.videos
+    predictor = Predictor.from_checkpoint(
+        args.checkpoint,
+        args.config,
+        overrides=args.overrides,
+        weights=args.weights,
+        views=args.views,
+        label_map=args.labels,
+    )
+    print(
+        f"checkpoint step {predictor.step} ({predictor.weights}), {predictor.num_views} "
+        f"view(s) per video",
+        file=sys.stderr,
+    )
+    results = []
+    for result in predictor.iter_predict(videos, workers=args.workers):
+        results.append(result)
+        if result.ok:
+            top = "  ".join(f"{predictor.class_name(i)} {p:.3f}" for i, p in result.top(args.top_k))
+            print(f"{result.video}  {top}")
+        else:
+            print(f"{result.video}  unreadable: {result.error}")
+    failed = sum(not r.ok for r in results)
+    if args.out:
+        write_results(results, args.out, predictor.class_name, args.top_k)
+        print(f"wrote {args.out}", file=sys.stderr)
+    print(f"predicted {len(results) - failed} of {len(results)} videos", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from vmp_jax.evaluate import metrics
+
+    if args.counts:
+        result = metrics.McNemar(*args.counts)
+        names = ("A", "B")
+    else:
+        if len(args.predictions) != 2:
+            raise ValueError("give two predictions files, or --counts")
+        a, b = (metrics.read_csv(p) for p in args.predictions)
+        result = metrics.mcnemar(a, b)
+        names = tuple(args.predictions)
+    print(result.table(*names))
+    return 0
+
+
+def _add_eval(subparsers) -> None:
+    from vmp_jax.evaluate.multiview import WEIGHTS
+
+    p = subparsers.add_parser(
+        "eval",
+        help="multi-view test of a checkpoint: top-1/5, per class, confusion, predictions CSV",
+        description="Evaluates --checkpoint (a workdir, its checkpoints/ or one step directory) "
+        "on data.val_list with eval.num_clips x eval.num_crops views per video; writes "
+        "predictions.csv (one row per video, keyed by its path as listed), per_class.csv and "
+        "confusion.png to --out (default: the checkpoint's workdir/eval). Overrides: "
+        "--config.KEY=VALUE.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", default=None)
+    p.add_argument("--weights", choices=WEIGHTS, default="auto", help=WEIGHTS_HELP)
+    p.set_defaults(func=_eval, accepts_overrides=True)
+
+
+def _add_predict(subparsers) -> None:
+    from vmp_jax.evaluate.multiview import WEIGHTS
+
+    p = subparsers.add_parser(
+        "predict",
+        help="classify video files with a trained checkpoint: top-k classes per video",
+        description="Decodes each video into the config's test views (eval.num_clips x "
+        "eval.num_crops, as vmp eval, or --views 1 for one centre view), averages the softmax "
+        "over the views and prints the top-k classes with their probabilities. The config is "
+        "the checkpoint workdir's config.json (written by vmp train and vmp import) unless "
+        "--config is given; class names from --labels, data.label_map or the data root's "
+        "classes.txt, else indices. A video that cannot be read is reported with its reason "
+        "and the others are still predicted; the exit code is 1 if any failed. Overrides: "
+        "--config.KEY=VALUE.",
+    )
+    p.add_argument("videos", nargs="*", help="video files")
+    p.add_argument("--list", help="a file of videos, one per line (path, or path and label)")
+    p.add_argument("--data-root", default="", help="the --list paths are relative to it")
+    p.add_argument("--checkpoint", required=True, help="a workdir, its checkpoints/ or a step")
+    p.add_argument("--config", help="the experiment file (default: the workdir's config.json)")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--views", type=int, default=None, help="1: one centre view per video")
+    p.add_argument("--labels", help="a label map file (one name per line, CSV id,name, JSON)")
+    p.add_argument("--out", help="also write the results: FILE.csv or FILE.json")
+    p.add_argument("--weights", choices=WEIGHTS, default="auto", help=WEIGHTS_HELP)
+    p.add_argument("--workers", type=int, default=2, help="decoding threads")
+    p.set_defaults(func=_predict, accepts_overrides=True)
+
+
+def _add_compare(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="McNemar's test between two predictions files (the paper's section 5.4)",
+        description="Pairs two `vmp eval` predictions files by video_id (compared as text: "
+        "the videos' paths, or any other ids) and prints the 2x2 table of correct/incorrect "
+        "and McNemar's chi-square (no continuity correction) with its p-value; or takes the "
+        "table's four counts directly.",
+    )
+    p.add_argument("predictions", nargs="*", help="PRED_A.csv PRED_B.csv")
+    p.add_argument(
+        "--counts",
+        type=int,
+        nargs=4,
+        metavar=("BOTH", "ONLY_A", "ONLY_B", "NEITHER"),
+        help="the table: both correct, only A correct, only B correct, both wrong",
+    )
+    p.set_defaults(func=_compare)
+
+
+def add(subparsers) -> None:
+    _add_eval(subparsers)
+    _add_predict(subparsers)
+    _add_compare(subparsers)
