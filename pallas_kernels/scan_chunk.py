@@ -12,6 +12,9 @@ Two ways to get the states of a chunk from the state entering it (SPEC sections 
   associative:  a Hillis-Steele inclusive scan of the chunk's affine maps with the SPEC
                 section 3 operator (the plain (a, p) operator without the residual): depth
                 log2(q), work q log2(q); the entering state is applied to the prefixes after.
+
+The two combine operators are also those of the XLA `associative` algorithm (vmp_jax.ssm), which
+imports them from here: this module depends on jax alone.
 """
 
 from typing import NamedTuple
@@ -19,9 +22,22 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vmp_jax.ssm.associative import combine_plain, combine_residual
-
 VARIANTS = ("sequential", "associative")
+
+
+def combine_plain(first, second):
+    """Apply `first` then `second`: (a1, p1), (a2, p2) -> (a2 a1, a2 p1 + p2)."""
+    a1, p1 = first
+    a2, p2 = second
+    return a2 * a1, a2 * p1 + p2
+
+
+def combine_residual(first, second):
+    """Apply `first` then `second` (SPEC section 3):
+    (a2 a1, a2 c1 + c2, a2 p1 + c2 q1 + p2, q1 + q2)."""
+    a1, c1, p1, q1 = first
+    a2, c2, p2, q2 = second
+    return a2 * a1, a2 * c1 + c2, a2 * p1 + c2 * q1 + p2, q1 + q2
 
 
 class Step(NamedTuple):

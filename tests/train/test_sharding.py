@@ -66,7 +66,7 @@ def test_sharded_step_equals_one_device(mesh_shape):
     for a, b in zip(_floats(state), _floats(one_state), strict=True):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
     if mesh_shape["fsdp"] > 1:  # the embedding dim of in_proj is split over fsdp
-        kernel = trainer.parts(state).model.layers[0].mixer.in_proj.kernel.value
+        kernel = trainer.parts(state).model.layers[0].mixer.in_proj.kernel[...]
         assert kernel.addressable_shards[0].data.shape == (32 // 4, kernel.shape[1])
 
 

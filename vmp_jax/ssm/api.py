@@ -20,18 +20,13 @@ from vmp_jax.ssm.validation import check_inputs
 ScanFn = Callable[..., jax.Array]
 
 
-def _pallas(*args, **options):
-    """The Pallas kernels: natively on a GPU, in Pallas' interpreter elsewhere (slow: for
-    tests). Looked up at call time because pallas_kernels itself imports vmp_jax.ssm."""
-    return pallas.selective_scan(*args, **options)
-
-
 ALGORITHMS: dict[str, ScanFn] = {
     "reference": reference.scan,
     "sequential": sequential.scan,
     "associative": associative.scan,
     "chunked": chunked.scan,
-    "pallas": _pallas,
+    # The Pallas kernels: natively on a GPU, in Pallas' interpreter elsewhere (slow: tests).
+    "pallas": pallas.selective_scan,
 }
 
 # Algorithms that take D, z and `reverse` themselves and return y in u's dtype.

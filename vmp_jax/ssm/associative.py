@@ -3,28 +3,16 @@
 Plain SSM: the element (a, p) maps h -> a*h + p; step t is (a_t, b_t u_t).
 Residual SSM (SPEC section 3): the element (a, c, p, q) maps (h, r) -> (a*h + c*r + p, r + q);
 step t is (a_t, 1, b_t u_t, a_t b_t u_t). Every element is a (b, l, d, n) array, so this trades
-memory for parallel depth.
+memory for parallel depth. The two operators are the ones the Pallas kernels' chunks use
+(`pallas_kernels.scan_chunk`), where they live so that neither package imports the other's
+`__init__`.
 """
 
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.scan_chunk import combine_plain, combine_residual
 from vmp_jax.ssm.discretization import input_term, log_decay, readout
-
-
-def combine_plain(first, second):
-    """Apply `first` then `second`: (a1, p1), (a2, p2) -> (a2 a1, a2 p1 + p2)."""
-    a1, p1 = first
-    a2, p2 = second
-    return a2 * a1, a2 * p1 + p2
-
-
-def combine_residual(first, second):
-    """Apply `first` then `second` (SPEC section 3):
-    (a2 a1, a2 c1 + c2, a2 p1 + c2 q1 + p2, q1 + q2)."""
-    a1, c1, p1, q1 = first
-    a2, c2, p2, q2 = second
-    return a2 * a1, a2 * c1 + c2, a2 * p1 + c2 * q1 + p2, q1 + q2
 
 
 def _shift_right(x: jax.Array) -> jax.Array:

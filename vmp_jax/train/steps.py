@@ -56,7 +56,7 @@ def make_train_step(trainer: Trainer, *, accum_steps: int, schedule):
 
     def train_step(state, batch):
         parts = trainer.parts(state, train=True)
-        step = parts.optimizer.step.value
+        step = parts.optimizer.step[...]
         loss, correct, grads = _gradients(parts.model, batch, accum_steps)
         parts.optimizer.update(parts.model, grads)
         if parts.ema is not None:
@@ -70,7 +70,7 @@ def make_train_step(trainer: Trainer, *, accum_steps: int, schedule):
         metrics = {
             "loss": loss,
             "accuracy": correct / batch["label"].shape[0],
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "lr": schedule(step),
         }
         return nnx.state(parts), metrics
