@@ -1,19 +1,32 @@
 """Pallas kernels for the selective scan (SPEC sections 1-4), forward and backward, fused.
 
-One kernel instance per (batch element, block of c channels): the grid is (b, D / c). It walks
-the tokens in chunks of q, in the scan's direction, carrying the (c, n) state (and the residual
-sum r) in registers across chunks; B and C rows are loaded once per token and shared by the c
-channels. The D skip, the silu(z) gate, the masked diagonal, the residual SSM and the reverse
-direction are all done inside: nothing is flipped, padded along time or written to HBM besides
-y and, for the backward pass, the state entering each chunk ((b, L/q, D, n), as mamba_ssm).
+One kernel instance per (batch element, block of c channels): the grid is (b, D / c). The
+forward kernel streams the tokens in the scan's direction, one at a time, carrying the (c, n)
+state (and the residual sum r) in registers, and saves the state entering every chunk of q
+tokens ((b, L/q, D, n), as mamba_ssm). B and C rows are loaded once per token and shared by
+the c channels. The D skip, the silu(z) gate, the masked diagonal, the residual SSM and the
+reverse direction are all done inside: nothing is flipped, padded along time or written to HBM
+besides y and the chunk states.
 
-The backward kernel walks the chunks in reverse, recomputes each chunk's states from its
-entering state, and pulls the cotangent back token by token with the adjoint recurrences
+The backward kernel walks the chunks in reverse, each one sub-chunk of s tokens at a time from
+its end: the sub-chunk's entering state is recomputed from the chunk's saved one (a rolled
+loop), its s states are computed and held, and the cotangent is pulled back token by token
+with the adjoint recurrences
   dh_i = g_i C_i + a_{i+1} dh_{i+1}                       (g = dL/dy, before the gate)
   dr_i = dh_{i+1} + dr_{i+1}                              (residual only)
   dw_i = dh_i - [mask] g_i C_i + a_i dr_i,   da_i = dh_i h_{i-1} + dr_i w_i.
 dB and dC are sums over channels: each channel block writes its own partial (b, D/c, L, n),
 summed outside (deterministic, no atomics); dA and dD are summed over the batch outside.
+
+Default blocks (chunk 16, 32 channels, 4 warps, sub-chunk 2), from `vmp gpu-compile kernels`
+at (16, 1569, 768, 16) (benchmarks/RESULTS.md): no spills on H100 or A100; forward 64 / 48
+registers (50% / 62.5% occupancy), backward 125 / 128 (25%). The backward's registers follow
+the states it holds at once: sub-chunk 1, 2, 4, 8 take 72, 125, 162, 254 on the H100, so 2 is
+the largest that keeps 4 blocks per SM, at 3.5 recomputed token steps per token; holding a
+whole unrolled chunk, as the first version did, took 255 registers and spilled 688 bytes.
+The same defaults serve both targets: the figures differ by at most a few registers. Smaller
+channel blocks lower registers per thread but not the channels an SM holds (registers follow
+the (c, n) elements per thread), so they do not fill the last wave better (RESULTS.md).
 
 Backend: Pallas' Triton lowering (`plgpu.CompilerParams`). The work is element-wise on small
 (c, n) tiles with row reductions, with no matrix products for tensor cores and no bulk copies
@@ -38,22 +51,36 @@ F32 = jnp.float32
 
 @dataclasses.dataclass(frozen=True)
 class BlockSizes:
-    """Kernel tiling. chunk_size: tokens per unrolled chunk (the backward pass recomputes from
-    one saved state per chunk); channel_block: channels per kernel instance (a power of two;
-    shrunk to D's next power of two for small D); num_warps: Triton warps per instance."""
+    """Kernel tiling. chunk_size: tokens per unrolled chunk (the forward saves the state
+    entering each chunk; the backward recomputes from it); channel_block: channels per kernel
+    instance (a power of two; shrunk to D's next power of two for small D); num_warps: Triton
+    warps per instance; subchunk_size: tokens whose (c, n) states a kernel holds at once (the
+    backward walks a chunk back one sub-chunk at a time, recomputing each sub-chunk's
+    entering state from the chunk's: more arithmetic, and registers for only this many
+    states; the associative variant scans a sub-chunk in parallel; the largest divisor of
+    chunk_size up to this is used)."""
 
     chunk_size: int = 16
     channel_block: int = 32
     num_warps: int = 4
+    subchunk_size: int = 2
 
     def __post_init__(self):
         if self.chunk_size < 1:
             raise ValueError(f"BlockSizes: chunk_size must be >= 1, got {self.chunk_size}")
+        if self.subchunk_size < 1:
+            raise ValueError(f"BlockSizes: subchunk_size must be >= 1, got {self.subchunk_size}")
         c = self.channel_block
         if c < 1 or c & (c - 1):
             raise ValueError(f"BlockSizes: channel_block must be a power of two, got {c}")
         if self.num_warps < 1:
             raise ValueError(f"BlockSizes: num_warps must be >= 1, got {self.num_warps}")
+
+    @property
+    def subchunk(self) -> int:
+        """The sub-chunk used: the largest divisor of chunk_size up to subchunk_size."""
+        q = self.chunk_size
+        return max(s for s in range(1, min(self.subchunk_size, q) + 1) if q % s == 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +120,24 @@ def _store_row(ref, row, valid, value):
     plgpu.store(ref.at[row], value.astype(ref.dtype), mask=jnp.full(value.shape, valid))
 
 
-def _chunk_tokens(cfg: _Config, k, refs, A):
-    """The q tokens of chunk k in scan order: ([(row, valid)], [Step]); A (c, n) float32."""
+def _load_tokens(cfg: _Config, positions, refs, A):
+    """The tokens at `positions` (scan order): ([(row, valid)], [Step]); A (c, n) float32."""
     u_ref, delta_ref, B_ref, C_ref = refs
-    q = cfg.blocks.chunk_size
-    tokens = [_token(cfg, k * q + i) for i in range(q)]
+    tokens = [_token(cfg, p) for p in positions]
     steps = [_load_step(row, valid, u_ref, delta_ref, B_ref, C_ref, A) for row, valid in tokens]
     return tokens, steps
+
+
+def _advance(cfg: _Config, start, count, h, r, refs, A):
+    """(h, r) after the `count` tokens from scan position `start`, one at a time in a rolled
+    loop (count may be traced), nothing kept."""
+
+    def step(t, carry):
+        _, (s,) = _load_tokens(cfg, [start + t], refs, A)
+        (h,), (r,) = chunk_states([s], *carry, residual=cfg.residual, variant="sequential")
+        return h, r
+
+    return jax.lax.fori_loop(0, count, step, (h, r))
 
 
 def _readouts(cfg: _Config, steps, h, r, hs, rs):
@@ -123,6 +161,7 @@ def _forward_kernel(*refs, cfg: _Config, save_states: bool):
     y_ref, *state_refs = refs[6 + cfg.gated :]
     A = A_ref[...].astype(F32)  # (c, n)
     Dskip = D_ref[...].astype(F32)  # (c,)
+    q, inputs = cfg.blocks.chunk_size, (u_ref, delta_ref, B_ref, C_ref)
 
     def chunk(k, carry):
         h, r = carry  # (c, n) each
@@ -130,15 +169,20 @@ def _forward_kernel(*refs, cfg: _Config, save_states: bool):
             state_refs[0][k] = h
             if cfg.residual:
                 state_refs[1][k] = r
-        tokens, steps = _chunk_tokens(cfg, k, (u_ref, delta_ref, B_ref, C_ref), A)
-        hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
-        reads, _ = _readouts(cfg, steps, h, r, hs, rs)
-        for (row, valid), s, state in zip(tokens, steps, reads, strict=True):
-            y = _output(state, s, Dskip)  # (c,)
-            if cfg.gated:
-                y = gate(y, z_ref[row, :].astype(F32))[0]
-            _store_row(y_ref, row, valid, y)
-        return hs[-1], rs[-1]
+        # The sequential variant streams token by token; the associative one scans sub-chunks.
+        width = 1 if cfg.variant == "sequential" else cfg.blocks.subchunk_size
+        for start in range(0, q, width):
+            offsets = range(start, start + width)
+            tokens, steps = _load_tokens(cfg, [k * q + i for i in offsets], inputs, A)
+            hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
+            reads, _ = _readouts(cfg, steps, h, r, hs, rs)
+            for (row, valid), s, state in zip(tokens, steps, reads, strict=True):
+                y = _output(state, s, Dskip)  # (c,)
+                if cfg.gated:
+                    y = gate(y, z_ref[row, :].astype(F32))[0]
+                _store_row(y_ref, row, valid, y)
+            h, r = hs[-1], rs[-1]
+        return h, r
 
     zeros = jnp.zeros_like(A)
     jax.lax.fori_loop(0, cfg.num_chunks, chunk, (zeros, zeros))
@@ -179,20 +223,29 @@ def _backward_kernel(*refs, cfg: _Config):
     A = A_ref[...].astype(F32)  # (c, n)
     Dskip = D_ref[...].astype(F32)  # (c,)
 
-    def chunk(j, carry):
-        k = cfg.num_chunks - 1 - j
-        h, r = h0_ref[k], (r0_ref[k] if cfg.residual else jnp.zeros_like(A))
-        tokens, steps = _chunk_tokens(cfg, k, (u_ref, delta_ref, B_ref, C_ref), A)
+    q, sub = cfg.blocks.chunk_size, cfg.blocks.subchunk_size
+    inputs, per_chunk = (u_ref, delta_ref, B_ref, C_ref), q // sub
+
+    def subchunk(j, carry):
+        # Sub-chunk i of chunk k, the last first: its entering state is recomputed from the
+        # chunk's saved one (a rolled loop), so only one sub-chunk's states are ever live.
+        last_first = cfg.num_chunks * per_chunk - 1 - j  # >= 0: truncating division is exact
+        k, i = jax.lax.div(last_first, per_chunk), jax.lax.rem(last_first, per_chunk)
+        h0, r0 = h0_ref[k], (r0_ref[k] if cfg.residual else jnp.zeros_like(A))
+        h, r = _advance(cfg, k * q, i * sub, h0, r0, inputs, A)
+        positions = [k * q + i * sub + t for t in range(sub)]
+        tokens, steps = _load_tokens(cfg, positions, inputs, A)
         hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
         reads, h_prev = _readouts(cfg, steps, h, r, hs, rs)
-        for i in reversed(range(len(steps))):
-            (row, valid), s = tokens[i], steps[i]
+        for t in reversed(range(sub)):
+            (row, valid), s = tokens[t], steps[t]
             g = dy_ref[row, :].astype(F32) * valid.astype(F32)  # (c,)
             if cfg.gated:
-                _, dy_dpre, dy_dz = gate(_output(reads[i], s, Dskip), z_ref[row, :].astype(F32))
+                pre = _output(reads[t], s, Dskip)
+                _, dy_dpre, dy_dz = gate(pre, z_ref[row, :].astype(F32))
                 _store_row(dz_ref, row, valid, g * dy_dz)
                 g = g * dy_dpre
-            du, ddelta, dB, dC, carry = _backward_token(cfg, s, reads[i], h_prev[i], g, carry, A)
+            du, ddelta, dB, dC, carry = _backward_token(cfg, s, reads[t], h_prev[t], g, carry, A)
             _store_row(du_ref, row, valid, du + g * Dskip)
             _store_row(ddelta_ref, row, valid, ddelta)
             _store_row(dB_ref, row, valid, dB)
@@ -201,7 +254,7 @@ def _backward_kernel(*refs, cfg: _Config):
 
     zeros = jnp.zeros_like(A)
     carry = (zeros, zeros, zeros, jnp.zeros_like(Dskip))
-    _, _, dA, dD = jax.lax.fori_loop(0, cfg.num_chunks, chunk, carry)
+    _, _, dA, dD = jax.lax.fori_loop(0, cfg.num_chunks * per_chunk, subchunk, carry)
     dA_ref[...] = dA
     dD_ref[...] = dD
 
@@ -354,7 +407,7 @@ def selective_scan(
     _check(u, A, variant)
     (_, L, d), n = u.shape, A.shape[1]
     c = min(blocks.channel_block, pl.next_power_of_2(d))
-    blocks = dataclasses.replace(blocks, channel_block=c)
+    blocks = dataclasses.replace(blocks, channel_block=c, subchunk_size=blocks.subchunk)
     dp, n_p = pl.cdiv(d, c) * c, pl.next_power_of_2(n)
     with_D = D if D is not None else jnp.zeros((d,), F32)
     padded = dict(
