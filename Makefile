@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m vmp_jax.gpucompile.toolchain   # CUDA compile toolchain for vmp gpu-compile
 	touch $(STAMP)
 
 lint: setup

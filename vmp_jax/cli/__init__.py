@@ -4,18 +4,20 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vmp_jax.cli import bench, data, evaluate, interop, model, train
+from vmp_jax import xla_flags
+from vmp_jax.cli import bench, data, evaluate, gpu, interop, model, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for area in (bench, model, data, train, evaluate, interop):
+    for area in (bench, model, data, train, evaluate, interop, gpu):
         area.add(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    xla_flags.apply()  # before any command starts jax
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     args.overrides = [a for a in extra if a.startswith("--config.")]

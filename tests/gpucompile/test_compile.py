@@ -1,0 +1,73 @@
+"""The GPU path compiled for H100 and A100 on this CPU machine (`vmp gpu-compile`, with the
+CUDA compile toolchain `make setup` installs): the Pallas kernels compile without spilling and
+with at least 25% occupancy, and the demo's and VMP-Ti's train steps compile and fit on one
+and on eight H100s. Compiles take seconds to minutes: marked slow."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vmp_jax import cli
+from vmp_jax.experiment import REPO_ROOT
+from vmp_jax.gpucompile import kernels, train
+
+pytestmark = pytest.mark.slow
+DEMO = str(REPO_ROOT / "configs" / "demo.py")
+TI = str(REPO_ROOT / "configs" / "k400_vmp_ti_f8.py")
+
+
+@pytest.mark.parametrize("target", ["h100", "a100"])
+@pytest.mark.parametrize("shape", [kernels.TARGET_SHAPE, (2, 37, 48, 5)], ids=["target", "small"])
+def test_kernels_compile_without_spills_at_a_quarter_occupancy(target, shape, capsys):
+    argv = ["gpu-compile", "kernels", "--target", target, "--json"]
+    names = ("--batch", "--length", "--dim", "--state")
+    argv += [x for name, value in zip(names, shape, strict=True) for x in (name, str(value))]
+    assert cli.main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [k["pass"] for k in report["kernels"]] == ["forward", "backward"]
+    for k in report["kernels"]:
+        assert k["spill_store_bytes"] == k["spill_load_bytes"] == 0, k
+        assert k["occupancy"] >= 0.25, k
+        assert k["registers"] <= 128 and k["threads"] == 128, k
+        b, _, d, _ = shape
+        assert k["grid"][:2] == [b, -(-d // min(32, 1 << (d - 1).bit_length()))], k
+
+
+@pytest.mark.parametrize(
+    ("config", "devices"),
+    [(DEMO, 1), (DEMO, 8), (TI, 1), (TI, 8)],
+    ids=["demo1", "demo8", "ti1", "ti8"],
+)
+def test_train_steps_compile_and_fit_on_h100(config, devices):
+    overrides = [] if config == DEMO else ["--config.data.batch_size=16"]
+    figures = train.compile_train(config, overrides, "h100", devices, 16)
+    assert figures.compiled, figures.error
+    assert figures.fits and 0 < figures.per_device_bytes < figures.usable_bytes
+    assert figures.per_device_batch == 16 and figures.devices == devices
+
+
+def test_bad_input_is_named_not_a_traceback(capsys):
+    assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--blocks", "16,24,4"]) == 2
+    assert "channel_block must be a power of two, got 24" in capsys.readouterr().err
+    assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--dim", "0"]) == 2
+    assert "--dim must be >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["gpu-compile", "kernels", "--target", "v100"])
+    assert "invalid choice: 'v100'" in capsys.readouterr().err
+    argv = ["gpu-compile", "train", "--config", DEMO, "--target", "a100"]
+    assert cli.main([*argv, "--per-device-batch", "60000"]) == 1  # about 100 GiB
+    assert "does NOT fit" in capsys.readouterr().out
+    assert cli.main([*argv, "--devices", "3"]) == 2  # 16 clips do not split over 3
+    assert "data.batch_size (16) does not split over 3 devices" in capsys.readouterr().err
+
+
+def test_cpu_users_meet_no_cuda_plugin():
+    """The toolchain sits outside the import path: jax on CPU says nothing about CUDA."""
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "PYTHONPATH")}
+    code = "import jax; print(jax.devices())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "CpuDevice" in done.stdout
+    assert "cuda" not in (done.stderr + done.stdout).lower(), done.stderr

@@ -1,0 +1,128 @@
+"""`vmp gpu-compile kernels` and `vmp gpu-compile train`: compile for H100 or A100 GPUs on a
+machine without one, and report what the compile says."""
+
+import argparse
+import json
+
+
+def _blocks(text: str) -> tuple[int, ...]:
+    """'16,32,4' or '16,32,4,2' (chunk, channel block, warps[, sub-chunk])."""
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected q,c,w[,s] integers, got {text!r}") from None
+    if len(values) not in (3, 4):
+        raise argparse.ArgumentTypeError(f"expected q,c,w[,s], got {text!r}")
+    return values
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from pallas_kernels.selective_scan import BlockSizes
+    from vmp_jax.gpucompile import kernels
+
+    blocks = BlockSizes(*args.blocks) if args.blocks else BlockSizes()
+    shape = (args.batch, args.length, args.dim, args.state)
+    figures, ptxas = kernels.compile_kernels(args.target, shape, blocks, args.variant)
+    if args.json:
+        out = {
+            "target": args.target,
+            "shape": list(shape),
+            "blocks": list(dataclasses.astuple(blocks)),
+            "variant": args.variant,
+            "ptxas": ptxas,
+            "kernels": [f.as_json() for f in figures],
+        }
+        print(json.dumps(out, indent=1))
+    else:
+        blocks_tuple = dataclasses.astuple(blocks)
+        print(kernels.format_table(args.target, shape, blocks_tuple, args.variant, figures, ptxas))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from vmp_jax.gpucompile import train
+
+    figures = train.compile_train(
+        args.config, args.overrides, args.target, args.devices, args.per_device_batch
+    )
+    print(json.dumps(figures.as_json(), indent=1) if args.json else train.format_result(figures))
+    return 0 if figures.fits else 1
+
+
+def _table(args: argparse.Namespace) -> int:
+    from vmp_jax.gpucompile import table
+
+    print(table.HEADER, flush=True)
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    rows = table.rows(
+        args.configs, args.targets, args.devices, estimate=not args.no_largest, echo=echo
+    )
+    for _ in rows:
+        pass
+    return 0
+
+
+def add(subparsers) -> None:
+    from vmp_jax.gpucompile.kernels import TARGET_SHAPE
+    from vmp_jax.gpucompile.targets import TARGETS
+
+    p = subparsers.add_parser(
+        "gpu-compile",
+        help="compile the kernels or a config's train step for H100/A100 GPUs, on any machine",
+        description="Compiles for a GPU target with XLA's own CUDA pipeline (Triton, ptxas) on "
+        "a machine without a GPU, and reports what the compile says: registers, spills, "
+        "occupancy and waves of the Pallas kernels, or whether a config's train step compiles "
+        "and fits in memory. The first use installs the CUDA compile toolchain (about 220 MB) "
+        "into the virtual environment. Static figures, not timings.",
+    )
+    commands = p.add_subparsers(dest="what", required=True)
+    k = commands.add_parser(
+        "kernels",
+        help="the forward and backward selective-scan kernels at one scan shape",
+        description="Compiles the Pallas forward and backward kernels (VMP's backward-scan "
+        "options, bf16 activations, float32 delta) and prints per kernel: registers, spill "
+        "bytes, shared memory, grid, threads, blocks per SM and their limit, occupancy and "
+        "waves.",
+    )
+    b, length, d, n = TARGET_SHAPE
+    k.add_argument("--target", required=True, choices=sorted(TARGETS))
+    k.add_argument("--batch", type=int, default=b)
+    k.add_argument("--length", type=int, default=length)
+    k.add_argument("--dim", type=int, default=d)
+    k.add_argument("--state", type=int, default=n)
+    k.add_argument("--blocks", type=_blocks, help="q,c,w[,s]: chunk, channels, warps, sub-chunk")
+    k.add_argument("--variant", default="sequential", choices=("sequential", "associative"))
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=_kernels)
+    t = commands.add_parser(
+        "train",
+        help="whether a config's train step compiles and fits on N GPUs of a target",
+        description="Compiles the train step vmp train jits (same function, shardings, dtype, "
+        "remat and scan algorithm) for --devices GPUs of --target on one host, and prints "
+        "whether it compiled, the per-device memory and whether it fits; exit 1 when it does "
+        "not. The per-device batch is data.batch_size / devices unless --per-device-batch "
+        "is given. Overrides: --config.KEY=VALUE.",
+    )
+    t.add_argument("--config", required=True)
+    t.add_argument("--target", required=True, choices=sorted(TARGETS))
+    t.add_argument("--devices", type=int, default=1)
+    t.add_argument("--per-device-batch", type=int, default=None)
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=_train, accepts_overrides=True)
+    from vmp_jax.gpucompile.table import K400_CONFIGS
+
+    m = commands.add_parser(
+        "table",
+        help="per-GPU memory of every K400 recipe on 1 and 8 H100/A100s, largest batch",
+        description="Compiles the train step of each config at the paper's per-GPU batch (16) "
+        "for each target and GPU count, and prints one markdown row each: GiB per GPU, "
+        "whether it fits, and the largest per-GPU batch that fits (from a second compile at "
+        "twice the batch: memory is linear in the batch). Minutes per row on a small CPU.",
+    )
+    m.add_argument("--configs", nargs="+", default=K400_CONFIGS)
+    m.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["h100", "a100"])
+    m.add_argument("--devices", nargs="+", type=int, default=[1, 8])
+    m.add_argument("--no-largest", action="store_true", help="skip the second compile")
+    m.set_defaults(func=_table)

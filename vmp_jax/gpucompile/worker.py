@@ -1,0 +1,115 @@
+"""The compile subprocess of `vmp gpu-compile` (run by `toolchain.run_worker`, with the CUDA
+plugin on its path): reads one task as JSON on stdin, compiles it for compile-only devices of
+the task's target, and prints one JSON line with what XLA reports.
+
+Tasks:
+  {"kind": "kernels", "target", "shape": [b, L, D, N], "blocks": [q, c, w], "variant"}
+      the forward and backward Pallas kernels (VMP's backward-scan options, bf16 u, B, C, z,
+      float32 delta, A, D), compiled as jax.grad of a sum over y.
+  {"kind": "train", "target", "config", "overrides", "devices", "per_device_batch"}
+      the train step `vmp train` jits, on a one-host mesh of `devices` devices.
+"""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import topologies
+from jax.sharding import SingleDeviceSharding
+
+from vmp_jax.gpucompile import targets
+from vmp_jax.ssm.api import compiling_for
+
+TRITON_CALL = "__gpu$xla.gpu.triton"  # how a native Pallas kernel appears in lowered HLO
+
+
+def compile_only_devices(target: str, count: int) -> list:
+    """`count` compile-only devices of one host of `target` GPUs."""
+    text = targets.get(target).config_text()
+    topology = topologies.get_topology_desc(
+        platform="cuda", topology_name="", target_config=text, topology=f"1x1x{count}"
+    )
+    return list(topology.devices)
+
+
+def _memory(compiled) -> dict:
+    m = compiled.memory_analysis()
+    return {
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+    }
+
+
+def compile_kernels(task: dict) -> dict:
+    from pallas_kernels.selective_scan import BlockSizes, selective_scan
+
+    (device,) = compile_only_devices(task["target"], 1)
+    sharding = SingleDeviceSharding(device)
+    b, L, d, n = task["shape"]
+
+    def spec(shape, dtype):
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
+
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    u, delta, z = spec((b, L, d), bf16), spec((b, L, d), f32), spec((b, L, d), bf16)
+    A, B, D = spec((d, n), f32), spec((b, L, n), bf16), spec((d,), f32)
+    options = dict(
+        reverse=True,
+        mask_diagonal=True,
+        residual=True,
+        blocks=BlockSizes(*task["blocks"]),
+        variant=task["variant"],
+        interpret=False,
+    )
+
+    def loss(*args):
+        return jnp.sum(selective_scan(*args, **options).astype(f32))
+
+    grad = jax.jit(jax.grad(loss, argnums=tuple(range(7))))
+    compiled = grad.trace(u, delta, A, B, B, D, z).lower().compile()
+    return {"compiled": True, "memory": _memory(compiled)}
+
+
+def compile_train_step(task: dict) -> dict:
+    from vmp_jax.experiment import load_config
+    from vmp_jax.train import sharding, steps
+    from vmp_jax.train.state import Trainer
+
+    devices = compile_only_devices(task["target"], task["devices"])
+    config = load_config(task["config"], task["overrides"])
+    batch = task["per_device_batch"] * len(devices)
+    config.data.batch_size = batch
+    trainer = Trainer.from_config(config, devices=devices)
+    train_step = steps.make_train_step(
+        trainer, accum_steps=config.optim.accum_steps, schedule=lambda step: 0.0
+    )
+    data = sharding.batch_sharding(trainer.mesh)
+    m, k = config.model, config.model.num_classes
+    video = (batch, m.num_frames, m.img_size, m.img_size, m.channels)
+    abstract_batch = {
+        "video": jax.ShapeDtypeStruct(video, jnp.float32, sharding=data),
+        "target": jax.ShapeDtypeStruct((batch, k), jnp.float32, sharding=data),
+        "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
+    }
+    try:
+        with compiling_for("gpu"):  # "auto" and the Pallas kernels as on a GPU
+            traced = train_step.trace(trainer.abstract_placed(), abstract_batch)
+        lowered = traced.lower()
+        compiled = lowered.compile()
+    except Exception as e:  # XLA reports a failed compile as a RuntimeError of its own kinds
+        return {"compiled": False, "error": f"{type(e).__name__}: {e}"}
+    kernels = lowered.as_text().count(TRITON_CALL)
+    return {"compiled": True, "error": "", "memory": _memory(compiled), "triton_calls": kernels}
+
+
+def main() -> None:
+    task = json.loads(sys.stdin.read())
+    run = {"kernels": compile_kernels, "train": compile_train_step}[task["kind"]]
+    print(json.dumps(run(task)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
