@@ -64,6 +64,10 @@ def experiment(
         num_classes=d.classes,
         head_dropout=0.0 if image else r["dropout"],
         drop_path_rate=r["drop_path"],
+        # Recipes compute in bfloat16 (parameters, residual stream and scan state stay
+        # float32), as VideoMamba's mixed-precision runs: VMP-Ti at batch 16 on one H100 needs
+        # 8.9 GiB instead of float32's 13.6 (`vmp gpu-compile train`, benchmarks/RESULTS.md).
+        dtype="bfloat16",
     )
     config.model = model_section(size, pro=kind == "vmp", **{**model, **model_overrides})
     config.data = data_section(dataset, frames, img_size, d, r)

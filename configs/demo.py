@@ -25,6 +25,7 @@ def get_config():
         num_classes=4,
         drop_path_rate=0.0,
         head_dropout=0.0,
+        dtype="float32",  # on CPU, float32 is the fast one
     )
     config.data.name = "synthetic"
     config.data.data_root = "data/demo"

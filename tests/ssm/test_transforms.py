@@ -74,6 +74,24 @@ def test_auto_resolves_per_backend():
     )
 
 
+def test_tracing_for_a_gpu_takes_the_native_kernels_and_float64_falls_back():
+    """`compiling_for("gpu")` (what `vmp gpu-compile` traces under, on a CPU-only jax): "auto"
+    is the Pallas kernels, lowered natively (Triton), not in the interpreter."""
+    args = _args(2)
+    with api.compiling_for("gpu"):
+        assert api.target_backend() == "gpu" and resolve_algorithm("auto") == "pallas"
+        traced = jax.jit(lambda a: selective_scan(**a, reverse=True)).trace(args)
+        text = traced.lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("__gpu$xla.gpu.triton") == 1
+    assert api.target_backend() == jax.default_backend()  # the context ended
+    with jax.enable_x64(True), api.compiling_for("gpu"):
+        x64 = scan_args(random_inputs(0, 1, 6, 2, 2), jnp.float64)
+        y = selective_scan(**x64)  # the kernels take no float64: chunked runs instead
+        want = selective_scan(**x64, algorithm="reference")
+        assert y.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-10)
+
+
 def test_bfloat16_inputs_keep_float32_state():
     """A long bf16 sequence: the float32 state keeps the residual running sum accurate."""
     args = scan_args(random_inputs(3, 1, 300, 2, 2), jnp.bfloat16)

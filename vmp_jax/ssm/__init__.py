@@ -3,14 +3,23 @@
 `selective_scan` is the op; `similarity_matrix` gives the paper's M of one direction.
 """
 
-from vmp_jax.ssm.api import ALGORITHMS, AUTO_BY_BACKEND, resolve_algorithm, selective_scan
+from vmp_jax.ssm.api import (
+    ALGORITHMS,
+    AUTO_BY_BACKEND,
+    compiling_for,
+    resolve_algorithm,
+    selective_scan,
+    target_backend,
+)
 from vmp_jax.ssm.reference import similarity_matrix, state_kernel
 
 __all__ = [
     "ALGORITHMS",
     "AUTO_BY_BACKEND",
+    "compiling_for",
     "resolve_algorithm",
     "selective_scan",
     "similarity_matrix",
     "state_kernel",
+    "target_backend",
 ]

@@ -7,6 +7,8 @@ inputs, casts, runs the reverse direction as the causal scan of the time-reverse
 casts back to u's dtype. `pallas` fuses all of that into its kernels and is called as it is.
 """
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 from functools import partial
 
@@ -25,7 +27,7 @@ ALGORITHMS: dict[str, ScanFn] = {
     "sequential": sequential.scan,
     "associative": associative.scan,
     "chunked": chunked.scan,
-    # The Pallas kernels: natively on a GPU, in Pallas' interpreter elsewhere (slow: tests).
+    # The Pallas kernels: natively when tracing for a GPU, in Pallas' interpreter elsewhere.
     "pallas": pallas.selective_scan,
 }
 
@@ -35,18 +37,49 @@ FUSED = frozenset({"pallas"})
 # Algorithms that take `reverse` themselves; the others scan the time-flipped sequence.
 NATIVE_REVERSE = frozenset({"chunked"})
 
-# What "auto" resolves to per backend, from `vmp bench-scan` (benchmarks/RESULTS.md).
+# What "auto" resolves to per backend.
+# cpu: the fastest in `vmp bench-scan` (benchmarks/RESULTS.md).
+# gpu: no GPU has timed these yet, so the choice is by static figures (`vmp gpu-compile`,
+#   benchmarks/RESULTS.md): `pallas` is the algorithm whose VMP-Ti train step (batch 16 on
+#   one H100) needs the least memory in both dtypes (bf16 8.9 GiB, float32 13.6; `chunked`
+#   12.9 and 14.8; `sequential` over 100), and its kernels compile without spills at 25%
+#   occupancy or more on H100 and A100. float64 inputs, which the kernels do not take, fall
+#   back to `chunked`.
+# tpu: `chunked` (the Triton kernels do not run there).
 AUTO_BY_BACKEND: dict[str, str] = {
     "cpu": "sequential",
-    "gpu": "chunked",
+    "gpu": "pallas",
     "tpu": "chunked",
 }
+AUTO_FLOAT64 = "chunked"  # for "auto" where AUTO_BY_BACKEND's choice takes no float64
+
+
+_TARGET = contextvars.ContextVar("vmp_scan_target_backend", default=None)
+
+
+def target_backend() -> str:
+    """The backend the scans are traced for: jax's default backend, unless `compiling_for`
+    says otherwise. It decides what "auto" resolves to and whether the Pallas kernels run
+    natively (on "gpu") or in Pallas' interpreter (slow: for tests on CPU)."""
+    return _TARGET.get() or jax.default_backend()
+
+
+@contextlib.contextmanager
+def compiling_for(backend: str):
+    """Trace scans for `backend` whatever jax's default backend is: `vmp gpu-compile` traces
+    on a CPU-only jax for compile-only GPU devices."""
+    token = _TARGET.set(backend)
+    try:
+        yield
+    finally:
+        _TARGET.reset(token)
 
 
 def resolve_algorithm(algorithm: str, backend: str | None = None) -> str:
-    """The concrete algorithm name for `algorithm` ("auto" resolved for `backend`)."""
+    """The concrete algorithm name for `algorithm` ("auto" resolved for `backend`, by default
+    `target_backend()`)."""
     if algorithm == "auto":
-        backend = backend or jax.default_backend()
+        backend = backend or target_backend()
         return AUTO_BY_BACKEND.get(backend, "chunked")
     if algorithm not in ALGORITHMS:
         valid = ", ".join(["auto", *ALGORITHMS])
@@ -89,6 +122,9 @@ def selective_scan(
     D = None if D is None else jnp.asarray(D)
     z = None if z is None else jnp.asarray(z)
     check_inputs(u, delta, A, B, C, D, z)
+    resolved = resolve_algorithm(algorithm)
+    if algorithm == "auto" and resolved == "pallas" and u.dtype == jnp.float64:
+        resolved = AUTO_FLOAT64
     return _selective_scan(
         u,
         delta,
@@ -100,15 +136,22 @@ def selective_scan(
         reverse=bool(reverse),
         mask_diagonal=bool(mask_diagonal),
         residual=bool(residual),
-        algorithm=resolve_algorithm(algorithm),
+        algorithm=resolved,
+        interpret=target_backend() != "gpu",
     )
 
 
-@partial(jax.jit, static_argnames=("reverse", "mask_diagonal", "residual", "algorithm"))
-def _selective_scan(u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm):
+STATIC = ("reverse", "mask_diagonal", "residual", "algorithm", "interpret")
+
+
+@partial(jax.jit, static_argnames=STATIC)
+def _selective_scan(
+    u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm, interpret
+):
     options = {"mask_diagonal": mask_diagonal, "residual": residual}
     if algorithm in FUSED:
-        return ALGORITHMS[algorithm](u, delta, A, B, C, D, z, reverse=reverse, **options)
+        fused = ALGORITHMS[algorithm]
+        return fused(u, delta, A, B, C, D, z, reverse=reverse, interpret=interpret, **options)
     compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
     uc, delta, A, B, C = (x.astype(compute) for x in (u, delta, A, B, C))
     if algorithm in NATIVE_REVERSE:
