@@ -70,3 +70,9 @@ def test_cli_scan_of_a_config_scans_both_lists(motion_dataset, tmp_path, capsys)
     assert len(listing.read_list_file(out.format(split="train"))) == 3
     val = listing.read_list_file(out.format(split="val"), motion_dataset)
     assert len(val) == 8 and val[0].video_id.startswith("videos/")  # lines kept as written
+    # a val list that does not exist is skipped when both are scanned, an error when asked for
+    argv[-2] = f"--config.data.val_list={tmp_path / 'none.txt'}"
+    assert cli.main(argv) == 1
+    assert f"val: {tmp_path / 'none.txt'} not found, not scanned" in capsys.readouterr().out
+    assert cli.main([*argv, "--split", "val"]) == 2
+    assert "list file not found" in capsys.readouterr().err

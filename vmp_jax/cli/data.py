@@ -130,11 +130,19 @@ def _scan_targets(args) -> list[tuple[str, str, str, str]]:
     if not args.config:
         raise ValueError("--scan needs --config or --list FILE")
     data = load_config(args.config, args.overrides).data
+    template = data.frame_template
     if data.source == "tfds":
         raise ValueError("--scan reads list files and folders; data.source is tfds")
-    splits = ("train", "val") if (args.split or "both") == "both" else (args.split,)
-    targets = [(s, sources.list_path(data, s), data.data_root, data.frame_template) for s in splits]
-    return [t for t in targets if t[1] or args.split]
+    if args.split in ("train", "val"):  # asked for: a missing list is an error
+        return [(args.split, sources.list_path(data, args.split), data.data_root, template)]
+    targets = [(s, sources.list_path(data, s), data.data_root, template) for s in ("train", "val")]
+    found = [t for t in targets if t[1] and os.path.exists(t[1])]
+    for split, where, *_ in targets:
+        if (split, where) not in [(t[0], t[1]) for t in found]:
+            print(f"{split}: {where or '(no list set)'} not found, not scanned")
+    if not found:
+        raise FileNotFoundError("neither data.train_list nor data.val_list exists")
+    return found
 
 
 def _scan(args: argparse.Namespace) -> int:
