@@ -6,6 +6,7 @@
 from vmp_jax.ssm.api import (
     ALGORITHMS,
     AUTO_BY_BACKEND,
+    batch_sharded,
     compiling_for,
     resolve_algorithm,
     selective_scan,
@@ -16,6 +17,7 @@ from vmp_jax.ssm.reference import similarity_matrix, state_kernel
 __all__ = [
     "ALGORITHMS",
     "AUTO_BY_BACKEND",
+    "batch_sharded",
     "compiling_for",
     "resolve_algorithm",
     "selective_scan",

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vmp_jax.ssm import batch_sharded
 from vmp_jax.train import sharding
 from vmp_jax.train.state import Trainer
 
@@ -57,7 +58,8 @@ def make_train_step(trainer: Trainer, *, accum_steps: int, schedule):
     def train_step(state, batch):
         parts = trainer.parts(state, train=True)
         step = parts.optimizer.step[...]
-        loss, correct, grads = _gradients(parts.model, batch, accum_steps)
+        with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
+            loss, correct, grads = _gradients(parts.model, batch, accum_steps)
         parts.optimizer.update(parts.model, grads)
         if parts.ema is not None:
             decay = trainer.ema_decay
@@ -90,7 +92,8 @@ def make_eval_step(trainer: Trainer, *, ema: bool = False):
     def eval_step(state, video):
         model = trainer.model(state, ema=ema)
         b, v = video.shape[:2]
-        logits = model(video.reshape(b * v, *video.shape[2:]))  # (B V, K)
+        with batch_sharded(trainer.mesh):
+            logits = model(video.reshape(b * v, *video.shape[2:]))  # (B V, K)
         return jax.nn.softmax(logits, -1).reshape(b, v, -1).mean(1)
 
     return jax.jit(
