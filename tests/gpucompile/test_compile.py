@@ -27,7 +27,11 @@ def test_kernels_compile_without_spills_at_a_quarter_occupancy(target, shape, ca
     argv += [x for name, value in zip(names, shape, strict=True) for x in (name, str(value))]
     assert cli.main(argv) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["target"] == target
     assert [k["pass"] for k in report["kernels"]] == ["forward", "backward"]
+    keys = {"name", "pass", "registers", "spill_store_bytes", "spill_load_bytes"}
+    keys |= {"shared_memory_bytes", "grid", "threads", "occupancy", "waves"}
+    assert all(keys <= set(k) for k in report["kernels"])
     for k in report["kernels"]:
         assert k["spill_store_bytes"] == k["spill_load_bytes"] == 0, k
         assert k["occupancy"] >= 0.25, k
@@ -50,6 +54,8 @@ def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config):
         assert figures.algorithm == "pallas" and figures.triton_calls > 0  # native kernels
         per_device[devices] = figures.per_device_bytes
     assert per_device[8] < 1.1 * per_device[1] + 2**26, per_device  # + collective buffers
+    keys = {"compiled", "error", "devices", "per_device_bytes", "device_memory_bytes"}
+    assert keys | {"fits", "algorithm"} <= set(figures.as_json())
 
 
 def test_bad_input_is_named_not_a_traceback(capsys):
