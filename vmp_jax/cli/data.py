@@ -135,10 +135,12 @@ def _scan_targets(args) -> list[tuple[str, str, str, str]]:
         raise ValueError("--scan reads list files and folders; data.source is tfds")
     if args.split in ("train", "val"):  # asked for: a missing list is an error
         return [(args.split, sources.list_path(data, args.split), data.data_root, template)]
-    targets = [(s, sources.list_path(data, s), data.data_root, template) for s in ("train", "val")]
-    found = [t for t in targets if t[1] and os.path.exists(t[1])]
-    for split, where, *_ in targets:
-        if (split, where) not in [(t[0], t[1]) for t in found]:
+    found = []
+    for split in ("train", "val"):
+        where = sources.list_path(data, split)
+        if where and os.path.exists(where):
+            found.append((split, where, data.data_root, template))
+        else:
             print(f"{split}: {where or '(no list set)'} not found, not scanned")
     if not found:
         raise FileNotFoundError("neither data.train_list nor data.val_list exists")

@@ -7,12 +7,11 @@ so that a dataset's problems show up before a training run is launched on it. `-
 (`vmp_jax.data.scan`) checks every file instead of a few batches.
 """
 
-import collections
 import time
 
 import numpy as np
 
-from vmp_jax.data import decode, pipeline, sources
+from vmp_jax.data import decode, pipeline, scan, sources
 
 
 def describe(batch: dict) -> list[str]:
@@ -62,12 +61,12 @@ def _report(iterator, split: str, batches: int, out) -> dict:
                 bad.setdefault(decode.parse_error(error)[0], error)
     elapsed = time.perf_counter() - first
     rate = clips / elapsed if clips else float("nan")
-    reasons = collections.Counter(decode.parse_error(e)[1] for e in bad.values())
     out(f"first batch after {first - start:.2f} s; then {rate:.1f} clips/s over {clips} clips")
     out(f"skip events: {skipped}; distinct unreadable files: {len(bad)}")
-    for line in [f"  {n} x {r}" for r, n in sorted(reasons.items())] + sorted(bad.values()):
-        out(line if line.startswith("  ") else f"  {line}")
-    return {"skipped": skipped, "files": sorted(bad), "reasons": dict(reasons), "clips_per_s": rate}
+    for line in scan.bad_file_lines(bad):
+        out(line)
+    reasons = dict(scan.reason_counts(bad))
+    return {"skipped": skipped, "files": sorted(bad), "reasons": reasons, "clips_per_s": rate}
 
 
 def _clips(batch: dict) -> int:

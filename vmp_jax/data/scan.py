@@ -27,6 +27,17 @@ def check_item(item) -> str:
     return ""
 
 
+def reason_counts(bad: dict[str, str]) -> collections.Counter:
+    """Distinct bad files per reason, from {name: DecodeError message}."""
+    return collections.Counter(decode.parse_error(e)[1] for e in bad.values())
+
+
+def bad_file_lines(bad: dict[str, str]) -> list[str]:
+    """The report of {name: DecodeError message}: a count per reason, then each file once."""
+    counts = [f"  {n} x {reason}" for reason, n in sorted(reason_counts(bad).items())]
+    return counts + [f"  {error}" for _, error in sorted(bad.items())]
+
+
 @dataclasses.dataclass(frozen=True)
 class ScanResult:
     """entries: list entries scanned; files: distinct files among them; bad: {name: error}."""
@@ -38,15 +49,13 @@ class ScanResult:
     @property
     def reasons(self) -> collections.Counter:
         """Distinct bad files per reason."""
-        return collections.Counter(decode.parse_error(e)[1] for e in self.bad.values())
+        return reason_counts(self.bad)
 
     def lines(self, what: str = "videos") -> list[str]:
-        out = [f"unreadable: {len(self.bad)} of {self.files} {what}"]
+        head = f"unreadable: {len(self.bad)} of {self.files} {what}"
         if self.entries != self.files:
-            out[0] += f" ({self.entries} list entries)"
-        out += [f"  {n} x {reason}" for reason, n in sorted(self.reasons.items())]
-        out += [f"  {error}" for _, error in sorted(self.bad.items())]
-        return out
+            head += f" ({self.entries} list entries)"
+        return [head, *bad_file_lines(self.bad)]
 
 
 def scan(items, *, workers: int | None = None, progress=None) -> ScanResult:

@@ -34,9 +34,11 @@ class Row:
 
 def largest_batch(config: str, target: str, devices: int, first: train.TrainFigures) -> int:
     """The largest per-device batch whose step fits, from the line through two compiles."""
+    if not first.compiled:
+        return 0
     b = first.per_device_batch
     second = train.compile_train(str(REPO_ROOT / config), [], target, devices, 2 * b)
-    if not (first.compiled and second.compiled):
+    if not second.compiled:
         return 0
     per_clip = (second.per_device_bytes - first.per_device_bytes) / b
     fixed = first.per_device_bytes - b * per_clip

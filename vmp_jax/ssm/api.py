@@ -99,7 +99,7 @@ def _kernel_mesh(batch: int):
     return mesh if mesh is not None and mesh.size > 1 and batch % mesh.size == 0 else None
 
 
-def _per_device(fused, mesh, u, delta, A, B, C, D, z, **options):
+def _per_device(fused, mesh, u, delta, A, B, C, D, z):
     """`fused` on each device's shard of the batch (b, ...) arrays; A and D replicated."""
     batch, whole = P(mesh.axis_names), P()
     arrays = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z}
@@ -107,7 +107,7 @@ def _per_device(fused, mesh, u, delta, A, B, C, D, z, **options):
     specs = {k: whole if k in ("A", "D") else batch for k in given}
 
     def local(given):
-        return fused(**{**arrays, **given}, **options)
+        return fused(**{**arrays, **given})
 
     run = jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=batch, check_vma=False)
     return run(given)
