@@ -41,7 +41,7 @@ def _take(dataset, n: int) -> list[dict]:
 def _assert_same(a: list[dict], b: list[dict]) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
-        for key in ("video", "label", "target"):
+        for key in ("video", "label", "index"):
             np.testing.assert_array_equal(x[key], y[key])
 
 
@@ -50,10 +50,12 @@ def test_train_batches_have_the_documented_layout(motion_dataset):
     (batch,) = _take(pipeline.train_dataset(config), 1)
     assert batch["video"].shape == (4, 4, 32, 32, 3) and batch["video"].dtype == np.float32
     assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
-    assert batch["target"].shape == (4, 4)
-    np.testing.assert_allclose(batch["target"].sum(1), 1.0, rtol=1e-5)
+    assert batch["index"].shape == (4,) and batch["index"].dtype == np.int32
     np.testing.assert_array_equal(batch["label"][0::2], batch["label"][1::2])  # repeated aug
-    assert batch["skipped"].sum() == 0
+    np.testing.assert_array_equal(batch["index"][0::2], batch["index"][1::2])
+    train = sources.read_list_file(config.data.train_list, motion_dataset)
+    assert batch["label"].tolist() == [train[i].label for i in batch["index"]]
+    assert batch["skipped"].shape == (2,) and batch["skipped"].sum() == 0
 
 
 def test_same_seed_same_batches_across_worker_counts(motion_dataset):
@@ -90,16 +92,48 @@ def test_epochs_are_reshuffled(motion_dataset):
     assert not np.array_equal(first["label"], second["label"])
 
 
-def test_hosts_read_disjoint_shards(motion_dataset, monkeypatch):
-    config = _config(motion_dataset, **{"data.batch_size": 4, "eval.batch_size": 4})
+def _host_batches(config, monkeypatch, host: int, hosts: int, n: int) -> list[dict]:
+    monkeypatch.setattr(pipeline, "grain_shard", lambda: (host, hosts))
+    return _take(pipeline.train_dataset(config), n)
+
+
+@pytest.mark.parametrize("hosts,repeated_aug", [(2, 1), (3, 2)])
+def test_global_batches_do_not_depend_on_the_host_count(
+    motion_dataset, monkeypatch, hosts, repeated_aug
+):
+    """The hosts' batches, concatenated in host order, are the one-host batch: the same videos
+    with the same augmentation (5 steps cross the epoch of 24 videos)."""
+    config = _config(motion_dataset, **{"data.batch_size": 12, "data.repeated_aug": repeated_aug})
+    one = _host_batches(config, monkeypatch, 0, 1, 3 * repeated_aug)
+    parts = [_host_batches(config, monkeypatch, h, hosts, len(one)) for h in range(hosts)]
+    for i, whole in enumerate(one):
+        for key in ("video", "label", "index"):
+            np.testing.assert_array_equal(np.concatenate([p[i][key] for p in parts]), whole[key])
+
+
+def test_each_video_of_an_epoch_is_read_once_by_one_host(motion_dataset, monkeypatch):
+    """5 hosts, 24 videos (not a multiple of 5), global batch 10: the first 24 positions of
+    the stream (host h reads positions 10 i + 2 h, 10 i + 2 h + 1 at step i) are the list."""
+    hosts, batch = 5, 10
+    config = _config(motion_dataset, **{"data.batch_size": batch})
+    read = {}
+    for h in range(hosts):
+        for i, b in enumerate(_host_batches(config, monkeypatch, h, hosts, 3)):
+            assert b["index"].shape == (batch // hosts,)
+            for j, index in enumerate(b["index"].tolist()):
+                read[i * batch + h * (batch // hosts) + j] = index
+    assert sorted(read) == list(range(30))  # no position read twice
+    assert sorted(read[p] for p in range(24)) == list(range(24))
+
+
+def test_hosts_evaluate_disjoint_shards(motion_dataset, monkeypatch):
+    config = _config(motion_dataset, **{"eval.batch_size": 4})
     seen = {}
     for host in range(2):
         monkeypatch.setattr(pipeline, "grain_shard", lambda host=host: (host, 2))
         batches = _take(pipeline.test_dataset(config), 2)
         ids = np.concatenate([b["index"][b["valid"]] for b in batches])
         seen[host] = set(ids.tolist())
-        (train,) = _take(pipeline.train_dataset(config), 1)
-        assert train["video"].shape[0] == 2  # the per-host share of the global batch
     assert not seen[0] & seen[1]
     assert seen[0] | seen[1] == set(range(8))
 

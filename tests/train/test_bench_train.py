@@ -14,16 +14,13 @@ SMALL = ["data.batch_size=8", "data.img_size=32", "model.img_size=32"]
 
 
 def test_synthetic_batches_are_normalised_learnable_clips():
-    config = load_config(DEMO, SMALL + ["optim.label_smoothing=0.1"])
+    config = load_config(DEMO, SMALL)
     batches = bench_train.synthetic_batches(config, batches=2, classes=3, seed=1)
     assert len(batches) == 2
     for b in batches:
         assert b["video"].shape == (8, config.data.num_frames, 32, 32, 3)
         assert b["video"].dtype == np.float32 and abs(float(b["video"].mean())) < 3
         assert set(b["label"].tolist()) <= {0, 1, 2}
-        np.testing.assert_allclose(b["target"].sum(1), 1.0, rtol=1e-6)
-        on_label = b["target"][np.arange(8), b["label"]]
-        np.testing.assert_allclose(on_label, 0.9 + 0.1 / config.model.num_classes, rtol=1e-6)
     assert not np.array_equal(batches[0]["video"], batches[1]["video"])
 
 

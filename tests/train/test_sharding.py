@@ -8,6 +8,7 @@ import pytest
 
 from vmp_jax.experiment import REPO_ROOT, load_config, model_config
 from vmp_jax.train import optim, sharding, steps
+from vmp_jax.train.mixing import Mixing
 from vmp_jax.train.state import Trainer
 
 SMALL = [
@@ -30,7 +31,10 @@ def _run(mesh_shape, devices, batch, accum_steps=1):
     trainer = Trainer(model_config(config), optim.make_optimizer(config, 4), mesh, ema_decay=0.5)
     state = trainer.init()
     train_step = steps.make_train_step(
-        trainer, accum_steps=accum_steps, schedule=optim.schedule(config, 4)
+        trainer,
+        accum_steps=accum_steps,
+        schedule=optim.schedule(config, 4),
+        mixing=Mixing.from_config(config),  # the demo's mixup and cutmix, over the global batch
     )
     placed = jax.device_put(batch, sharding.batch_sharding(mesh))
     for _ in range(2):
@@ -44,7 +48,6 @@ def _batch(seed=0, b=8):
     return {
         "video": rng.standard_normal((b, 2, 32, 32, 3)).astype(np.float32),
         "label": label,
-        "target": np.eye(4, dtype=np.float32)[label] * 0.9 + 0.025,
     }
 
 

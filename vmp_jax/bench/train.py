@@ -23,6 +23,7 @@ from tqdm import tqdm
 from vmp_jax.data import pipeline, synthetic, transforms
 from vmp_jax.train import metrics_log, optim, steps
 from vmp_jax.train.loop import device_batch
+from vmp_jax.train.mixing import Mixing
 from vmp_jax.train.state import Trainer
 
 
@@ -48,7 +49,7 @@ class Result:
 
 def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dict]:
     """`batches` host batches of learnable clips: video float32 (B, T, S, S, 3) normalised,
-    target (B, K) with the config's label smoothing, label (B,)."""
+    label (B,)."""
     d, k = config.data, config.model.num_classes
     classes = min(classes, synthetic.MAX_CLASSES, k)
     rng = np.random.default_rng(seed)
@@ -62,8 +63,7 @@ def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dic
                 for y in labels
             ]
         )  # (B, T, S, S, 3) uint8
-        target = transforms.smooth_one_hot(labels, k, config.optim.label_smoothing)
-        out.append({"video": transforms.normalize(videos), "target": target, "label": labels})
+        out.append({"video": transforms.normalize(videos), "label": labels})
     return out
 
 
@@ -82,7 +82,10 @@ def run(
     ]
     state = trainer.init()
     train_step = steps.make_train_step(
-        trainer, accum_steps=config.optim.accum_steps, schedule=schedule
+        trainer,
+        accum_steps=config.optim.accum_steps,
+        schedule=schedule,
+        mixing=Mixing.from_config(config),
     )
     start = time.perf_counter()
     compiled = train_step.lower(state, data[0]).compile()

@@ -1,8 +1,9 @@
 """Grain pipelines: from a source's items to training batches and multi-view test batches.
 
-Train: index -> per-epoch shuffle (seeded) -> this host's shard -> decode + augment (a random map
-seeded by the element's index, so every batch is the same whatever the worker count) -> batch ->
-mixup/cutmix -> worker processes. Test: every video once, padded so that every host runs the
+Train: index -> per-epoch shuffle (seeded) -> decode + augment (a random map seeded by the
+element's position in the stream, so every batch is the same whatever the worker or host
+count) -> batch -> this host's share -> worker processes. Mixup/cutmix happen on the device,
+over the global batch (`train.mixing`). Test: every video once, padded so that every host runs the
 same number of batches; each video's views are decoded from one open of the file.
 
 A file that cannot be read (missing, empty, truncated, not a video) is logged with its name and
@@ -12,8 +13,8 @@ determinism hold; in testing the video is marked invalid. A file is warned about
 process, however often it is drawn. If every file fails the pipeline raises `NoReadableVideos`.
 
 Batches (B = per-host batch, V = views, T frames, S = img_size):
-  train: video float32 (B, T, S, S, 3), label int32 (B,), target float32 (B, K),
-         skipped int32 (B,), errors str (B,)
+  train: video float32 (B, T, S, S, 3), label int32 (B,), index int32 (B,) (the video read:
+         its position in the source), skipped int32 (B / R,), errors str (B / R,)
   test:  video float32 (B, V, T, S, S, 3), label int32 (B,), index int32 (B,) (the video's
          position in the source: its `video_id` is source[index].video_id), valid bool (B,),
          skipped int32 (B,), errors str (B,)
@@ -173,6 +174,7 @@ class LoadTrain:
             return {
                 "video": clips,  # (R, T, S, S, 3)
                 "label": np.full(len(clips), item.label, np.int32),
+                "index": np.int32(candidate),
                 "skipped": np.int32(len(errors)),
                 "errors": "\n".join(errors),
             }
@@ -206,36 +208,21 @@ class LoadTest:
             return example | {"skipped": np.int32(1), "errors": str(e)}
 
 
-@dataclasses.dataclass(frozen=True)
-class MixBatch:
-    """Grain random map on a batch of videos: flattens repeated clips, then mixup/cutmix."""
-
-    num_classes: int
-    mixup: float
-    cutmix: float
-    switch_prob: float
-    smoothing: float
-
-    def __call__(self, batch: dict, rng: np.random.Generator) -> dict:
-        videos = batch["video"].reshape(-1, *batch["video"].shape[2:])  # (B, T, S, S, 3)
-        labels = batch["label"].reshape(-1)
-        videos, targets = transforms.mix_batch(
-            videos,
-            labels,
-            self.num_classes,
-            rng,
-            mixup=self.mixup,
-            cutmix=self.cutmix,
-            switch_prob=self.switch_prob,
-            smoothing=self.smoothing,
-        )
-        return batch | {"video": videos, "label": labels, "target": targets}
+def flatten_clips(share: dict) -> dict:
+    """A batch of videos with R repeated clips each -> a batch of clips: video (v, R, ...) ->
+    (v R, ...), label (v, R) -> (v R,), index (v,) -> (v R,)."""
+    repeats = share["label"].shape[1]
+    return share | {
+        "video": share["video"].reshape(-1, *share["video"].shape[2:]),
+        "label": share["label"].reshape(-1),
+        "index": np.repeat(share["index"], repeats),
+    }
 
 
-def per_host_batch(batch_size: int, what: str, divisor: int = 1) -> int:
+def per_host_batch(batch_size: int, what: str, divisor: int = 1, hosts: int | None = None) -> int:
     """This host's share of a global batch; an error names `what` when it does not split evenly
     over the hosts (times `divisor`)."""
-    hosts = grain_shard()[1]
+    hosts = grain_shard()[1] if hosts is None else hosts
     if batch_size % (hosts * divisor):
         raise ValueError(
             f"{what} ({batch_size}) must be divisible by the number of hosts ({hosts})"
@@ -261,22 +248,23 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
 
 
 def train_dataset(config, source=None) -> grain.IterDataset:
-    """An endless stream of this host's training batches (epochs reshuffled with the seed)."""
+    """An endless stream of this host's share of each global training batch.
+
+    The order is global, so that it does not depend on the number of hosts: the whole list is
+    shuffled once per epoch (seeded) and the epochs are read as one stream, each element
+    augmented from a random stream seeded by its position. Global batch i is the stream's
+    positions [i G, (i + 1) G) (G videos a step); host h of H reads the h-th of its H equal
+    parts. So the hosts' batches, concatenated in host order, hold the same videos with the
+    same augmentation whatever H is, and each video of an epoch is read once, by one host.
+    """
     s = ClipSettings.from_config(config)
     source = sources.open_source(config.data, "train") if source is None else source
-    per_host = per_host_batch(config.data.batch_size, "data.batch_size", s.repeated_aug)
     host, hosts = grain_shard()
-    ds = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
-    ds = ds[host::hosts].random_map(LoadTrain(source, s), seed=config.seed)
-    ds = ds.batch(per_host // s.repeated_aug, drop_remainder=True)
-    mix = MixBatch(
-        config.model.num_classes,
-        config.data.mixup,
-        config.data.cutmix,
-        config.data.mixup_switch_prob,
-        config.optim.label_smoothing,
-    )
-    return _to_iter(ds.random_map(mix, seed=config.seed + 1), config.data)
+    per_host = per_host_batch(config.data.batch_size, "data.batch_size", s.repeated_aug, hosts)
+    stream = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
+    stream = stream.random_map(LoadTrain(source, s), seed=config.seed)  # seeded by position
+    shares = stream.batch(per_host // s.repeated_aug)  # share j: positions [j v, (j + 1) v)
+    return _to_iter(shares[host::hosts].map(flatten_clips), config.data)
 
 
 def test_dataset(config, source=None) -> grain.IterDataset:

@@ -76,6 +76,7 @@ def compile_kernels(task: dict) -> dict:
 def compile_train_step(task: dict) -> dict:
     from vmp_jax.experiment import load_config
     from vmp_jax.train import sharding, steps
+    from vmp_jax.train.mixing import Mixing
     from vmp_jax.train.state import Trainer
 
     devices = compile_only_devices(task["target"], task["devices"])
@@ -84,14 +85,16 @@ def compile_train_step(task: dict) -> dict:
     config.data.batch_size = batch
     trainer = Trainer.from_config(config, devices=devices)
     train_step = steps.make_train_step(
-        trainer, accum_steps=config.optim.accum_steps, schedule=lambda step: 0.0
+        trainer,
+        accum_steps=config.optim.accum_steps,
+        schedule=lambda step: 0.0,
+        mixing=Mixing.from_config(config),
     )
     data = sharding.batch_sharding(trainer.mesh)
-    m, k = config.model, config.model.num_classes
+    m = config.model
     video = (batch, m.num_frames, m.img_size, m.img_size, m.channels)
     abstract_batch = {
         "video": jax.ShapeDtypeStruct(video, jnp.float32, sharding=data),
-        "target": jax.ShapeDtypeStruct((batch, k), jnp.float32, sharding=data),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
     }
     try:

@@ -1,9 +1,10 @@
 """The jitted train and eval steps.
 
-train_step: soft-target cross-entropy (targets carry label smoothing and mixup/cutmix), the
-gradient summed over `accum_steps` micro-batches by a scan (one optimiser update per global
-batch, the activations of one micro-batch alive at a time), the optimiser update, and the EMA
-update. The state is donated. eval_step: the softmax of every view, averaged per video.
+train_step: mixup/cutmix and label smoothing over the global batch (`mixing.Mixing`),
+soft-target cross-entropy, the gradient summed over `accum_steps` micro-batches by a scan (one
+optimiser update per global batch, the activations of one micro-batch alive at a time), the
+optimiser update, and the EMA update. The state is donated. eval_step: the softmax of every
+view, averaged per video.
 """
 
 import jax
@@ -13,6 +14,7 @@ from flax import nnx
 
 from vmp_jax.ssm import batch_sharded
 from vmp_jax.train import sharding
+from vmp_jax.train.mixing import Mixing
 from vmp_jax.train.state import Trainer
 
 
@@ -28,8 +30,10 @@ def _loss(params, rest, graphdef, video, target, label):
     return loss, (nnx.state(model, nnx.Not(nnx.Param)), correct)
 
 
-def _gradients(model, batch, accum_steps: int):
-    """Mean loss, summed correct predictions and mean gradients over the micro-batches."""
+def _gradients(model, batch: dict, accum_steps: int):
+    """Mean loss, summed correct predictions and mean gradients over the micro-batches.
+
+    batch: video (B, T, S, S, 3), target (B, K), label (B,)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def micro(carry, mb):  # mb: one micro-batch
@@ -51,15 +55,17 @@ def _gradients(model, batch, accum_steps: int):
     return loss / accum_steps, correct, jax.tree.map(lambda g: g / accum_steps, grads)
 
 
-def make_train_step(trainer: Trainer, *, accum_steps: int, schedule):
-    """(state, batch) -> (state, metrics); batch: video (B, T, S, S, 3), target (B, K),
-    label (B,), sharded over the batch axes."""
+def make_train_step(trainer: Trainer, *, accum_steps: int, schedule, mixing: Mixing):
+    """(state, batch) -> (state, metrics); batch: video (B, T, S, S, 3), label (B,), sharded
+    over the batch axes (B, the global batch)."""
 
     def train_step(state, batch):
         parts = trainer.parts(state, train=True)
         step = parts.optimizer.step[...]
+        video, target = mixing(batch["video"], batch["label"], step)
+        mixed = {"video": video, "target": target, "label": batch["label"]}
         with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
-            loss, correct, grads = _gradients(parts.model, batch, accum_steps)
+            loss, correct, grads = _gradients(parts.model, mixed, accum_steps)
         parts.optimizer.update(parts.model, grads)
         if parts.ema is not None:
             decay = trainer.ema_decay
