@@ -5,13 +5,13 @@ import sys
 from collections.abc import Sequence
 
 from vmp_jax import xla_flags
-from vmp_jax.cli import bench, data, evaluate, gpu, interop, model, train
+from vmp_jax.cli import bench, data, evaluate, gpu, interop, launch, model, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for area in (bench, model, data, train, evaluate, interop, gpu):
+    for area in (bench, model, data, train, launch, evaluate, interop, gpu):
         area.add(subparsers)
     return parser
 

@@ -5,6 +5,8 @@ import argparse
 import os
 import sys
 
+from vmp_jax.cli.launch import add_cluster_arguments, join_cluster
+
 WEIGHTS_HELP = "which weights: the EMA copy when the run kept one (auto, the default), ema, or raw"
 
 
@@ -12,12 +14,16 @@ def _eval(args: argparse.Namespace) -> int:
     from vmp_jax.data import labels
     from vmp_jax.evaluate import multiview
     from vmp_jax.experiment import load_config
+    from vmp_jax.multihost import join
     from vmp_jax.train.checkpoint import workdir_of
 
     config = load_config(args.config, args.overrides)
+    join_cluster(args)
     predictions, skipped, step, ema = multiview.evaluate_checkpoint(
         config, args.checkpoint, weights=args.weights
     )
+    if not join.is_primary():
+        return 0  # every process predicted its share; process 0 reports and writes
     summary = multiview.summary(predictions)
     out = args.out or os.path.join(workdir_of(args.checkpoint), "eval")
     names = labels.class_names(config)
@@ -101,6 +107,7 @@ def _add_eval(subparsers) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None)
     p.add_argument("--weights", choices=WEIGHTS, default="auto", help=WEIGHTS_HELP)
+    add_cluster_arguments(p)
     p.set_defaults(func=_eval, accepts_overrides=True)
 
 

@@ -2,13 +2,19 @@
 
 import argparse
 
+from vmp_jax.cli.launch import add_cluster_arguments, join_cluster
+
 
 def _train(args: argparse.Namespace) -> int:
     from vmp_jax.experiment import load_config
+    from vmp_jax.multihost import join
     from vmp_jax.train import loop
 
     config = load_config(args.config, args.overrides)
+    join_cluster(args)
     final = loop.train(config, args.workdir)
+    if not join.is_primary():
+        return 0
     for split, values in final.items():
         if isinstance(values, dict):
             print(f"{split}: " + ", ".join(f"{k} {v:.4g}" for k, v in values.items()))
@@ -20,6 +26,7 @@ def _ablate(args: argparse.Namespace) -> int:
     from vmp_jax.train import ablate
 
     config = load_config(args.config, args.overrides)
+    join_cluster(args)
     ablate.run(config, args.workdir, variants=args.variants)
     return 0
 
@@ -34,6 +41,7 @@ def _add_train_commands(subparsers) -> None:
     )
     p.add_argument("--config", required=True)
     p.add_argument("--workdir", required=True)
+    add_cluster_arguments(p)
     p.set_defaults(func=_train, accepts_overrides=True)
 
     from vmp_jax.train.ablate import VARIANTS
@@ -47,6 +55,7 @@ def _add_train_commands(subparsers) -> None:
     p.add_argument("--config", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    add_cluster_arguments(p)
     p.set_defaults(func=_ablate, accepts_overrides=True)
 
 

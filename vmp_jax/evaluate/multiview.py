@@ -3,20 +3,20 @@ averaged per video, gathered into `Predictions` keyed by each video's id; and th
 `vmp eval` writes.
 
 Each host evaluates its shard of the videos; the per-video results of all hosts are gathered
-(as positions in the source, turned into ids afterwards) so that every host holds the full
-predictions.
+(as positions in the source, turned into ids afterwards, in the source's order) so that every
+host holds the full predictions, the same as a single-process run's.
 """
 
 import os
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
 from vmp_jax.data import pipeline, sources
 from vmp_jax.evaluate import metrics
 from vmp_jax.experiment import model_config
 from vmp_jax.models.videomamba import abstract_params
+from vmp_jax.multihost import collect, join
 from vmp_jax.train import checkpoint, sharding, steps
 from vmp_jax.train.state import Trainer
 
@@ -75,13 +75,15 @@ def predict(trainer, state, config, source=None, *, eval_step=None):
     finally:
         iterator.close()
     k = trainer.cfg.num_classes
-    indices, labels, scores = _gather(
+    indices, labels, scores = collect.gather_rows(
         np.concatenate(indices) if indices else np.zeros(0, np.int32),
         np.concatenate(labels) if labels else np.zeros(0, np.int32),
         np.concatenate(scores) if scores else np.zeros((0, k), np.float32),
     )
+    order = np.argsort(indices, kind="stable")  # the source's order, whatever the host count
+    indices, labels, scores = indices[order], labels[order], scores[order]
     ids = np.array([source[int(i)].video_id for i in indices], np.str_)
-    return metrics.Predictions(ids, labels, scores), _sum_over_hosts(skipped)
+    return metrics.Predictions(ids, labels, scores), collect.sum_over_processes(skipped)
 
 
 def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
@@ -95,7 +97,7 @@ def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
       (Predictions, number of videos skipped as unreadable, the checkpoint's step, whether the
       EMA weights were evaluated).
     """
-    sharding.initialize_distributed()
+    join.initialize()
     if not sources.has_validation(config.data):
         raise ValueError("no validation data: set data.val_list (or data.source=tfds)")
     source = sources.open_source(config.data, "val")
@@ -109,19 +111,6 @@ def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
 def _local_rows(global_rows: np.ndarray, per_host: int) -> np.ndarray:
     start = jax.process_index() * per_host
     return global_rows[start : start + per_host]
-
-
-def _gather(*local: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Every host's rows of each array, concatenated in host order."""
-    if jax.process_count() == 1:
-        return local
-    return tuple(multihost_utils.process_allgather(list(local), tiled=True))
-
-
-def _sum_over_hosts(value: int) -> int:
-    if jax.process_count() == 1:
-        return value
-    return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
 
 
 def summary(p: metrics.Predictions) -> dict:

@@ -8,6 +8,7 @@ import os
 from vmp_jax.data import labels
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import apply_override, model_config
+from vmp_jax.multihost import join
 from vmp_jax.train import loop
 
 # name -> the model switches (bwd_mask_diagonal, residual_ssm, bwd_shares_delta)
@@ -33,14 +34,16 @@ def variant_config(config, name: str):
 
 
 def run(config, workdir: str, variants=tuple(VARIANTS), echo=print) -> list[dict]:
-    rows = []
+    rows, primary = [], join.is_primary()  # process 0 alone reports and writes
+    echo = echo if primary else loop.silent
     for name in variants:
         cfg = variant_config(config, name)
         out = os.path.join(workdir, name)
         echo(f"== {name} ==")
         loop.train(cfg, out, echo=echo)
         predictions, _, _, ema = multiview.evaluate_checkpoint(cfg, out)
-        multiview.write_report(predictions, os.path.join(out, "eval"), labels.class_names(cfg))
+        if primary:
+            multiview.write_report(predictions, os.path.join(out, "eval"), labels.class_names(cfg))
         rows.append(
             {
                 "variant": name,

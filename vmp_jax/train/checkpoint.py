@@ -4,11 +4,14 @@ top-1 are kept.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
 process killed during a save leaves no checkpoint that looks complete; the next run resumes
-from the latest finished one.
+from the latest finished one. In a multi-process run every process writes its shards of the
+state and its own iterator state (Grain's `process_<i>-of-<n>.json`); process 0 writes the
+metadata and commits the step once all have finished.
 """
 
 import contextlib
 import os
+import re
 
 import grain
 import jax
@@ -57,8 +60,23 @@ class Checkpoints:
         given) is moved to where it was at that step."""
         items = {STATE: ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
+            self._check_data_states(step)
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
         return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+
+    def _check_data_states(self, step: int) -> None:
+        """Each process restores the iterator state it saved (Grain's
+        `process_<i>-of-<n>.json`): a run resumes with the process count it saved with."""
+        index, count = jax.process_index(), jax.process_count()
+        saved = os.path.join(str(self.manager.directory), str(step), DATA)
+        if os.path.exists(os.path.join(saved, f"process_{index}-of-{count}.json")):
+            return
+        files = (re.fullmatch(r"process_\d+-of-(\d+)\.json", n) for n in os.listdir(saved))
+        counts = sorted({m[1] for m in files if m})
+        raise ValueError(
+            f"checkpoint step {step} holds the data iterator states of {' or '.join(counts)} "
+            f"processes, this run has {count}: resume with the same number of processes"
+        )
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

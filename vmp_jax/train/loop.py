@@ -25,7 +25,9 @@ from vmp_jax.data import pipeline, sources
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
+from vmp_jax.multihost import collect, join
 from vmp_jax.train import checkpoint, metrics_log, optim, sharding, steps
+from vmp_jax.train.mixing import Mixing
 from vmp_jax.train.state import Trainer
 
 
@@ -42,7 +44,7 @@ class Setup:
 
 
 def setup(config, *, devices=None) -> Setup:
-    sharding.initialize_distributed()
+    join.initialize()
     train_source = sources.open_source(config.data, "train")
     has_val = sources.has_validation(config.data)
     val_source = sources.open_source(config.data, "val") if has_val else None
@@ -55,17 +57,15 @@ def setup(config, *, devices=None) -> Setup:
 def device_batch(batch: dict, mesh) -> dict:
     """This host's arrays -> global arrays sharded over the batch axes."""
     data = sharding.batch_sharding(mesh)
-    return {
-        k: jax.make_array_from_process_local_data(data, batch[k])
-        for k in ("video", "target", "label")
-    }
+    return {k: jax.make_array_from_process_local_data(data, batch[k]) for k in ("video", "label")}
 
 
 def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     """Trains to the end of the schedule (resuming if possible); returns the final metrics."""
     s = setup(config, devices=devices)
     os.makedirs(workdir, exist_ok=True)
-    first_host = jax.process_index() == 0
+    first_host = join.is_primary()
+    echo = echo if first_host else silent
     if first_host:
         save_config(config, workdir)  # what `vmp predict` rebuilds the model from
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
@@ -81,7 +81,10 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
             state = _init_from(s.trainer, state, config.train.init_from, echo)
     schedule = optim.schedule(config, s.steps_per_epoch)
     train_step = steps.make_train_step(
-        s.trainer, accum_steps=config.optim.accum_steps, schedule=schedule
+        s.trainer,
+        accum_steps=config.optim.accum_steps,
+        schedule=schedule,
+        mixing=Mixing.from_config(config),
     )
     eval_step = steps.make_eval_step(s.trainer, ema=config.optim.ema_decay > 0)
     echo(
@@ -101,6 +104,10 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
             log.records(), os.path.join(workdir, "curves.png")
         )
     return final
+
+
+def silent(*_) -> None:
+    """The echo of processes other than 0: the run's reports come from process 0 alone."""
 
 
 def _init_from(trainer, state, path: str, echo):
@@ -124,7 +131,8 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         done = step + 1
         if done % c.log_every == 0 or done == s.total_steps:
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
-            record = _mean(pending) | {"clips_per_s": clips / elapsed, "skipped": skipped}
+            skipped_all = collect.sum_over_processes(skipped)  # every process takes part
+            record = _mean(pending) | {"clips_per_s": clips / elapsed, "skipped": skipped_all}
             pending, clips = [], 0
             log.write(done, "train", record)
             bar.set_postfix(
@@ -145,7 +153,8 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             val = _validate(s, state, eval_step)
             log.write(done, "val", val)
             final["val"] = val
-            bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
+            if first_host:
+                bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
             tick = time.perf_counter()
         if epoch_end or (c.save_every and done % c.save_every == 0):
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)

@@ -16,21 +16,6 @@ BATCH = ("data", "fsdp")
 RULES = (("batch", BATCH), ("embed", "fsdp"))
 
 
-def initialize_distributed() -> None:
-    """Joins the other hosts of a multi-host run, once, before any device is touched.
-
-    Under SLURM (`srun`, one task per host) JAX finds the coordinator itself; elsewhere set
-    JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID on
-    every host. Single-host runs (none of these set) do nothing.
-    """
-    import os
-
-    slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    explicit = "JAX_COORDINATOR_ADDRESS" in os.environ
-    if (slurm or explicit) and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
-
-
 def make_mesh(mesh_config, devices=None) -> Mesh:
     """A (data, fsdp) mesh over `devices` (all by default); data = -1 takes what fsdp leaves."""
     devices = np.asarray(jax.devices() if devices is None else devices)

@@ -1,0 +1,291 @@
+"""Multi-process runs for real: P processes joined by jax.distributed on this machine, each
+with its own fake CPU devices and Gloo collectives, started by `vmp launch`.
+
+2 processes x 4 devices train to the parameters of 1 process x 8 devices; one process
+SIGKILLed mid-run and all restarted end bit-identical to the uninterrupted run; a 2-process
+eval writes the predictions of the 1-process eval, once; bad cluster settings end in a clear
+error within a bounded time."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from vmp_jax.experiment import REPO_ROOT, load_config
+from vmp_jax.train import loop
+from vmp_jax.train.checkpoint import checkpoint_dir, restore_state
+
+pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the runs share a fixture
+
+DEMO = str(REPO_ROOT / "configs" / "demo.py")
+LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
+
+
+def _settings(root: str) -> list[str]:
+    settings = {
+        "data.data_root": root,
+        "data.train_list": os.path.join(root, "train.txt"),
+        "data.val_list": os.path.join(root, "val.txt"),
+        "data.num_workers": 0,
+        "data.batch_size": 8,
+        "data.num_frames": 4,
+        "model.num_frames": 4,
+        "data.img_size": 32,
+        "model.img_size": 32,
+        "data.short_side": 32,
+        "model.depth": 2,
+        "model.embed_dim": 32,
+        "model.d_state": 4,
+        "model.dt_rank": 2,
+        "model.drop_path_rate": 0.1,  # random streams must advance alike too
+        "optim.epochs": 2,  # 24 videos / 8 = 3 steps an epoch, 6 steps
+        "train.save_every": 2,
+        "train.log_every": 1,
+        "mesh.data": 2,
+        "mesh.fsdp": 4,
+    }
+    return [f"--config.{k}={v}" for k, v in settings.items()]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """The runs share their compiled programs (the restarted run and the evals compile what
+    an earlier run did): keeps these tests' time to a few minutes on two cores."""
+    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    settings = {
+        "JAX_COMPILATION_CACHE_DIR": cache,
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+    before = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _launch(processes: int, command: list[str]) -> subprocess.Popen:
+    devices = 8 // processes
+    args = [*LAUNCH, "--processes", str(processes), "--devices-per-process", str(devices), "--"]
+    return subprocess.Popen(
+        args + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _train(root: str, workdir: str, processes: int) -> str:
+    run = _launch(
+        processes, ["vmp", "train", "--config", DEMO, *_settings(root), "--workdir", workdir]
+    )
+    out, _ = run.communicate(timeout=600)
+    assert run.returncode == 0, out
+    return out
+
+
+def _final_state(root: str, workdir: str):
+    """The leaves of the workdir's latest state, restored in this (8-device) process."""
+    config = load_config(DEMO, _settings(root))
+    state, step = restore_state(workdir, loop.setup(config).trainer.abstract_placed())
+    leaves = [
+        jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+        for x in jax.tree.leaves(state)
+    ]
+    return [np.asarray(x) for x in leaves], step
+
+
+@pytest.fixture(scope="module")
+def two_process_run(motion_dataset, tmp_path_factory) -> str:
+    workdir = str(tmp_path_factory.mktemp("two") / "run")
+    out = _train(motion_dataset, workdir, processes=2)
+    # The run's reports come from process 0 alone.
+    assert re.search(r"^\[0\] val: top1", out, re.M) and not re.search(r"^\[1\] val", out, re.M)
+    return workdir
+
+
+def test_two_processes_train_as_one_process_of_eight_devices(
+    motion_dataset, two_process_run, tmp_path
+):
+    one = str(tmp_path / "one")
+    _train(motion_dataset, one, processes=1)
+    (two_leaves, two_step), (one_leaves, one_step) = (
+        _final_state(motion_dataset, w) for w in (two_process_run, one)
+    )
+    assert two_step == one_step == 6
+    for a, b in zip(two_leaves, one_leaves, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+def test_a_process_killed_mid_run_resumes_bit_identical(motion_dataset, two_process_run, tmp_path):
+    workdir = str(tmp_path / "killed")
+    command = ["vmp", "train", "--config", DEMO, *_settings(motion_dataset), "--workdir", workdir]
+    run = _launch(2, command)
+    pids, lines = {}, []
+    first = os.path.join(checkpoint_dir(workdir), "2")
+    while not os.path.isdir(first):  # Orbax renames a step's directory once it is complete
+        line = run.stdout.readline()
+        assert line, "the run ended before its first checkpoint:\n" + "".join(lines)
+        lines.append(line)
+        if m := re.match(r"\[launch\] process (\d) of 2: pid (\d+)", line):
+            pids[int(m[1])] = int(m[2])
+    os.kill(pids[1], 9)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 128 + 9, "".join(lines) + out  # the first failure: the kill
+    assert "process 1 exited with 137: stopping the others" in out
+    assert not os.path.isdir(os.path.join(checkpoint_dir(workdir), "6"))  # it was mid-run
+
+    resumed = _train(motion_dataset, workdir, processes=2)
+    assert re.search(r"^\[0\] resumed from .*/checkpoints/[24]$", resumed, re.M), resumed
+    (got, step), (want, _) = (_final_state(motion_dataset, w) for w in (workdir, two_process_run))
+    assert step == 6
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _eval(root: str, checkpoint: str, out_dir: str, processes: int) -> str:
+    command = ["vmp", "eval", "--config", DEMO, *_settings(root)]
+    run = _launch(processes, command + ["--checkpoint", checkpoint, "--out", out_dir])
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    return out
+
+
+def test_two_process_eval_writes_the_one_process_predictions_once(
+    motion_dataset, two_process_run, tmp_path
+):
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    _eval(motion_dataset, two_process_run, one, processes=1)
+    out = _eval(motion_dataset, two_process_run, two, processes=2)
+    assert len(re.findall(r"wrote predictions: ", out)) == 1 and "[0] wrote predictions" in out
+    with (
+        open(os.path.join(one, "predictions.csv")) as a,
+        open(os.path.join(two, "predictions.csv")) as b,
+    ):
+        rows_one, rows_two = a.read().splitlines(), b.read().splitlines()
+    assert len(rows_one) == 9  # the header and the 8 validation videos
+    for x, y in zip(rows_one, rows_two, strict=True):
+        *ids_x, scores_x = x.split(",", 3)
+        *ids_y, scores_y = y.split(",", 3)
+        assert ids_x == ids_y  # video id, label, prediction
+        if scores_x.startswith("score"):
+            assert scores_x == scores_y
+        else:
+            np.testing.assert_allclose(
+                np.array(scores_x.split(","), float),
+                np.array(scores_y.split(","), float),
+                rtol=1e-5,
+            )
+
+
+def _join(*flags: str, timeout: int = 5) -> subprocess.Popen:
+    """`vmp eval` asked to join a run (it fails at joining, before touching its checkpoint)."""
+    command = [sys.executable, "-m", "vmp_jax.cli", "eval", "--config", DEMO, "--checkpoint", "x"]
+    env = os.environ | {"JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen(
+        command + [*flags, "--join-timeout", str(timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _free_port() -> int:
+    from vmp_jax.multihost.launch import free_port
+
+    return free_port()
+
+
+def test_an_unreachable_coordinator_is_an_error_naming_the_address():
+    address = f"127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    run = _join("--coordinator", address, "--num-processes", "2", "--process-id", "1")
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 2, out
+    assert f"nothing answers at the coordinator address {address}" in out
+    assert "process 1 of 2" in out and time.monotonic() - start < 60
+
+
+def test_mismatched_process_counts_are_an_error_naming_both():
+    address = f"127.0.0.1:{_free_port()}"
+    first = _join("--coordinator", address, "--num-processes", "2", "--process-id", "0")
+    second = _join("--coordinator", address, "--num-processes", "3", "--process-id", "1")
+    outs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    for run, out in zip((first, second), outs, strict=True):
+        assert run.returncode != 0, out
+    assert "was started with --num-processes 3, but the coordinator" in outs[1]
+    assert (
+        "mismatched process counts: process 0 was started with --num-processes 2, "
+        "process 1 with 3" in outs[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--num-processes", "2", "--process-id", "2", "--coordinator", "h:1"], "must be in 0..1"),
+        (["--num-processes", "2"], "go together"),
+        (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
+    ],
+)
+def test_bad_cluster_flags_are_errors(flags, message):
+    out, _ = _join(*flags).communicate(timeout=60)
+    assert message in out
+
+
+def _launch_python(code: str, processes: int = 2) -> tuple[int, str, float]:
+    start = time.monotonic()
+    run = _launch(processes, [sys.executable, "-c", code])
+    out, _ = run.communicate(timeout=120)
+    return run.returncode, out, time.monotonic() - start
+
+
+def test_launch_gives_each_process_its_place_and_devices():
+    code = (
+        "import os; print(os.environ['JAX_PROCESS_ID'], os.environ['JAX_NUM_PROCESSES'], "
+        "os.environ['JAX_COORDINATOR_ADDRESS'].startswith('127.0.0.1:'), "
+        "os.environ['XLA_FLAGS'].split()[-1])"
+    )
+    code_, out, _ = _launch_python(code)
+    assert code_ == 0, out
+    for i in range(2):
+        assert f"[{i}] {i} 2 True --xla_force_host_platform_device_count=4" in out
+
+
+def test_launch_stops_the_others_when_one_fails_and_returns_its_code():
+    code = (
+        "import os, sys, time\n"
+        "if os.environ['JAX_PROCESS_ID'] == '1': sys.exit(3)\n"
+        "time.sleep(300)\n"
+    )
+    code_, out, elapsed = _launch_python(code)
+    assert code_ == 3 and "process 1 exited with 3: stopping the others" in out
+    assert elapsed < 60  # process 0 was stopped, not waited for
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--processes", "2", "--"], "give the command to launch"),
+        (["--processes", "0", "--", "true"], "must be at least 1"),
+    ],
+)
+def test_launch_bad_arguments(args, message):
+    run = subprocess.run([*LAUNCH, *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and message in run.stderr
+
+
+def test_resuming_with_another_process_count_is_an_error_saying_so(
+    motion_dataset, two_process_run, tmp_path
+):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(two_process_run, workdir)
+    config = load_config(DEMO, [*_settings(motion_dataset), "--config.optim.epochs=3"])
+    with pytest.raises(ValueError, match="data iterator states of 2 processes, this run has 1"):
+        loop.train(config, workdir)

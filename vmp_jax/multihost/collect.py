@@ -1,0 +1,20 @@
+"""Host-side values of every process brought together (no-ops in a single-process run)."""
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+
+def gather_rows(*local: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every process's rows of each array, concatenated in process order (every process gets
+    them all)."""
+    if jax.process_count() == 1:
+        return local
+    return tuple(np.asarray(a) for a in multihost_utils.process_allgather(list(local), tiled=True))
+
+
+def sum_over_processes(value: int) -> int:
+    """The sum of an integer over all processes."""
+    if jax.process_count() == 1:
+        return value
+    return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
