@@ -13,17 +13,47 @@ def _size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected S or WxH, got {text!r}") from None
 
 
+def _make_diagnostic(args: argparse.Namespace, height: int, width: int) -> int:
+    from tqdm import tqdm
+
+    from vmp_jax.data import diagnostic
+
+    if height != width:
+        raise ValueError(f"--task {args.task} takes square frames (--size S), got {width}x{height}")
+    if args.knob is None:
+        raise ValueError(
+            f"--task {args.task} needs --knob (defaults of the suite: "
+            f"{diagnostic.DEFAULT_KNOBS[args.task]}, {diagnostic.KNOB_NAMES[args.task]})"
+        )
+    task = diagnostic.Task(
+        args.task, args.knob, size=height, patch=args.patch, frames=args.frames or 8
+    )
+    spec = diagnostic.Spec(
+        args.out, task, args.videos_per_class, args.fps, args.val_fraction, args.seed
+    )
+    with tqdm(total=2 * spec.videos_per_class, unit="video") as bar:
+        lists = diagnostic.make_dataset(spec, workers=args.workers, progress=lambda _: bar.update())
+    print(
+        f"wrote {lists['train']} and {lists['val']} (data_root {args.out}): {args.task}, "
+        f"{task.num_frames} frames of {task.per_frame} patches, the deciding tokens from "
+        f"{task.distance_to_cls()} tokens after CLS"
+    )
+    return 0
+
+
 def _make_synthetic(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vmp_jax.data import synthetic
 
-    height, width = args.size
+    height, width = args.size or ((96, 96) if args.task == "motion" else (32, 32))
+    if args.task != "motion":
+        return _make_diagnostic(args, height, width)
     spec = synthetic.Spec(
         args.out,
         args.classes,
         args.videos_per_class,
-        args.frames,
+        args.frames or 32,
         height,
         width,
         args.fps,
@@ -49,12 +79,25 @@ def _add_data_commands(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--videos-per-class", type=int, default=100)
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--size", type=_size, default=(96, 96), help="S or WxH (default 96)")
+    p.add_argument("--frames", type=int, default=None, help="frames a video (32; contradiction: 8)")
+    p.add_argument("--size", type=_size, default=None, help="S or WxH (96; diagnostic tasks: 32)")
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="encoding processes (all cores)")
+    p.add_argument(
+        "--task",
+        choices=("motion", "decay", "contradiction"),
+        default="motion",
+        help="motion: the demo's dataset (default); decay / contradiction: the diagnostic "
+        "tasks (README, 'Diagnostics'), with --knob",
+    )
+    p.add_argument(
+        "--knob",
+        type=int,
+        help="decay: the clip's frames; contradiction: the frames between the two deciding frames",
+    )
+    p.add_argument("--patch", type=int, default=8, help="diagnostic tasks: the model's patch size")
     p.set_defaults(func=_make_synthetic)
 
     p = subparsers.add_parser(

@@ -64,7 +64,7 @@ def render(label: int, num_classes: int, frames: int, height: int, width: int, r
     pair, reverse = divmod(label, 2)
     direction = list(_DIRECTIONS.values())[pair % len(_DIRECTIONS)]
     video = _background(frames, height, width, rng)
-    _draw_distractors(video, rng)
+    draw_distractors(video, rng)
     if pair < len(_DIRECTIONS):
         shape = ("circle", "square", "triangle")[rng.integers(3)]
         _draw_mover(video, shape, direction, 0.0, 1.0, rng)
@@ -103,7 +103,7 @@ def _mask(shape: str, h: int, w: int, cy, cx, r) -> np.ndarray:
     return (yy <= r * 0.8) & (yy >= -r) & (np.abs(xx) <= (yy + r) * 0.6)  # triangle
 
 
-def _draw_distractors(video: np.ndarray, rng) -> None:
+def draw_distractors(video: np.ndarray, rng) -> None:
     """Two soft blobs on random walks, unrelated to the class."""
     t, h, w, _ = video.shape
     for _ in range(2):
@@ -131,10 +131,9 @@ def _draw_mover(video: np.ndarray, shape: str, direction, t0: float, t1: float, 
 
 
 def _write_one(args) -> str:
-    path, label, spec, seed = args
-    rng = np.random.default_rng(seed)
-    video = render(label, spec.classes, spec.frames, spec.height, spec.width, rng)
-    write_video(path, np.clip(video, 0, 255).astype(np.uint8), fps=spec.fps)
+    path, label, renderer, fps, seed = args
+    video = renderer(label, np.random.default_rng(seed))
+    write_video(path, np.clip(video, 0, 255).astype(np.uint8), fps=fps)
     return path
 
 
@@ -157,10 +156,33 @@ def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> di
       progress: optional callable, called with each finished video's path.
     """
     names = class_names(spec.classes)
-    if spec.videos_per_class < 2:
-        raise ValueError(f"--videos-per-class must be at least 2, got {spec.videos_per_class}")
     if spec.height % 2 or spec.width % 2 or min(spec.height, spec.width) < 16:
         raise ValueError(f"--size must be even and at least 16, got {spec.height}x{spec.width}")
+    renderer = MotionRenderer(spec.classes, spec.frames, spec.height, spec.width)
+    return write_dataset(spec, names, renderer, workers=workers, progress=progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionRenderer:
+    """`render` with the dataset's sizes bound: (label, rng) -> frames (picklable, for the
+    encoding processes)."""
+
+    num_classes: int
+    frames: int
+    height: int
+    width: int
+
+    def __call__(self, label: int, rng) -> np.ndarray:
+        return render(label, self.num_classes, self.frames, self.height, self.width, rng)
+
+
+def write_dataset(spec, names, renderer, *, workers=None, progress=None) -> dict[str, str]:
+    """Writes `spec.videos_per_class` videos of each class in `names`, `renderer(label, rng)`
+    giving each one's frames (T, H, W, 3), every video from its own seed (spec.seed, label,
+    index); the first `val_fraction` of each class go to val.txt. Returns the list files'
+    paths. (`spec`: anything with out, videos_per_class, fps, val_fraction and seed.)"""
+    if spec.videos_per_class < 2:
+        raise ValueError(f"--videos-per-class must be at least 2, got {spec.videos_per_class}")
     n_val = max(1, int(round(spec.videos_per_class * spec.val_fraction)))
     jobs, lines = [], {"train": [], "val": []}
     for label, name in enumerate(names):
@@ -168,7 +190,7 @@ def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> di
         for i in range(spec.videos_per_class):
             rel = f"videos/{name}/{name}_{i:04d}.mp4"
             seed = np.random.SeedSequence([spec.seed, label, i])
-            jobs.append((os.path.join(spec.out, rel), label, spec, seed))
+            jobs.append((os.path.join(spec.out, rel), label, renderer, spec.fps, seed))
             lines["val" if i < n_val else "train"].append(f"{rel} {label}\n")
     for path in _write_all(jobs, workers):
         if progress is not None:
