@@ -10,6 +10,7 @@ against VideoMamba on the pooled seeds (each (seed, video) a pair), accuracy aga
 (PNG), and the similarity matrices of one trained VideoMamba and one VMP on the same clip.
 """
 
+import contextlib
 import dataclasses
 import os
 import statistics
@@ -62,8 +63,25 @@ def run_config(config, task: diagnostic.Task, data_root: str, seed: int, variant
 
 def run(config, workdir: str, settings: Settings = Settings(), echo=print) -> list[Run]:
     """Trains and evaluates every (task, knob, seed, variant); writes the report."""
-    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    with _compilation_cache(os.path.join(workdir, "jax_cache")):
+        return _run(config, workdir, settings, echo)
+
+
+@contextlib.contextmanager
+def _compilation_cache(path: str):
+    """Runs that differ only in their seed compile the same programs: cache them on disk."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    before = [getattr(jax.config, name) for name in names]
+    for name, value in zip(names, (path, 0.0), strict=True):
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        for name, value in zip(names, before, strict=True):
+            jax.config.update(name, value)
+
+
+def _run(config, workdir: str, settings: Settings, echo) -> list[Run]:
     start, runs = time.perf_counter(), []
     for name in settings.tasks:
         for knob in settings.knobs[name]:
