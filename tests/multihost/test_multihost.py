@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.tiny_run import tiny_overrides
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
 from vmp_jax.train.checkpoint import checkpoint_dir, restore_state
@@ -28,29 +29,8 @@ LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
 
 
 def _settings(root: str) -> list[str]:
-    settings = {
-        "data.data_root": root,
-        "data.train_list": os.path.join(root, "train.txt"),
-        "data.val_list": os.path.join(root, "val.txt"),
-        "data.num_workers": 0,
-        "data.batch_size": 8,
-        "data.num_frames": 4,
-        "model.num_frames": 4,
-        "data.img_size": 32,
-        "model.img_size": 32,
-        "data.short_side": 32,
-        "model.depth": 2,
-        "model.embed_dim": 32,
-        "model.d_state": 4,
-        "model.dt_rank": 2,
-        "model.drop_path_rate": 0.1,  # random streams must advance alike too
-        "optim.epochs": 2,  # 24 videos / 8 = 3 steps an epoch, 6 steps
-        "train.save_every": 2,
-        "train.log_every": 1,
-        "mesh.data": 2,
-        "mesh.fsdp": 4,
-    }
-    return [f"--config.{k}={v}" for k, v in settings.items()]
+    # 6 steps (2 epochs of 3) on a mesh spanning both processes
+    return tiny_overrides(root, optim__epochs=2, mesh__data=2, mesh__fsdp=4)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,6 +11,7 @@ import time
 import jax
 import numpy as np
 
+from tests.tiny_run import tiny_overrides
 from vmp_jax import cli
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
@@ -20,33 +21,8 @@ DEMO = str(REPO_ROOT / "configs" / "demo.py")
 
 
 def _args(root: str, workdir: str) -> list[str]:
-    settings = {
-        "data.data_root": root,
-        "data.train_list": os.path.join(root, "train.txt"),
-        "data.val_list": os.path.join(root, "val.txt"),
-        "data.num_workers": 0,
-        "data.batch_size": 8,
-        "data.num_frames": 4,
-        "model.num_frames": 4,
-        "data.img_size": 32,
-        "model.img_size": 32,
-        "data.short_side": 32,
-        "model.depth": 2,
-        "model.embed_dim": 32,
-        "model.d_state": 4,
-        "model.dt_rank": 2,
-        "model.drop_path_rate": 0.1,
-        "optim.epochs": 4,  # 24 videos / 8 = 3 steps an epoch, 12 steps
-        "train.save_every": 2,
-        "train.log_every": 1,
-    }
-    return [
-        "--config",
-        DEMO,
-        *(f"--config.{k}={v}" for k, v in settings.items()),
-        "--workdir",
-        workdir,
-    ]
+    # 12 steps: 4 epochs of 3
+    return ["--config", DEMO, *tiny_overrides(root), "--workdir", workdir]
 
 
 def _final_state(root: str, workdir: str):
