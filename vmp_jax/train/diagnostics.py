@@ -17,6 +17,7 @@ import statistics
 import time
 
 import jax
+import numpy as np
 
 from vmp_jax.data import diagnostic
 from vmp_jax.evaluate import metrics, multiview
@@ -118,10 +119,13 @@ def _train_and_eval(cfg, out: str) -> metrics.Predictions:
     return predictions
 
 
+def _top1s(runs: list[Run], task: str, knob: int, variant: str) -> list[float]:
+    """Val top-1 of each seed's run of one variant at one knob of a task."""
+    return [r.top1 for r in runs if (r.task, r.knob, r.variant) == (task, knob, variant)]
+
+
 def _pooled(runs: list[Run], variant: str) -> metrics.Predictions:
     """The runs' predictions of one variant as one set, each video id prefixed by its seed."""
-    import numpy as np
-
     chosen = sorted((r for r in runs if r.variant == variant), key=lambda r: r.seed)
     ids = np.concatenate([[f"{r.seed}:{v}" for v in r.predictions.video_ids] for r in chosen])
     labels = np.concatenate([r.predictions.labels for r in chosen])
@@ -137,7 +141,7 @@ def task_table(runs: list[Run], name: str, settings: Settings) -> str:
     for variant in settings.variants:
         cells = []
         for k in knobs:
-            top1 = [r.top1 for r in runs if (r.task, r.knob, r.variant) == (name, k, variant)]
+            top1 = _top1s(runs, name, k, variant)
             spread = statistics.stdev(top1) if len(top1) > 1 else 0.0
             cells.append(f"{statistics.mean(top1):.3f} ± {spread:.3f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
@@ -181,7 +185,7 @@ def plot_accuracy(runs: list[Run], name: str, settings: Settings, workdir: str) 
     for variant in settings.variants:
         means = []
         for k in knobs:
-            top1 = [r.top1 for r in runs if (r.task, r.knob, r.variant) == (name, k, variant)]
+            top1 = _top1s(runs, name, k, variant)
             ax.scatter([k] * len(top1), top1, s=10, alpha=0.5)
             means.append(statistics.mean(top1))
         ax.plot(knobs, means, marker="o", label=variant)
