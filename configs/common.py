@@ -70,7 +70,7 @@ def experiment(
         dtype="bfloat16",
     )
     config.model = model_section(size, pro=kind == "vmp", **{**model, **model_overrides})
-    config.data = data_section(dataset, frames, img_size, d, r)
+    config.data = data_section(dataset, d, r)
     config.optim = ml_collections.ConfigDict(
         dict(
             base_lr=d.base_lr,
@@ -101,8 +101,10 @@ def experiment(
     return config
 
 
-def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
-    """Input pipeline settings (VideoMamba's released scripts, SPEC section 6)."""
+def data_section(dataset, d, r) -> ml_collections.ConfigDict:
+    """Input pipeline settings (VideoMamba's released scripts, SPEC section 6). The frame count
+    and crop size are the model's (None here, filled when the config is loaded); data.
+    allow_resize lets them differ (vmp_jax.experiment.LINKED)."""
     m, mstd = r["randaug"]
     return ml_collections.ConfigDict(
         dict(
@@ -116,8 +118,9 @@ def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
             label_map="",  # class names (vmp_jax.data.labels); default data_root/classes.txt
             train_split="train",
             val_split="validation",
-            num_frames=frames,
-            img_size=img_size,
+            num_frames=None,  # model.num_frames
+            img_size=None,  # model.img_size
+            allow_resize=False,
             sampling=d.sampling,
             sampling_rate=4,
             batch_size=d.batch,
@@ -134,6 +137,6 @@ def data_section(dataset, frames, img_size, d, r) -> ml_collections.ConfigDict:
             cutmix=1.0,
             mixup_switch_prob=0.5,
             repeated_aug=2,
-            short_side=img_size,
+            short_side=None,  # eval: the short side before the crops; default data.img_size
         )
     )

@@ -40,7 +40,6 @@ def get_config():
     config.data.erase_prob = 0.0
     config.data.mixup = config.data.cutmix = 0.0
     config.data.repeated_aug = 1
-    config.data.short_side = 32
     config.optim.base_lr = 2e-3
     config.optim.lr_batch_base = 16
     config.optim.grad_clip = 1.0

@@ -44,43 +44,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
 from pallas_kernels.scan_chunk import VARIANTS, chunk_states, gate, make_step, readout_state
 
 F32 = jnp.float32
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockSizes:
-    """Kernel tiling. chunk_size: tokens per unrolled chunk (the forward saves the state
-    entering each chunk; the backward recomputes from it); channel_block: channels per kernel
-    instance (a power of two; shrunk to D's next power of two for small D); num_warps: Triton
-    warps per instance; subchunk_size: tokens whose (c, n) states a kernel holds at once (the
-    backward walks a chunk back one sub-chunk at a time, recomputing each sub-chunk's
-    entering state from the chunk's: more arithmetic, and registers for only this many
-    states; the associative variant scans a sub-chunk in parallel; the largest divisor of
-    chunk_size up to this is used)."""
-
-    chunk_size: int = 16
-    channel_block: int = 32
-    num_warps: int = 4
-    subchunk_size: int = 2
-
-    def __post_init__(self):
-        if self.chunk_size < 1:
-            raise ValueError(f"BlockSizes: chunk_size must be >= 1, got {self.chunk_size}")
-        if self.subchunk_size < 1:
-            raise ValueError(f"BlockSizes: subchunk_size must be >= 1, got {self.subchunk_size}")
-        c = self.channel_block
-        if c < 1 or c & (c - 1):
-            raise ValueError(f"BlockSizes: channel_block must be a power of two, got {c}")
-        if self.num_warps < 1:
-            raise ValueError(f"BlockSizes: num_warps must be >= 1, got {self.num_warps}")
-
-    @property
-    def subchunk(self) -> int:
-        """The sub-chunk used: the largest divisor of chunk_size up to subchunk_size."""
-        q = self.chunk_size
-        return max(s for s in range(1, min(self.subchunk_size, q) + 1) if q % s == 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +60,7 @@ class _Config:
     residual: bool
     gated: bool
     variant: str
-    blocks: BlockSizes
+    blocks: ScanBlocks  # channel_block resolved to a power of two, subchunk_size to a divisor
     interpret: bool
 
     @property
@@ -388,7 +355,7 @@ def selective_scan(
     reverse: bool = False,
     mask_diagonal: bool = False,
     residual: bool = False,
-    blocks: BlockSizes = BlockSizes(),
+    blocks: ScanBlocks = DEFAULT_BLOCKS,
     variant: str = "sequential",
     interpret: bool | None = None,
 ):
@@ -398,15 +365,16 @@ def selective_scan(
     D (d,). Returns y (b, l, d) in u's dtype; the state is float32.
 
     Args:
-      blocks: the kernel tiling (`BlockSizes`).
+      blocks: the kernel tiling (`ScanBlocks`: chunk, channel block, warps, sub-chunk).
       variant: how a chunk's states are computed: "sequential" (token after token) or
         "associative" (a parallel prefix scan over the chunk's affine maps).
       interpret: run the kernels in Pallas' interpreter (any backend; slow, for tests). None:
         natively on a GPU, interpreted elsewhere.
     """
     _check(u, A, variant)
+    blocks.validate("pallas")
     (_, L, d), n = u.shape, A.shape[1]
-    c = min(blocks.channel_block, pl.next_power_of_2(d))
+    c = min(blocks.channel_block or pl.next_power_of_2(d), pl.next_power_of_2(d))
     blocks = dataclasses.replace(blocks, channel_block=c, subchunk_size=blocks.subchunk)
     dp, n_p = pl.cdiv(d, c) * c, pl.next_power_of_2(n)
     with_D = D if D is not None else jnp.zeros((d,), F32)
@@ -432,4 +400,4 @@ def selective_scan(
     return _scan(cfg, *padded.values())[:, :, :d]
 
 
-__all__ = ["VARIANTS", "BlockSizes", "selective_scan"]
+__all__ = ["VARIANTS", "selective_scan"]

@@ -1,4 +1,5 @@
-"""Test set-up: 8 fake CPU devices (for sharding tests) before jax starts, hypothesis profiles."""
+"""Test set-up: 8 fake CPU devices (for sharding tests) before jax starts, hypothesis profiles,
+and the `seed` fixture: fresh random inputs every run, each failure reproducible."""
 
 import os
 
@@ -6,10 +7,12 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
 
-# Each example compiles new programs: no deadline, few examples, fresh random draws every run.
+# Each example compiles new programs: no deadline, few examples, fresh random draws every run;
+# a failure prints the blob that replays it (@reproduce_failure).
 settings.register_profile(
     "default",
     deadline=None,
@@ -18,6 +21,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+SEED_ENV = "VMP_TEST_SEED"
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """A fresh random seed for this test's inputs, or $VMP_TEST_SEED's: a failing test's
+    report names the seed it drew, and `VMP_TEST_SEED=<seed> pytest <test id>` replays it."""
+    value = int(os.environ.get(SEED_ENV) or np.random.SeedSequence().entropy % 2**31)
+    request.node.vmp_seed = value
+    return value
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    drawn = getattr(item, "vmp_seed", None)
+    if report.failed and drawn is not None:
+        report.sections.append(("random seed", f"{SEED_ENV}={drawn} replays this test's inputs"))
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,12 @@
 
 A key that does not exist, or a value of the wrong type, raises ValueError naming the key.
 
+A value that two sections need is set once: the data section's frame count and crop size are
+None in the configs and take the model's (`LINKED`), the eval short side takes the crop size
+(`DERIVED`). Setting a linked key to another value than its source (training 16-frame clips
+on an 8-frame model) is an error naming both keys, unless `data.allow_resize` asks for it (the
+position embeddings are then interpolated on the fly, as for fine-tuning at another length).
+
 `vmp train` and `vmp import` save the config they ran with as WORKDIR/config.json, so that a
 checkpoint can be used (`vmp predict`) without the file and overrides that made it.
 """
@@ -102,8 +108,38 @@ def load_saved_config(workdir: str, overrides: list[str] = ()) -> ml_collections
         return _finish(ml_collections.ConfigDict(_tuples(json.load(f))), overrides)
 
 
+# (key, source): None at key takes the source's value; another value needs data.allow_resize.
+LINKED = (("data.num_frames", "model.num_frames"), ("data.img_size", "model.img_size"))
+# (key, source): None at key takes the source's value; any other value is a choice of its own.
+DERIVED = (("data.short_side", "data.img_size"),)
+
+
+def _get(config, key: str):
+    section, leaf = key.split(".")
+    return config[section][leaf]
+
+
+def resolve_links(config: ml_collections.ConfigDict) -> None:
+    """Fills the linked and derived keys left None from their sources; ValueError naming both
+    keys where a linked one was set to something else without data.allow_resize."""
+    if "data" not in config or "model" not in config:
+        return
+    allow_resize = config.data.get("allow_resize", False)
+    for key, source in LINKED + DERIVED:
+        section, leaf = key.split(".")
+        value, wanted = _get(config, key), _get(config, source)
+        if value is None:
+            config[section][leaf] = wanted
+        elif (key, source) in LINKED and value != wanted and not allow_resize:
+            raise ValueError(
+                f"config key {key} is {value} but {source} is {wanted}: set one of them only "
+                f"(the other follows), or give --config.data.allow_resize=True to feed the "
+                f"model inputs of another size (its position embeddings are interpolated)"
+            )
+
+
 def _finish(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
-    """Locks `config`, applies the overrides and validates it."""
+    """Locks `config`, applies the overrides, fills the linked keys and validates it."""
     config.lock()
     for item in overrides:
         item = item.removeprefix("--config.")
@@ -111,6 +147,7 @@ def _finish(config: ml_collections.ConfigDict, overrides) -> ml_collections.Conf
             raise ValueError(f"config override {item!r} is not of the form key=value")
         key, text = item.split("=", 1)
         apply_override(config, key, text)
+    resolve_links(config)
     model_config(config)  # a bad model or data value fails now, before any work
     if "data" in config:
         from vmp_jax.data.pipeline import ClipSettings

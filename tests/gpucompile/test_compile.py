@@ -60,7 +60,9 @@ def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config):
 
 def test_bad_input_is_named_not_a_traceback(capsys):
     assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--blocks", "16,24,4"]) == 2
-    assert "channel_block must be a power of two, got 24" in capsys.readouterr().err
+    assert "channel_block must be a power of two for the Pallas kernels (Triton tiles), got 24" in (
+        capsys.readouterr().err
+    )
     assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--dim", "0"]) == 2
     assert "--dim must be >= 1, got 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):

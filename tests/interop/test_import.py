@@ -61,11 +61,10 @@ def _save_pth(tensors: dict, path: str, *, nest: str | None = None, prefix: str 
 
 
 @pytest.mark.parametrize("pro", [False, True])
-def test_round_trip_is_bit_identical(pro, tmp_path):
+def test_round_trip_is_bit_identical(pro, tmp_path, seed):
     """JAX checkpoint -> export -> import -> JAX: every parameter bit for bit."""
     flags = _overrides(bwd_mask_diagonal=pro, residual_ssm=pro, bwd_shares_delta=pro, num_classes=4)
     config = load_config(DEMO, flags)
-    seed = int(np.random.default_rng().integers(1 << 30))
     first = str(tmp_path / "first")
     source = _save_pth(_random_tensors(config, seed), str(tmp_path / "source.pth"))
     assert cli.main(["import", "--config", DEMO, *flags, "--weights", source, "--out", first]) == 0

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pallas_kernels.selective_scan import VARIANTS, BlockSizes, selective_scan
+from pallas_kernels.blocks import ScanBlocks
+from pallas_kernels.selective_scan import VARIANTS, selective_scan
 from tests.ssm.cases import (
     GRAD_TOLERANCE,
     OPTION_COMBOS,
@@ -29,7 +30,7 @@ MODES = [
     "interpret",
     pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="no GPU")]),
 ]
-SMALL = BlockSizes(chunk_size=4, channel_block=2, num_warps=1)
+SMALL = ScanBlocks(chunk_size=4, channel_block=2, num_warps=1)
 
 
 def _compare(x, dtype, mode, *, reverse=True, mask_diagonal=True, residual=True, **kernel_args):
@@ -57,9 +58,9 @@ def _compare(x, dtype, mode, *, reverse=True, mask_diagonal=True, residual=True,
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
-def test_matches_reference_float32(mode, variant, reverse, mask, residual):
+def test_matches_reference_float32(mode, variant, reverse, mask, residual, seed):
     # L = 11: two chunks of 4 and a partial one; D = 5 pads to 6, n = 3 pads to 4.
-    x = random_inputs(np.random.SeedSequence().entropy, 2, 11, 5, 3)
+    x = random_inputs(seed, 2, 11, 5, 3)
     options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
     _compare(x, jnp.float32, mode, **options, variant=variant)
 
@@ -68,25 +69,25 @@ def test_matches_reference_float32(mode, variant, reverse, mask, residual):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("with_D", [False, True])
 @pytest.mark.parametrize("with_z", [False, True])
-def test_optional_skip_and_gate(mode, variant, with_D, with_z):
-    x = random_inputs(np.random.SeedSequence().entropy, 1, 7, 4, 2, with_D=with_D, with_z=with_z)
+def test_optional_skip_and_gate(mode, variant, with_D, with_z, seed):
+    x = random_inputs(seed, 1, 7, 4, 2, with_D=with_D, with_z=with_z)
     _compare(x, jnp.float32, mode, variant=variant)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("residual", [False, True])
-def test_matches_reference_bfloat16(mode, variant, residual):
-    x = random_inputs(np.random.SeedSequence().entropy, 2, 13, 4, 4)
+def test_matches_reference_bfloat16(mode, variant, residual, seed):
+    x = random_inputs(seed, 2, 13, 4, 4)
     _compare(x, jnp.bfloat16, mode, residual=residual, variant=variant)
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "blocks", [BlockSizes(1, 1, 1), BlockSizes(3, 8, 2), BlockSizes(16, 4, 4)], ids=str
+    "blocks", [ScanBlocks(1, 1, 1), ScanBlocks(3, 8, 2), ScanBlocks(16, 4, 4)], ids=str
 )
-def test_block_sizes_do_not_change_the_result(mode, blocks):
-    x = random_inputs(np.random.SeedSequence().entropy, 1, 9, 6, 2)
+def test_block_sizes_do_not_change_the_result(mode, blocks, seed):
+    x = random_inputs(seed, 1, 9, 6, 2)
     _compare(
         x,
         jnp.float32,
@@ -120,10 +121,8 @@ def test_kernels_lower_to_triton_for_cuda(variant, dtype):
 
 def test_bad_arguments_are_named():
     x = scan_args(random_inputs(0, 1, 4, 2, 2), jnp.float32)
-    with pytest.raises(ValueError, match="channel_block must be a power of two, got 6"):
-        BlockSizes(channel_block=6)
-    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
-        BlockSizes(chunk_size=0)
+    with pytest.raises(ValueError, match="channel_block must be a power of two.*got 6"):
+        selective_scan(**x, blocks=ScanBlocks(channel_block=6), interpret=True)
     with pytest.raises(ValueError, match="unknown variant 'blocked'"):
         selective_scan(**x, variant="blocked", interpret=True)
     with jax.enable_x64(True):

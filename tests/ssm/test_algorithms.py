@@ -16,7 +16,7 @@ from tests.ssm.cases import (
     scan_args,
     value_and_grads,
 )
-from vmp_jax.ssm import ALGORITHMS, chunked, selective_scan
+from vmp_jax.ssm import ALGORITHMS, ScanBlocks, chunked, selective_scan
 
 FAST_ALGORITHMS = [name for name in ALGORITHMS if name != "reference"]
 # The Pallas interpreter compiles slowly: random shapes for it are in tests/pallas (with small
@@ -66,8 +66,8 @@ def test_matches_reference_float32(
 @pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
 @pytest.mark.parametrize("l", [1, 53])
-def test_matches_reference_at_edge_lengths(algorithm, reverse, mask, residual, l):
-    x = random_inputs(np.random.SeedSequence().entropy, 2, l, 3, 2)
+def test_matches_reference_at_edge_lengths(algorithm, reverse, mask, residual, l, seed):
+    x = random_inputs(seed, 2, l, 3, 2)
     _check_against_reference(
         x, algorithm, jnp.float32, reverse=reverse, mask_diagonal=mask, residual=residual
     )
@@ -75,8 +75,8 @@ def test_matches_reference_at_edge_lengths(algorithm, reverse, mask, residual, l
 
 @pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
-def test_matches_reference_bfloat16(algorithm, reverse, mask, residual):
-    x = random_inputs(np.random.SeedSequence().entropy, 2, 21, 4, 3)
+def test_matches_reference_bfloat16(algorithm, reverse, mask, residual, seed):
+    x = random_inputs(seed, 2, 21, 4, 3)
     _check_against_reference(
         x, algorithm, jnp.bfloat16, reverse=reverse, mask_diagonal=mask, residual=residual
     )
@@ -101,8 +101,8 @@ def test_chunked_blockings_match_reference(
     args = {k: all_args[k] for k in ("u", "delta", "A", "B", "C")}  # chunked.scan: no D, no z
     cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
     options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
-    blocking = chunked.Blocking(chunk_size, channel_block)
-    y, grads = value_and_grads(chunked.scan, args, cotangent, blocking=blocking, **options)
+    blocks = ScanBlocks(chunk_size, channel_block)
+    y, grads = value_and_grads(chunked.scan, args, cotangent, blocks=blocks, **options)
     y_ref, grads_ref = value_and_grads(
         selective_scan, args, cotangent, algorithm="reference", **options
     )
@@ -113,16 +113,30 @@ def test_chunked_blockings_match_reference(
         assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"d{key}")
 
 
-def test_chunked_rejects_a_zero_chunk():
-    x = scan_args(random_inputs(0, 1, 4, 2, 2), jnp.float32)
+@pytest.mark.parametrize(
+    ("algorithm", "variant", "blocks"),
+    [
+        ("chunked", "sequential", ScanBlocks(chunk_size=5, channel_block=3)),
+        ("pallas", "sequential", ScanBlocks(chunk_size=4, channel_block=2, subchunk_size=4)),
+        ("pallas", "associative", ScanBlocks(chunk_size=4, channel_block=4, num_warps=1)),
+    ],
+    ids=["chunked", "pallas-sequential", "pallas-associative"],
+)
+def test_public_api_carries_every_tunable(algorithm, variant, blocks, seed):
+    """Blocks and variant given to `selective_scan` reach the algorithm: the result still
+    equals the reference, and a tiling the algorithm cannot take is refused by it."""
+    x = random_inputs(seed, 2, 13, 5, 3)
+    vmp = {"reverse": True, "mask_diagonal": True, "residual": True}
+    _check_against_reference(x, algorithm, jnp.float32, blocks=blocks, variant=variant, **vmp)
+
+
+def test_block_sizes_are_checked_for_the_algorithm_used():
+    args = scan_args(random_inputs(0, 1, 4, 6, 2), jnp.float32)
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
-        chunked.scan(
-            x["u"],
-            x["delta"],
-            x["A"],
-            x["B"],
-            x["C"],
-            mask_diagonal=False,
-            residual=False,
-            blocking=chunked.Blocking(0, None),
-        )
+        ScanBlocks(chunk_size=0)
+    odd = ScanBlocks(channel_block=6)
+    with pytest.raises(ValueError, match="channel_block must be a power of two.*got 6"):
+        selective_scan(**args, algorithm="pallas", blocks=odd)
+    assert selective_scan(**args, algorithm="chunked", blocks=odd).shape == (1, 4, 6)
+    with pytest.raises(ValueError, match="unknown variant 'blocked'"):
+        selective_scan(**args, algorithm="chunked", variant="blocked")

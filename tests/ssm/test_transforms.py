@@ -17,8 +17,8 @@ def _args(seed, b=2, l=11):
 
 
 @pytest.mark.parametrize("algorithm", list(ALGORITHMS))
-def test_jit_vmap_grad_compose(algorithm):
-    args = _args(np.random.SeedSequence().entropy)
+def test_jit_vmap_grad_compose(algorithm, seed):
+    args = _args(seed)
 
     def loss(a):
         return jnp.sum(selective_scan(**a, algorithm=algorithm, **VMP_OPTIONS) ** 2)

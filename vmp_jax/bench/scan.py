@@ -7,8 +7,9 @@ as a fraction of its memory-bandwidth floor: the bytes of u, delta, B, C and z r
 written once, at the copy bandwidth measured in the same run. Times are the best of `repeats`
 interleaved rounds after one warm-up (see `measure`).
 
-Besides the dispatcher's algorithms, "pallas:sequential" and "pallas:associative" time the
-Pallas kernels' two chunk variants directly (in Pallas' interpreter off the GPU).
+Besides the algorithm names, "pallas:sequential" and "pallas:associative" name the Pallas
+kernels' two chunk variants (`selective_scan(..., algorithm="pallas", variant=...)`; in Pallas'
+interpreter off the GPU). `blocks` sets the tiling of `chunked` and `pallas`.
 """
 
 import dataclasses
@@ -20,13 +21,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import pallas_kernels.selective_scan as pallas
-from vmp_jax.ssm import resolve_algorithm, selective_scan
+from vmp_jax.ssm import VARIANTS, ScanBlocks, resolve_algorithm, selective_scan
 
 # Tokens of a 224 px VMP: an image (1 + 196), 8 frames (1 + 8 * 196), 16 frames (1 + 16 * 196).
 DEFAULT_LENGTHS = (197, 1569, 3137)
 XLA_ALGORITHMS = ("sequential", "associative", "chunked")
-PALLAS_VARIANTS = tuple(f"pallas:{v}" for v in pallas.VARIANTS)
+PALLAS_VARIANTS = tuple(f"pallas:{v}" for v in VARIANTS)
 
 
 def default_algorithms(backend: str | None = None) -> tuple[str, ...]:
@@ -70,12 +70,15 @@ def _inputs(b, l, d, n, dtype, seed=0):
     )
 
 
-def _scan_fn(name: str):
-    """selective_scan for a dispatcher algorithm name or a "pallas:<variant>"."""
-    if name in PALLAS_VARIANTS:
-        return partial(pallas.selective_scan, variant=name.split(":", 1)[1])
-    resolve_algorithm(name)  # unknown names fail here, before any work
-    return partial(selective_scan, algorithm=name)
+def scan_options(name: str) -> dict:
+    """selective_scan's algorithm and variant for a row's name: an algorithm, or
+    "pallas:<variant>". Unknown names fail here, before any work."""
+    algorithm, _, variant = name.partition(":")
+    if variant and (algorithm != "pallas" or variant not in VARIANTS):
+        valid = ", ".join(PALLAS_VARIANTS)
+        raise ValueError(f"unknown scan {name!r}; valid: {valid}, or an algorithm")
+    resolve_algorithm(algorithm)
+    return {"algorithm": algorithm, "variant": variant or "sequential"}
 
 
 def _label(name: str) -> str:
@@ -99,8 +102,9 @@ class _Program:
     runnable: bool
 
 
-def _compile(algorithm, args, options: Options, max_temp_bytes: int) -> _Program:
-    scan = partial(_scan_fn(algorithm), **dataclasses.asdict(options))
+def _compile(algorithm, args, options: Options, blocks, max_temp_bytes: int) -> _Program:
+    tunables = scan_options(algorithm)
+    scan = partial(selective_scan, blocks=blocks, **tunables, **dataclasses.asdict(options))
     cotangent = jnp.ones_like(args[0], jnp.float32)
 
     def loss(*a):
@@ -128,13 +132,19 @@ def forward_bytes(args) -> int:
 
 
 def measure(
-    algorithms, args, options: Options, repeats: int, max_temp_bytes: int, floor_ms: float = 0.0
+    algorithms,
+    args,
+    options: Options,
+    repeats: int,
+    max_temp_bytes: int,
+    floor_ms: float = 0.0,
+    blocks: ScanBlocks | None = None,
 ) -> list[Row]:
     """Rows for one length. The programs are timed in interleaved rounds, each algorithm once a
     round, and each keeps its best round (as timeit reports): slow drifts of a shared machine
     then fall on every algorithm alike, so the ratios compare like with like. Programs whose
     forward+backward needs more than max_temp_bytes are compiled but not run."""
-    programs = [_compile(name, args, options, max_temp_bytes) for name in algorithms]
+    programs = [_compile(name, args, options, blocks, max_temp_bytes) for name in algorithms]
     runnable = [p for p in programs if p.runnable]
     for p in runnable:  # warm-up
         _time_ms(p.forward, args), _time_ms(p.fwd_bwd, args)
@@ -212,21 +222,24 @@ def run(
     state: int = 16,
     dtype: str = "float32",
     options: Options = Options(),
+    blocks: ScanBlocks | None = None,
     repeats: int = 7,
     max_temp_gib: float = 8.0,
     echo=print,
 ) -> list[Row]:
     """Measure every algorithm at every length; echo each row as it completes."""
     algorithms = tuple(algorithms or default_algorithms())
-    for name in algorithms:
-        _scan_fn(name)  # unknown names fail before any work
+    for name in algorithms:  # unknown names and block sizes an algorithm cannot take fail
+        tunables = scan_options(name)  # here, before any work
+        (blocks or ScanBlocks()).validate(resolve_algorithm(tunables["algorithm"]))
     if not set(algorithms) & set(XLA_ALGORITHMS):
         echo("note: the x XLA speed-ups need at least one of " + ", ".join(XLA_ALGORITHMS))
     device = jax.devices()[0]
     bandwidth = copy_bandwidth()
     echo(
         f"selective_scan on {device.platform} ({device.device_kind}), jax {jax.__version__}: "
-        f"batch {batch}, D {dim}, N {state}, {dtype}, {dataclasses.asdict(options)}; "
+        f"batch {batch}, D {dim}, N {state}, {dtype}, {dataclasses.asdict(options)}, "
+        f"{blocks or ScanBlocks()}; "
         f"copy bandwidth {bandwidth / 1e9:.1f} GB/s"
     )
     rows = []
@@ -234,7 +247,7 @@ def run(
         args = _inputs(batch, length, dim, state, jnp.dtype(dtype))
         floor_ms = 1e3 * forward_bytes(args) / bandwidth
         limit = int(max_temp_gib * 2**30)
-        for r in measure(algorithms, args, options, repeats, limit, floor_ms):
+        for r in measure(algorithms, args, options, repeats, limit, floor_ms, blocks):
             echo(f"  {r.algorithm} L={length}: fwd {_ms(r.fwd_ms)}, fwd+bwd {_ms(r.fwd_bwd_ms)} ms")
             rows.append(r)
     echo(format_table(rows))
@@ -251,4 +264,5 @@ __all__ = [
     "default_algorithms",
     "forward_bytes",
     "run",
+    "scan_options",
 ]

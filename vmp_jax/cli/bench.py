@@ -3,6 +3,16 @@
 import argparse
 
 
+def scan_blocks(text: str):
+    """argparse type of --blocks: 'q,c,w[,s]' as a `ScanBlocks`."""
+    from vmp_jax.ssm import ScanBlocks
+
+    try:
+        return ScanBlocks.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _bench_scan(args: argparse.Namespace) -> int:
     from vmp_jax.bench import scan
 
@@ -14,6 +24,7 @@ def _bench_scan(args: argparse.Namespace) -> int:
         state=args.state,
         dtype=args.dtype,
         options=scan.Options(args.reverse, args.mask_diagonal, args.residual),
+        blocks=args.blocks,
         repeats=args.repeats,
         max_temp_gib=args.max_temp_gib,
     )
@@ -46,6 +57,13 @@ def _add_bench_scan(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     for flag in ("reverse", "mask-diagonal", "residual"):
         p.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--blocks",
+        type=scan_blocks,
+        default=None,
+        help="tiling of chunked and pallas: chunk,channel-block,warps[,sub-chunk] "
+        "(default: ScanBlocks' 16,32,4,2)",
+    )
     p.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds")
     p.add_argument(
         "--max-temp-gib",

@@ -4,40 +4,29 @@ machine without one, and report what the compile says."""
 import argparse
 import json
 
-
-def _blocks(text: str) -> tuple[int, ...]:
-    """'16,32,4' or '16,32,4,2' (chunk, channel block, warps[, sub-chunk])."""
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected q,c,w[,s] integers, got {text!r}") from None
-    if len(values) not in (3, 4):
-        raise argparse.ArgumentTypeError(f"expected q,c,w[,s], got {text!r}")
-    return values
+from vmp_jax.cli.bench import scan_blocks
 
 
 def _kernels(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from pallas_kernels.selective_scan import BlockSizes
     from vmp_jax.gpucompile import kernels
+    from vmp_jax.ssm import ScanBlocks
 
-    blocks = BlockSizes(*args.blocks) if args.blocks else BlockSizes()
+    blocks = args.blocks or ScanBlocks()
     shape = (args.batch, args.length, args.dim, args.state)
     figures, ptxas = kernels.compile_kernels(args.target, shape, blocks, args.variant)
     if args.json:
         out = {
             "target": args.target,
             "shape": list(shape),
-            "blocks": list(dataclasses.astuple(blocks)),
+            "blocks": list(blocks.as_tuple()),
             "variant": args.variant,
             "ptxas": ptxas,
             "kernels": [f.as_json() for f in figures],
         }
         print(json.dumps(out, indent=1))
     else:
-        blocks_tuple = dataclasses.astuple(blocks)
-        print(kernels.format_table(args.target, shape, blocks_tuple, args.variant, figures, ptxas))
+        table = kernels.format_table(args.target, shape, blocks, args.variant, figures, ptxas)
+        print(table)
     return 0
 
 
@@ -92,8 +81,10 @@ def add(subparsers) -> None:
     k.add_argument("--length", type=int, default=length)
     k.add_argument("--dim", type=int, default=d)
     k.add_argument("--state", type=int, default=n)
-    k.add_argument("--blocks", type=_blocks, help="q,c,w[,s]: chunk, channels, warps, sub-chunk")
-    k.add_argument("--variant", default="sequential", choices=("sequential", "associative"))
+    k.add_argument(
+        "--blocks", type=scan_blocks, help="q,c,w[,s]: chunk, channels, warps, sub-chunk"
+    )
+    k.add_argument("--variant", default="sequential", help="sequential or associative")
     k.add_argument("--json", action="store_true")
     k.set_defaults(func=_kernels)
     t = commands.add_parser(

@@ -51,19 +51,18 @@ def check_shape(shape) -> tuple[int, int, int, int]:
 
 def compile_kernels(target_name: str, shape, blocks, variant: str = "sequential"):
     """(KernelFigures of the forward and backward kernels, the ptxas used)."""
-    from pallas_kernels.scan_chunk import VARIANTS
-    from pallas_kernels.selective_scan import BlockSizes
+    from vmp_jax.ssm import VARIANTS, ScanBlocks
 
     target = targets.get(target_name)
     shape = check_shape(shape)
-    blocks = BlockSizes(*blocks) if not isinstance(blocks, BlockSizes) else blocks
+    blocks = (blocks if isinstance(blocks, ScanBlocks) else ScanBlocks(*blocks)).validate("pallas")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     task = {
         "kind": "kernels",
         "target": target_name,
         "shape": list(shape),
-        "blocks": list(dataclasses.astuple(blocks)),
+        "blocks": list(blocks.as_tuple()),
         "variant": variant,
     }
     result = toolchain.run_worker(task, dump=True)
@@ -102,7 +101,7 @@ def format_table(target_name: str, shape, blocks, variant, figures, ptxas: str) 
     b, L, d, n = shape
     head = (
         f"{target.name} ({target.arch}, {target.sms} SMs): selective scan b={b} L={L} D={d} "
-        f"N={n}, blocks {tuple(blocks)}, {variant}; ptxas {ptxas}"
+        f"N={n}, blocks {blocks.as_tuple()}, {variant}; ptxas {ptxas}"
     )
     rows = [
         "| kernel | registers | spill st/ld B | smem B | grid | threads | blocks/SM | "

@@ -16,6 +16,9 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from pallas_kernels.blocks import ScanBlocks
+from pallas_kernels.scan_chunk import VARIANTS
+
 # Size presets (SPEC section 5): embed width, depth.
 SIZES = {"ti": (192, 24), "s": (384, 24), "m": (576, 32)}
 
@@ -40,7 +43,14 @@ class ModelConfig:
     bwd_mask_diagonal: bool = False
     residual_ssm: bool = False
     bwd_shares_delta: bool = False
+    # The scan's tunables (vmp_jax.ssm.selective_scan): algorithm, the tiling of `chunked` and
+    # `pallas` (ScanBlocks' fields) and the kernels' chunk variant.
     scan_algorithm: str = "auto"
+    scan_chunk_size: int = ScanBlocks.chunk_size
+    scan_channel_block: int | None = ScanBlocks.channel_block
+    scan_num_warps: int = ScanBlocks.num_warps
+    scan_subchunk_size: int = ScanBlocks.subchunk_size
+    scan_variant: str = "sequential"
     dtype: str = "float32"  # compute dtype; parameters, residual stream and scan state are f32
     remat: bool = False  # rematerialise each block in the backward pass
 
@@ -57,11 +67,28 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
             )
+        try:
+            self.scan_blocks
+        except ValueError as e:
+            raise ValueError(f"ModelConfig: scan_* block sizes: {e}") from None
+        if self.scan_variant not in VARIANTS:
+            raise ValueError(
+                f"ModelConfig: scan_variant must be one of {VARIANTS}, got {self.scan_variant!r}"
+            )
         for name in ("drop_path_rate", "head_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(
                     f"ModelConfig: {name} must be in [0, 1), got {getattr(self, name)}"
                 )
+
+    @property
+    def scan_blocks(self) -> ScanBlocks:
+        return ScanBlocks(
+            self.scan_chunk_size,
+            self.scan_channel_block,
+            self.scan_num_warps,
+            self.scan_subchunk_size,
+        )
 
     @property
     def d_inner(self) -> int:

@@ -127,7 +127,13 @@ class BiMambaMixer(nnx.Module):
     def __call__(self, hidden):
         cfg = self.cfg
         fwd, bwd, z = self.scan_inputs(hidden)
-        common = dict(z=z, residual=cfg.residual_ssm, algorithm=cfg.scan_algorithm)
+        common = dict(
+            z=z,
+            residual=cfg.residual_ssm,
+            algorithm=cfg.scan_algorithm,
+            blocks=cfg.scan_blocks,
+            variant=cfg.scan_variant,
+        )
         y_f = selective_scan(*fwd, **common)
         y_b = selective_scan(*bwd, reverse=True, mask_diagonal=cfg.bwd_mask_diagonal, **common)
         return self.out_proj(y_f + y_b)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 import pallas_kernels.selective_scan as pallas
+from pallas_kernels.blocks import DEFAULT_BLOCKS, TILED, ScanBlocks
+from pallas_kernels.scan_chunk import VARIANTS
 from vmp_jax.ssm import associative, chunked, reference, sequential
 from vmp_jax.ssm.validation import check_inputs
 
@@ -138,6 +140,8 @@ def selective_scan(
     mask_diagonal: bool = False,
     residual: bool = False,
     algorithm: str = "auto",
+    blocks: ScanBlocks | None = None,
+    variant: str = "sequential",
 ) -> jax.Array:
     """Selective SSM scan of one direction (SPEC sections 1-3).
 
@@ -152,6 +156,10 @@ def selective_scan(
       mask_diagonal: drop each token's own term b_t u_t from its output (section 2).
       residual: the residual SSM of section 3.
       algorithm: "auto", or one of ALGORITHMS; all agree in value and gradient.
+      blocks: the tiling of the algorithms in TILED (`ScanBlocks`; None: its defaults),
+        checked for the algorithm used; the others have nothing to tile and ignore it.
+      variant: how the Pallas kernels compute a chunk's states, one of VARIANTS
+        ("sequential" or "associative"); the XLA algorithms have one way each.
 
     Returns:
       y: (b, l, d) in u's dtype. The state is carried in float32 whatever the input dtype.
@@ -163,6 +171,9 @@ def selective_scan(
     resolved = resolve_algorithm(algorithm)
     if algorithm == "auto" and resolved == "pallas" and u.dtype == jnp.float64:
         resolved = AUTO_FLOAT64
+    blocks = (blocks or DEFAULT_BLOCKS).validate(resolved)
+    if variant not in VARIANTS:
+        raise ValueError(f"selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
     return _selective_scan(
         u,
         delta,
@@ -175,21 +186,51 @@ def selective_scan(
         mask_diagonal=bool(mask_diagonal),
         residual=bool(residual),
         algorithm=resolved,
+        blocks=blocks if resolved in TILED else None,  # one compile per untiled algorithm
+        variant=variant,
         interpret=target_backend() != "gpu",
         mesh=_kernel_mesh(u.shape[0]) if resolved in FUSED else None,
     )
 
 
-STATIC = ("reverse", "mask_diagonal", "residual", "algorithm", "interpret", "mesh")
+STATIC = (
+    "reverse",
+    "mask_diagonal",
+    "residual",
+    "algorithm",
+    "blocks",
+    "variant",
+    "interpret",
+    "mesh",
+)
 
 
 @partial(jax.jit, static_argnames=STATIC)
 def _selective_scan(
-    u, delta, A, B, C, D, z, *, reverse, mask_diagonal, residual, algorithm, interpret, mesh
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D,
+    z,
+    *,
+    reverse,
+    mask_diagonal,
+    residual,
+    algorithm,
+    blocks,
+    variant,
+    interpret,
+    mesh,
 ):
     options = {"mask_diagonal": mask_diagonal, "residual": residual}
+    if algorithm in TILED:
+        options["blocks"] = blocks
     if algorithm in FUSED:
-        fused = partial(ALGORITHMS[algorithm], reverse=reverse, interpret=interpret, **options)
+        fused = partial(
+            ALGORITHMS[algorithm], reverse=reverse, variant=variant, interpret=interpret, **options
+        )
         if mesh is not None:
             return _per_device(fused, mesh, u, delta, A, B, C, D, z)
         return fused(u, delta, A, B, C, D, z)

@@ -24,22 +24,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
 from vmp_jax.ssm.discretization import input_term, log_decay, readout
-
-
-class Blocking(NamedTuple):
-    """Work-unit sizes: q tokens per chunk, channels per block (None: all channels at once).
-
-    The saved states shrink as 1/q; the working set grows as q^2 * channels per block, and the
-    dense work per token as q. The default was chosen on CPU at (2, 3137, 384, 16), VMP options
-    on: forward+backward temp memory 32 MiB, 5% of `sequential`'s (benchmarks/RESULTS.md).
-    """
-
-    chunk_size: int = 16
-    channel_block: int | None = 32
-
-
-DEFAULT_BLOCKING = Blocking()
 
 
 def chunk_step(carry, chunk, A, *, mask_diagonal: bool, residual: bool):
@@ -110,11 +96,9 @@ class _Layout(NamedTuple):
         return jnp.flip(x, axis=1) if self.reverse else x
 
 
-def _layout(l: int, d: int, blocking: Blocking, reverse: bool) -> _Layout:
-    if blocking.chunk_size < 1:
-        raise ValueError(f"chunked scan: chunk_size must be >= 1, got {blocking.chunk_size}")
-    q = min(blocking.chunk_size, l)
-    c = min(blocking.channel_block or d, d)
+def _layout(l: int, d: int, blocks: ScanBlocks, reverse: bool) -> _Layout:
+    q = min(blocks.chunk_size, l)
+    c = min(blocks.channel_block or d, d)
     while d % c:  # the largest block width <= the requested one that divides d
         c -= 1
     return _Layout(l=l, q=q, k=l // q, rest=l % q, c=c, blocks=d // c, reverse=reverse)
@@ -277,12 +261,14 @@ def scan(
     mask_diagonal: bool,
     residual: bool,
     reverse: bool = False,
-    blocking: Blocking = DEFAULT_BLOCKING,
+    blocks: ScanBlocks = DEFAULT_BLOCKS,
 ) -> jax.Array:
     """The scan of one direction (no D skip, no gate): (b, l, d) -> (b, l, d).
 
-    `blocking` trades the O(q) dense work per token and the (q, q) working set against the
-    number of saved states (l / q) and loop steps.
+    `blocks` (chunk_size q and channel_block c are used) trades the O(q) dense work per token
+    and the (q, q) working set against the number of saved states (l / q) and loop steps. The
+    default was chosen on CPU at (2, 3137, 384, 16), VMP options on: forward+backward temp
+    memory 32 MiB, 5% of `sequential`'s (benchmarks/RESULTS.md).
     """
-    lay = _layout(u.shape[1], u.shape[2], blocking, reverse)
+    lay = _layout(u.shape[1], u.shape[2], blocks, reverse)
     return _chunked(u, delta, B, C, A, lay, mask_diagonal, residual)

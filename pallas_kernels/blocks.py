@@ -1,0 +1,79 @@
+"""`ScanBlocks`: the tiling of a chunked selective scan, one type for every algorithm that tiles.
+
+The XLA `chunked` algorithm (vmp_jax.ssm.chunked) and the Pallas kernels both cut the sequence
+into chunks of q tokens and the channels into blocks of c; the kernels also take Triton warps
+and a sub-chunk. Each algorithm reads the fields it uses and checks them with `validate`. This
+module depends on nothing, so both packages import it without going through the other.
+"""
+
+import dataclasses
+
+# The algorithms whose work the block sizes tile; the others have nothing to tile.
+TILED = ("chunked", "pallas")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanBlocks:
+    """Work-unit sizes of a chunked scan.
+
+    chunk_size: q, tokens per chunk. `chunked` keeps the state entering each chunk for its
+      backward and does O(q) dense work per token; the kernels unroll a chunk and save its
+      entering state likewise.
+    channel_block: c, channels per block (`chunked`: per loop step, None for all at once, the
+      largest divisor of D up to c is used; Pallas: per kernel instance, a power of two, None
+      for D's next power of two, shrunk to it for small D).
+    num_warps: Triton warps per kernel instance (Pallas only).
+    subchunk_size: tokens whose (c, n) states a kernel holds at once (Pallas only): the
+      backward walks a chunk back one sub-chunk at a time, recomputing each sub-chunk's
+      entering state; the associative variant scans a sub-chunk in parallel. The largest
+      divisor of chunk_size up to this is used.
+
+    The defaults serve both: for `chunked` they were chosen on CPU at (2, 3137, 384, 16), and
+    for the kernels from `vmp gpu-compile kernels` on H100 and A100 (benchmarks/RESULTS.md).
+    """
+
+    chunk_size: int = 16
+    channel_block: int | None = 32
+    num_warps: int = 4
+    subchunk_size: int = 2
+
+    def __post_init__(self):
+        for name in ("chunk_size", "num_warps", "subchunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ScanBlocks: {name} must be >= 1, got {getattr(self, name)}")
+        if self.channel_block is not None and self.channel_block < 1:
+            raise ValueError(f"ScanBlocks: channel_block must be >= 1, got {self.channel_block}")
+
+    def validate(self, algorithm: str) -> "ScanBlocks":
+        """These sizes, checked for `algorithm` (ValueError naming the field it cannot take)."""
+        c = self.channel_block
+        if algorithm == "pallas" and c is not None and c & (c - 1):
+            raise ValueError(
+                f"ScanBlocks: channel_block must be a power of two for the Pallas kernels "
+                f"(Triton tiles), got {c}"
+            )
+        return self
+
+    @property
+    def subchunk(self) -> int:
+        """The sub-chunk used: the largest divisor of chunk_size up to subchunk_size."""
+        q = self.chunk_size
+        return max(s for s in range(1, min(self.subchunk_size, q) + 1) if q % s == 0)
+
+    @classmethod
+    def parse(cls, text: str) -> "ScanBlocks":
+        """'q,c,w' or 'q,c,w,s' (chunk, channel block, warps[, sub-chunk]), as the CLI takes
+        them; ValueError naming the problem."""
+        try:
+            values = [int(x) for x in text.split(",")]
+        except ValueError:
+            raise ValueError(f"block sizes are q,c,w[,s] integers, got {text!r}") from None
+        if len(values) not in (3, 4):
+            raise ValueError(f"block sizes are q,c,w[,s], got {text!r}")
+        return cls(*values)
+
+    def as_tuple(self) -> tuple:
+        return dataclasses.astuple(self)
+
+
+DEFAULT_BLOCKS = ScanBlocks()
