@@ -68,7 +68,7 @@ class ModelConfig:
                 f"ModelConfig: dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
             )
         try:
-            self.scan_blocks
+            _ = self.scan_blocks  # ScanBlocks checks the sizes
         except ValueError as e:
             raise ValueError(f"ModelConfig: scan_* block sizes: {e}") from None
         if self.scan_variant not in VARIANTS:
