@@ -1,41 +1,29 @@
 """The VideoMamba / VideoMambaPro model against SPEC section 5."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
 from tests.ssm.cases import ScanInputs, assert_close, spec_loop
-from vmp_jax.experiment import load_config, model_config
-from vmp_jax.models import ModelConfig, VideoMamba, count_params, preset
+from vmp_jax.models import ModelConfig, VideoMamba, layers, preset
 from vmp_jax.models.embed import resize_spatial, resize_temporal
 from vmp_jax.models.mixer import BiMambaMixer
+from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.ssm import similarity_matrix
+from vmp_jax.train.sharding import make_mesh
+from vmp_jax.train.state import flat_params, set_params
 
-# SPEC section 5: 400 classes, 8 frames, 224 px, in millions to 0.01.
-SPEC_PARAMS = {
-    "vm_ti": 7.03,
-    "vm_s": 25.57,
-    "vm_m": 73.88,
-    "vmp_ti": 6.80,
-    "vmp_s": 24.67,
-    "vmp_m": 71.18,
-}
 TINY = dict(depth=2, num_frames=2, img_size=32, num_classes=5, embed_dim=32, d_state=4)
 
 
 def _video(seed, shape):
     return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
-
-
-@pytest.mark.parametrize("name", SPEC_PARAMS)
-def test_parameter_counts_match_spec(name):
-    cfg = model_config(load_config(f"configs/k400_{name}_f8.py"))
-    model = nnx.eval_shape(lambda: VideoMamba(cfg, rngs=nnx.Rngs(0)))
-    assert round(count_params(model) / 1e6, 2) == SPEC_PARAMS[name]
 
 
 def _eval_model(cfg: ModelConfig, seed=0) -> VideoMamba:
@@ -227,3 +215,82 @@ def test_drop_path_and_dropout_are_stochastic_in_training_only():
     assert not np.allclose(train_a, train_b)
     model.eval()
     np.testing.assert_array_equal(model(video), model(video))
+
+
+def _share_weights_and_rngs(loop: VideoMamba, scan: VideoMamba) -> None:
+    """Gives the stacked model the looped one's weights and RNG streams (its extra streams,
+    of the rate-0 blocks 0 and 1, are never drawn from)."""
+    set_params(scan, flat_params(loop))
+    given = {path: v[...] for path, v in nnx.to_flat_state(nnx.state(loop, nnx.RngState))}
+    flat = dict(nnx.to_flat_state(nnx.state(scan, nnx.RngState)))
+    for path, variable in flat.items():
+        value = variable[...]
+        if path in given:
+            value = given[path]
+        elif path[0] == "layers":
+            for i in range(loop.cfg.depth):
+                if (path[0], i, *path[1:]) in given:
+                    value = value.at[i].set(given[(path[0], i, *path[1:])])
+        flat[path] = variable.replace(value)
+    nnx.update(scan, nnx.from_flat_state(flat))
+
+
+@pytest.mark.parametrize("remat", [False, True], ids=["plain", "remat"])
+@pytest.mark.parametrize("drop_path_rate", [0.0, 0.3], ids=["no-drop-path", "drop-path"])
+def test_scanned_layers_equal_the_loop(drop_path_rate, remat, seed):
+    """`scan_layers`: with the same weights and RNG streams, the same logits, gradients,
+    drop-path masks and RNG counts as the Python loop over blocks, in training mode; the
+    weights convert between the layouts losslessly."""
+    video = _video(seed, (3, 2, 32, 32, 3))
+    tiny = dict(TINY, depth=5, drop_path_rate=drop_path_rate, remat=remat)
+    loop = VideoMamba(ModelConfig(**tiny), rngs=nnx.Rngs(seed, dropout=1))
+    scan = VideoMamba(ModelConfig(**tiny, scan_layers=True), rngs=nnx.Rngs(seed, dropout=1))
+    assert nnx.state(scan, nnx.Param)["layers"]["norm"]["weight"].shape == (5, 32)
+    _share_weights_and_rngs(loop, scan)
+    for path, value in flat_params(loop).items():
+        np.testing.assert_array_equal(flat_params(scan)[path], value)
+
+    def loss(model):
+        return jnp.sum(model(video) ** 2)
+
+    v_loop, g_loop = nnx.jit(nnx.value_and_grad(loss))(loop)
+    v_scan, g_scan = nnx.jit(nnx.value_and_grad(loss))(scan)
+    assert_close(v_scan, v_loop, 1e-6, "loss")
+    g_loop, g_scan = dict(nnx.to_flat_state(g_loop)), dict(nnx.to_flat_state(g_scan))
+    g_scan = layers.unstack({k: v[...] for k, v in g_scan.items()}, 5)
+    assert g_scan.keys() == g_loop.keys()
+    for path, value in g_loop.items():
+        assert_close(g_scan[path], value[...], 1e-5, f"grad {path}")
+    loop.eval(), scan.eval()
+    hidden, residual = scan.features(video, upto=3)  # as `vmp similarity` reads block 3
+    assert_close(hidden, loop.features(video, upto=3)[0], 1e-5, "hidden after 3 blocks")
+    assert_close(scan.block(3).norm(residual), loop.layers[3].norm(residual), 0, "block 3")
+    counts = dict(nnx.to_flat_state(nnx.state(scan, nnx.RngState)))
+    for path, variable in nnx.to_flat_state(nnx.state(loop, nnx.RngState)):
+        if path[0] == "layers" and path[-2:] == ("dropout", "count"):
+            stacked = counts[(path[0], *path[2:])][...]
+            assert int(stacked[path[1]]) == int(variable[...]) == 1, path
+
+
+def test_a_stacked_checkpoint_loads_per_block_and_resume_keeps_its_layout(tmp_path):
+    """Weights saved by a scan_layers run read back per block (vmp eval, export, init_from);
+    resuming it with the other layout is refused with the key to set."""
+    from vmp_jax.train import checkpoint
+    from vmp_jax.train.state import Trainer
+
+    cfg = ModelConfig(**TINY, scan_layers=True)
+    mesh = make_mesh(SimpleNamespace(data=1, fsdp=8))  # the weights split over "embed"
+    trainer = Trainer(cfg, optax.sgd(0.1), mesh)
+    state = trainer.init()
+    ckpt = checkpoint.Checkpoints(str(tmp_path), async_save=False)
+    ckpt.save(0, state)
+    ckpt.wait()
+    params, step = checkpoint.restore_params(str(tmp_path), abstract_params(cfg))
+    want = flat_params(trainer.model(state))
+    assert step == 0 and params.keys() == want.keys()
+    for path, value in want.items():
+        np.testing.assert_array_equal(params[path], value)
+    looped = Trainer(ModelConfig(**TINY), optax.sgd(0.1), mesh)
+    with pytest.raises(ValueError, match="written with model.scan_layers=True; resume with"):
+        ckpt.restore(0, looped.abstract_placed())
+    ckpt.close()

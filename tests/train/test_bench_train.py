@@ -43,3 +43,18 @@ def test_bench_train_cli_times_steps_and_the_loss_falls(tmp_path, capsys):
 def test_bench_train_rejects_fewer_steps_than_warmup(capsys):
     assert cli.main(["bench-train", "--config", DEMO, "--steps", "2", "--warmup", "3"]) == 2
     assert "--steps (2) must exceed --warmup (3)" in capsys.readouterr().err
+
+
+def test_bench_compile_times_both_layer_layouts(capsys):
+    argv = ["bench-compile", "--config", DEMO, "--batch", "8", "--config.model.depth=3"]
+    assert cli.main(argv) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()]
+    rows = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows if len(r) == 7}
+    assert rows.keys() >= {"looped", "scanned"}
+    assert rows["looped"][4] == "1.00"
+    for layout in ("looped", "scanned"):
+        trace, lower, compile_s, total = (float(x) for x in rows[layout][:4])
+        assert min(trace, lower, compile_s) >= 0 and total > 0
+        assert abs(trace + lower + compile_s - total) <= 0.2  # rounding of each to 0.1
+    assert cli.main(["bench-compile", "--config", DEMO, "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1, got 0" in capsys.readouterr().err

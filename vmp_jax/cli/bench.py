@@ -139,7 +139,30 @@ def _add_bench_train(subparsers) -> None:
     p.set_defaults(func=_bench_train, accepts_overrides=True)
 
 
+def _bench_compile(args: argparse.Namespace) -> int:
+    from vmp_jax.bench import compile as bench_compile
+
+    bench_compile.run(args.config, args.overrides, batch=args.batch, repeats=args.repeats)
+    return 0
+
+
+def _add_bench_compile(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench-compile",
+        help="train-step compile time with the blocks looped and scanned (model.scan_layers)",
+        description="Traces, lowers and compiles a config's train step (the one `vmp train` "
+        "jits) on abstract arguments for this machine's devices, once with the blocks in a "
+        "Python loop and once as lax.scans, and prints the seconds of each phase, the ratio "
+        "and the compiled temp memory. Nothing is run. Overrides: --config.KEY=VALUE.",
+    )
+    p.add_argument("--config", required=True)
+    p.add_argument("--batch", type=int, default=None, help="global batch (default: the config's)")
+    p.add_argument("--repeats", type=int, default=1, help="compiles per layout, fastest kept")
+    p.set_defaults(func=_bench_compile, accepts_overrides=True)
+
+
 def add(subparsers) -> None:
     _add_bench_scan(subparsers)
     _add_bench_data(subparsers)
     _add_bench_train(subparsers)
+    _add_bench_compile(subparsers)

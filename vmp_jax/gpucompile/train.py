@@ -34,6 +34,8 @@ class TrainFigures:
     device_memory_bytes: int
     usable_bytes: int
     triton_calls: int  # native Pallas kernel calls in the program (0 for the XLA algorithms)
+    compile_s: float  # trace, lower and compile, wall seconds in the worker (not a GPU timing)
+    scan_layers: bool
 
     @property
     def fits(self) -> bool:
@@ -99,6 +101,8 @@ def compile_train(
         target.memory_bytes,
         int(memory_fraction() * target.memory_bytes),
         int(result.get("triton_calls", 0)),
+        float(result.get("compile_s", 0.0)),
+        bool(config.model.scan_layers),
     )
 
 
@@ -107,7 +111,7 @@ def format_result(f: TrainFigures) -> str:
     target = targets.get(f.target)
     head = (
         f"train step on {f.devices} x {target.name}, {f.per_device_batch} clips per device, "
-        f"scan {f.algorithm}"
+        f"scan {f.algorithm}, {'scanned' if f.scan_layers else 'looped'} layers"
     )
     if not f.compiled:
         return f"{head}\ndoes not compile: {f.error}"
@@ -115,5 +119,6 @@ def format_result(f: TrainFigures) -> str:
     used, total = f.per_device_bytes / gib, f.device_memory_bytes / gib
     return (
         f"{head}\nper device {used:.2f} GiB of {total:.1f} GiB ({f.usable_bytes / gib:.1f} GiB "
-        f"for jax at XLA_PYTHON_CLIENT_MEM_FRACTION={memory_fraction():g}): {verdict}"
+        f"for jax at XLA_PYTHON_CLIENT_MEM_FRACTION={memory_fraction():g}): {verdict}\n"
+        f"traced, lowered and compiled in {f.compile_s:.1f} s on this machine"
     )

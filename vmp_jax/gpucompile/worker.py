@@ -12,6 +12,7 @@ Tasks:
 
 import json
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -77,37 +78,29 @@ def compile_kernels(task: dict) -> dict:
 
 def compile_train_step(task: dict) -> dict:
     from vmp_jax.experiment import load_config
-    from vmp_jax.train import sharding, steps
-    from vmp_jax.train.mixing import Mixing
-    from vmp_jax.train.state import Trainer
+    from vmp_jax.train import steps
 
     devices = compile_only_devices(task["target"], task["devices"])
     config = load_config(task["config"], task["overrides"])
-    batch = task["per_device_batch"] * len(devices)
-    config.data.batch_size = batch
-    trainer = Trainer.from_config(config, devices=devices)
-    train_step = steps.make_train_step(
-        trainer,
-        accum_steps=config.optim.accum_steps,
-        schedule=lambda step: 0.0,
-        mixing=Mixing.from_config(config),
-    )
-    data = sharding.batch_sharding(trainer.mesh)
-    m = config.model
-    video = (batch, m.num_frames, m.img_size, m.img_size, m.channels)
-    abstract_batch = {
-        "video": jax.ShapeDtypeStruct(video, jnp.float32, sharding=data),
-        "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
-    }
+    config.data.batch_size = task["per_device_batch"] * len(devices)
+    train_step, abstract_state, abstract_batch = steps.abstract_train_step(config, devices)
+    start = time.perf_counter()
     try:
         with compiling_for("gpu"):  # "auto" and the Pallas kernels as on a GPU
-            traced = train_step.trace(trainer.abstract_placed(), abstract_batch)
+            traced = train_step.trace(abstract_state, abstract_batch)
         lowered = traced.lower()
         compiled = lowered.compile()
     except Exception as e:  # XLA reports a failed compile as a RuntimeError of its own kinds
         return {"compiled": False, "error": f"{type(e).__name__}: {e}"}
+    seconds = time.perf_counter() - start
     kernels = lowered.as_text().count(TRITON_CALL)
-    return {"compiled": True, "error": "", "memory": _memory(compiled), "triton_calls": kernels}
+    return {
+        "compiled": True,
+        "error": "",
+        "memory": _memory(compiled),
+        "triton_calls": kernels,
+        "compile_s": seconds,
+    }
 
 
 def main() -> None:

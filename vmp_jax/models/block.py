@@ -27,33 +27,35 @@ class RMSNorm(nnx.Module):
 
 class DropPath(nnx.Module):
     """Stochastic depth: zero a whole sample's branch with probability `rate`, scale the rest
-    by 1 / (1 - rate). Identity when deterministic (`model.eval()`) or rate = 0."""
+    by 1 / (1 - rate). The rate is a call argument, not an attribute, so that blocks of
+    different rates share one graph and can run as one scan (`ModelConfig.scan_layers`).
+    Identity when deterministic (`model.eval()`) or built inactive (rate 0: no RNG stream)."""
 
-    def __init__(self, rate: float, *, rngs: nnx.Rngs):
-        self.rate = rate
+    def __init__(self, active: bool, *, rngs: nnx.Rngs):
         self.deterministic = False
-        self.rngs = rngs.fork() if rate > 0 else None
+        self.rngs = rngs.fork() if active else None
 
-    def __call__(self, x):
-        if self.deterministic or self.rate == 0.0:
+    def __call__(self, x, rate):
+        if self.deterministic or self.rngs is None:
             return x
-        keep = 1.0 - self.rate
+        keep = 1.0 - jnp.asarray(rate, jnp.float32)  # the same float32 for a Python or traced rate
         mask = jax.random.bernoulli(self.rngs.dropout(), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-        return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+        return jnp.where(mask, x / keep.astype(x.dtype), 0.0).astype(x.dtype)
 
 
 class Block(nnx.Module):
-    """(hidden, residual) -> (hidden, residual); residual is float32 (b, l, C)."""
+    """(hidden, residual, drop-path rate) -> (hidden, residual); residual is float32 (b, l, C),
+    None before the first block. `drop_path`: whether the block has one (an RNG stream)."""
 
-    def __init__(self, cfg: ModelConfig, drop_path: float, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, drop_path: bool, *, rngs: nnx.Rngs):
         self.compute_dtype = cfg.compute_dtype
         self.norm = RMSNorm(cfg.embed_dim, rngs=rngs)
         self.mixer = BiMambaMixer(cfg, rngs=rngs)
         self.drop_path = DropPath(drop_path, rngs=rngs)
 
-    def __call__(self, hidden, residual):
+    def __call__(self, hidden, residual, drop_rate=0.0):
         if residual is None:
             residual = hidden.astype(jnp.float32)
         else:
-            residual = residual + self.drop_path(hidden).astype(jnp.float32)
+            residual = residual + self.drop_path(hidden, drop_rate).astype(jnp.float32)
         return self.mixer(self.norm(residual).astype(self.compute_dtype)), residual

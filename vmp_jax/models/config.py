@@ -53,6 +53,7 @@ class ModelConfig:
     scan_variant: str = "sequential"
     dtype: str = "float32"  # compute dtype; parameters, residual stream and scan state are f32
     remat: bool = False  # rematerialise each block in the backward pass
+    scan_layers: bool = False  # the blocks as lax.scans over stacked weights: one block compiled
 
     def __post_init__(self):
         for name in ("embed_dim", "depth", "d_state", "expand", "d_conv", "patch_size"):

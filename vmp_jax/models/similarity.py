@@ -36,7 +36,7 @@ def mixer_inputs(model: VideoMamba, video: jax.Array, layer: int):
     hidden, residual = model.features(video, upto=layer)
     hidden = hidden.astype(jnp.float32)  # eval: no drop path on the residual branch
     residual = hidden if residual is None else residual + hidden
-    block = model.layers[layer]
+    block = model.block(layer)
     normed = block.norm(residual).astype(block.compute_dtype)  # (b, l, C)
     return block.mixer.scan_inputs(normed)
 

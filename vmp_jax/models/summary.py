@@ -2,11 +2,10 @@
 
 import jax
 import numpy as np
-from flax import nnx
 
 from vmp_jax.models.config import SIZES, ModelConfig
 from vmp_jax.models.flops import forward_flops
-from vmp_jax.models.videomamba import VideoMamba, count_params
+from vmp_jax.models.videomamba import abstract_params
 
 # The paper's rounded parameter counts (M) and IN-1K GFLOPs at 224 px (its Table 15), keyed by
 # (VideoMambaPro?, embed width).
@@ -35,15 +34,12 @@ def _paper(cfg: ModelConfig) -> tuple[float, float] | None:
 
 def param_groups(cfg: ModelConfig) -> dict[str, int]:
     """Exact parameter counts by module group (the per-layer groups summed over the depth)."""
-    model = nnx.eval_shape(lambda: VideoMamba(cfg, rngs=nnx.Rngs(0)))
     groups: dict[str, int] = {}
-    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
-    for path, variable in flat:
+    for path, variable in abstract_params(cfg).items():  # per-block paths in either layout
         parts = [str(p) for p in path]
         key = ".".join(["layers.*", *parts[2:4]] if parts[0] == "layers" else parts[:2])
         key = key.removesuffix(".kernel").removesuffix(".bias")
         groups[key] = groups.get(key, 0) + int(np.prod(variable.shape))
-    assert sum(groups.values()) == count_params(model)
     return groups
 
 

@@ -3,7 +3,18 @@
 tokens = Embedding(video)                       (b, 1 + T*P, C)
 hidden, residual = Block_i(hidden, residual)    for each of `depth` blocks
 logits = head(dropout(norm_f(residual + drop_path(hidden))[:, 0]))
+
+With `cfg.scan_layers` the blocks' weights are stacked on a leading "layers" axis and the blocks
+run as one `nnx.scan`: one block is traced and compiled instead of `depth`, and the optimiser
+updates one array per weight instead of one per block and weight, so compile time no longer
+grows with depth. Every block has the same graph there: the residual stream starts at zero
+(block 0's drop path has rate 0, so zero + hidden is hidden exactly), drop-path rates are a
+scanned input and, under drop path, every block has an RNG stream. `vmp_jax.models.layers`
+converts between the two layouts: exports and {path: array} dicts use the per-block one, and a
+checkpoint's weights load into a model of either layout.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +47,11 @@ class VideoMamba(nnx.Module):
         self.cfg = cfg
         self.embed = Embedding(cfg, rngs=rngs)
         rates = drop_path_rates(cfg)
-        self.layers = nnx.List([Block(cfg, rates[i], rngs=rngs) for i in range(cfg.depth)])
-        self.drop_path = DropPath(rates[-1], rngs=rngs)
+        if cfg.scan_layers:
+            self.layers = _stacked_blocks(cfg, rngs)
+        else:
+            self.layers = nnx.List([Block(cfg, rates[i] > 0, rngs=rngs) for i in range(cfg.depth)])
+        self.drop_path = DropPath(rates[-1] > 0, rngs=rngs)
         self.norm_f = RMSNorm(cfg.embed_dim, rngs=rngs)
         self.head_drop = nnx.Dropout(cfg.head_dropout, rngs=rngs)
         self.head = nnx.Linear(
@@ -49,20 +63,65 @@ class VideoMamba(nnx.Module):
         )
 
     def features(self, video, *, upto: int | None = None):
-        """(hidden, residual) after the first `upto` blocks (all by default)."""
+        """(hidden, residual) after the first `upto` blocks (all by default); residual is None
+        when no block ran."""
+        count = self.cfg.depth if upto is None else upto
+        rates = drop_path_rates(self.cfg)[:count]
         hidden, residual = self.embed(video), None
-        for block in self.layers[: self.cfg.depth if upto is None else upto]:
+        if count == 0:
+            return hidden, residual
+        if self.cfg.scan_layers:
+            return self._scan_blocks(hidden, rates)
+        for block, rate in zip(self.layers[:count], rates, strict=True):
             if self.cfg.remat:
-                hidden, residual = nnx.remat(lambda blk, h, r: blk(h, r))(block, hidden, residual)
+                run = nnx.remat(lambda b, h, r, rate=rate: b(h, r, rate))
+                hidden, residual = run(block, hidden, residual)
             else:
-                hidden, residual = block(hidden, residual)
+                hidden, residual = block(hidden, residual, rate)
         return hidden, residual
+
+    def _scan_blocks(self, hidden, rates):
+        """The first len(rates) stacked blocks as one scan from a zero residual stream."""
+        residual = jnp.zeros(hidden.shape, jnp.float32)  # (b, l, C)
+        blocks = self.layers if len(rates) == self.cfg.depth else self.block_range(len(rates))
+
+        def step(carry, block, rate):
+            return block(*carry, rate)
+
+        if self.cfg.remat:
+            step = nnx.remat(step)
+        scan = nnx.scan(step, in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry)
+        return scan((hidden, residual), blocks, jnp.asarray(rates, jnp.float32))
+
+    def block(self, i: int) -> Block:
+        """Block i, in either layout (stacked: a copy sliced out of the stack)."""
+        if not self.cfg.scan_layers:
+            return self.layers[i]
+        graph, state = nnx.split(self.layers)
+        return nnx.merge(graph, jax.tree.map(lambda x: x[i], state))
+
+    def block_range(self, count: int):
+        """The first `count` stacked blocks (a copy: their RNG counts are not written back)."""
+        graph, state = nnx.split(self.layers)
+        return nnx.merge(graph, jax.tree.map(lambda x: x[:count], state))
 
     def __call__(self, video):
         hidden, residual = self.features(video)
-        residual = residual + self.drop_path(hidden).astype(jnp.float32)
+        rate = drop_path_rates(self.cfg)[-1]
+        residual = residual + self.drop_path(hidden, rate).astype(jnp.float32)
         cls = self.norm_f(residual)[:, 0]  # (b, C) float32
         return self.head(self.head_drop(cls)).astype(jnp.float32)
+
+
+def _stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+    """`depth` blocks with their weights (and RNG streams) stacked on a leading "layers" axis."""
+
+    @nnx.split_rngs(splits=cfg.depth)
+    @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+    def build(rngs):
+        return Block(cfg, cfg.drop_path_rate > 0, rngs=rngs)
+
+    return build(rngs)
 
 
 def count_params(model: nnx.Module) -> int:
@@ -71,7 +130,9 @@ def count_params(model: nnx.Module) -> int:
 
 
 def abstract_params(cfg: ModelConfig) -> dict[tuple, nnx.Variable]:
-    """{path: abstract Param} of the model `cfg` describes (shapes only, nothing allocated);
-    paths as nnx.to_flat_state gives them, e.g. ("layers", 0, "mixer", "fwd", "A_log")."""
-    abstract = nnx.eval_shape(lambda: VideoMamba(cfg, rngs=nnx.Rngs(0)))
+    """{path: abstract Param} of the model `cfg` describes (shapes only, nothing allocated),
+    in the per-block layout whatever cfg.scan_layers: paths as nnx.to_flat_state gives them,
+    e.g. ("layers", 0, "mixer", "fwd", "A_log")."""
+    per_block = dataclasses.replace(cfg, scan_layers=False)
+    abstract = nnx.eval_shape(lambda: VideoMamba(per_block, rngs=nnx.Rngs(0)))
     return dict(nnx.to_flat_state(nnx.state(abstract, nnx.Param)))

@@ -20,6 +20,8 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
+from vmp_jax.models import layers
+
 STATE, DATA = "state", "data"
 
 
@@ -58,11 +60,24 @@ class Checkpoints:
     def restore(self, step: int, abstract_state, data_iterator=None):
         """The state at `step`, placed as `abstract_state`'s shardings; the data iterator (if
         given) is moved to where it was at that step."""
+        self._check_layout(step, abstract_state)
         items = {STATE: ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
             self._check_data_states(step)
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
         return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+
+    def _check_layout(self, step: int, abstract_state) -> None:
+        """A run resumes in the block layout it was saved in (the optimiser moments and RNG
+        streams are laid out with the weights); its weights load into either layout."""
+        saved = _state_metadata(os.path.join(str(self.manager.directory), str(step)))[2]
+        was, now = _has_stacked_layers(saved["model"]), _has_stacked_layers(abstract_state["model"])
+        if was != now:
+            raise ValueError(
+                f"checkpoint {step} was written with model.scan_layers={was}; resume with "
+                f"--config.model.scan_layers={was} (its weights start a run of the other layout "
+                f"through --config.train.init_from, and vmp eval, predict and export read either)"
+            )
 
     def _check_data_states(self, step: int) -> None:
         """Each process restores the iterator state it saved (Grain's
@@ -168,18 +183,37 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
     with _absl_level(absl_logging.ERROR):
         restored = ocp.PyTreeCheckpointer().restore(item, args=args)[part]
+    stacked = _has_stacked_layers(restored)
     params = {}
     for key, abstract in abstract_params.items():
-        node = restored
-        for name in key:
-            node = node.get(str(name)) if isinstance(node, dict) else None
+        value = _saved_value(restored, key, stacked)
         name = ".".join(map(str, key))
-        if node is None:
+        if value is None:
             raise ValueError(f"{item}: no parameter {name} (expected {abstract.shape})")
-        if node["value"].shape != abstract.shape:
+        if value.shape != abstract.shape:
             raise ValueError(
-                f"{item}: parameter {name} has shape {node['value'].shape}, expected "
+                f"{item}: parameter {name} has shape {value.shape}, expected "
                 f"{abstract.shape} for this config"
             )
-        params[key] = node["value"]
+        params[key] = value
     return params, step
+
+
+def _has_stacked_layers(tree: dict) -> bool:
+    """Whether a saved model's blocks are stacked (model.scan_layers): "layers" holds weight
+    names rather than block indices."""
+    blocks = tree.get(layers.LAYERS)
+    return blocks is not None and not all(str(k).isdigit() for k in blocks)
+
+
+def _saved_value(tree: dict, key: tuple, stacked: bool):
+    """The saved array at a per-block path (sliced out of the stack when `stacked`), or None."""
+    block = None
+    if stacked and len(key) > 2 and key[0] == layers.LAYERS:
+        key, block = (key[0], *key[2:]), int(key[1])
+    node = tree
+    for name in key:
+        node = node.get(str(name)) if isinstance(node, dict) else None
+    if node is None:
+        return None
+    return node["value"] if block is None else node["value"][block]

@@ -6,6 +6,8 @@ import jax
 import optax
 from flax import nnx
 
+from vmp_jax.models import layers
+
 # Parameters that get no weight decay besides every 1-D one (norm weights, biases, D, cls token):
 # the position embeddings and A_log (VideoMamba's `no_weight_decay` list plus mamba_ssm's
 # `_no_weight_decay` on A_log and D).
@@ -33,8 +35,9 @@ def schedule(config, steps_per_epoch: int) -> optax.Schedule:
 
 def decays(path, value) -> bool:
     """Whether the parameter at `path` gets weight decay."""
-    names = [str(getattr(p, "key", getattr(p, "name", p))) for p in path]
-    return value.ndim > 1 and not any(n in NO_DECAY_NAMES for n in names)
+    names = tuple(str(getattr(p, "key", getattr(p, "name", p))) for p in path)
+    ndim = value.ndim - (layers.stacked_at(names) is not None)  # a block's own dimensions
+    return ndim > 1 and not any(n in NO_DECAY_NAMES for n in names)
 
 
 def decay_mask(params: nnx.State):

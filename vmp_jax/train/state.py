@@ -14,18 +14,24 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vmp_jax.models import layers
 from vmp_jax.models.config import ModelConfig
 from vmp_jax.models.videomamba import VideoMamba
 from vmp_jax.train import sharding
 
 
-def flat_params(model: nnx.Module) -> dict[tuple, jax.Array]:
-    """{path: array} of a model's parameters (paths as nnx.to_flat_state gives them)."""
-    return {path: v[...] for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+def flat_params(model: VideoMamba) -> dict[tuple, jax.Array]:
+    """{path: array} of a model's parameters in the per-block layout (paths as
+    nnx.to_flat_state gives them for scan_layers=False), whichever layout the model has."""
+    flat = {path: v[...] for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    return layers.unstack(flat, model.cfg.depth) if model.cfg.scan_layers else flat
 
 
-def set_params(model: nnx.Module, params: dict) -> None:
-    """Overwrites every parameter of `model` from {path: array}; KeyError if one is missing."""
+def set_params(model: VideoMamba, params: dict) -> None:
+    """Overwrites every parameter of `model` from {path: array} in the per-block layout
+    (stacked here when the model scans its layers); KeyError naming one that is missing."""
+    if model.cfg.scan_layers:
+        params = layers.stack(params, model.cfg.depth, xp=jnp)
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     nnx.update(model, nnx.from_flat_state({p: v.replace(jnp.asarray(params[p])) for p, v in flat}))
 

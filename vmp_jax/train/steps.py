@@ -107,3 +107,24 @@ def make_eval_step(trainer: Trainer, *, ema: bool = False):
         in_shardings=(trainer.shardings, sharding.batch_sharding(trainer.mesh)),
         out_shardings=sharding.replicated(trainer.mesh),
     )
+
+
+def abstract_train_step(config, devices=None):
+    """(train_step, abstract state, abstract batch) of `config` on `devices` (by default jax's):
+    the step `vmp train` jits, traced on shapes only (nothing allocated), for compiling it
+    ahead of time (`vmp gpu-compile train`, `vmp bench-compile`); the schedule is a constant."""
+    trainer = Trainer.from_config(config, devices=devices)
+    train_step = make_train_step(
+        trainer,
+        accum_steps=config.optim.accum_steps,
+        schedule=lambda step: 0.0,
+        mixing=Mixing.from_config(config),
+    )
+    data = sharding.batch_sharding(trainer.mesh)
+    batch, m = config.data.batch_size, config.model
+    video = (batch, config.data.num_frames, config.data.img_size, config.data.img_size, m.channels)
+    abstract_batch = {
+        "video": jax.ShapeDtypeStruct(video, jnp.float32, sharding=data),
+        "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
+    }
+    return train_step, trainer.abstract_placed(), abstract_batch
