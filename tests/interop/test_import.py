@@ -60,10 +60,16 @@ def _save_pth(tensors: dict, path: str, *, nest: str | None = None, prefix: str 
     return path
 
 
-@pytest.mark.parametrize("pro", [False, True])
-def test_round_trip_is_bit_identical(pro, tmp_path, seed):
-    """JAX checkpoint -> export -> import -> JAX: every parameter bit for bit."""
-    flags = _overrides(bwd_mask_diagonal=pro, residual_ssm=pro, bwd_shares_delta=pro, num_classes=4)
+@pytest.mark.parametrize(
+    ("pro", "scan_layers"), [(False, False), (True, True)], ids=["vm-looped", "vmp-scanned"]
+)
+def test_round_trip_is_bit_identical(pro, scan_layers, tmp_path, seed):
+    """JAX checkpoint -> export -> import -> JAX: every parameter bit for bit. With
+    scan_layers the first checkpoint holds stacked blocks, the export still names them per
+    layer (layers.<i>....) and the second import is into the per-block layout."""
+    switches = dict(bwd_mask_diagonal=pro, residual_ssm=pro, bwd_shares_delta=pro, num_classes=4)
+    flags = _overrides(**switches, scan_layers=scan_layers)
+    looped = _overrides(**switches, scan_layers=False)
     config = load_config(DEMO, flags)
     first = str(tmp_path / "first")
     source = _save_pth(_random_tensors(config, seed), str(tmp_path / "source.pth"))
@@ -74,10 +80,10 @@ def test_round_trip_is_bit_identical(pro, tmp_path, seed):
         assert cli.main(argv) == 0
         second = str(tmp_path / f"second{suffix}")
         assert (
-            cli.main(["import", "--config", DEMO, *flags, "--weights", out, "--out", second]) == 0
+            cli.main(["import", "--config", DEMO, *looped, "--weights", out, "--out", second]) == 0
         )
         a, b = _imported(first, config), _imported(second, config)
-        assert a.keys() == b.keys()
+        assert a.keys() == b.keys() and "layers.1.mixer.in_proj.weight" in a
         for name in a:
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)
             assert a[name].tobytes() == b[name].tobytes()

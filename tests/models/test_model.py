@@ -272,9 +272,8 @@ def test_scanned_layers_equal_the_loop(drop_path_rate, remat, seed):
             assert int(stacked[path[1]]) == int(variable[...]) == 1, path
 
 
-def test_a_stacked_checkpoint_loads_per_block_and_resume_keeps_its_layout(tmp_path):
-    """Weights saved by a scan_layers run read back per block (vmp eval, export, init_from);
-    resuming it with the other layout is refused with the key to set."""
+def test_a_stacked_checkpoint_loads_per_block(tmp_path):
+    """Weights saved by a scan_layers run read back per block (vmp eval, export, init_from)."""
     from vmp_jax.train import checkpoint
     from vmp_jax.train.state import Trainer
 
@@ -285,12 +284,62 @@ def test_a_stacked_checkpoint_loads_per_block_and_resume_keeps_its_layout(tmp_pa
     ckpt = checkpoint.Checkpoints(str(tmp_path), async_save=False)
     ckpt.save(0, state)
     ckpt.wait()
+    ckpt.close()
     params, step = checkpoint.restore_params(str(tmp_path), abstract_params(cfg))
     want = flat_params(trainer.model(state))
     assert step == 0 and params.keys() == want.keys()
     for path, value in want.items():
         np.testing.assert_array_equal(params[path], value)
-    looped = Trainer(ModelConfig(**TINY), optax.sgd(0.1), mesh)
-    with pytest.raises(ValueError, match="written with model.scan_layers=True; resume with"):
-        ckpt.restore(0, looped.abstract_placed())
-    ckpt.close()
+
+
+def _host_values(state) -> dict:
+    """{path: numpy} of a train state, PRNG keys as their key data, blocks per block."""
+    flat = {}
+    for path, v in nnx.to_flat_state(state):
+        value = v[...]
+        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            value = jax.random.key_data(value)
+        flat[path] = np.asarray(value)
+    return layers.unstack(flat, 3)
+
+
+def test_a_run_resumes_in_the_other_block_layout(tmp_path, seed):
+    """Saved with scan_layers, resumed without, and back: weights, EMA, Adam moments, step and
+    drop-path RNG streams carry over exactly; the per-block layout has no streams for the
+    rate-0 blocks 0 and 1, so the stacked one gets fresh ones there."""
+    from vmp_jax.train import checkpoint
+    from vmp_jax.train.state import Trainer
+
+    tiny = dict(TINY, depth=3, drop_path_rate=0.3)
+    mesh = make_mesh(SimpleNamespace(data=1, fsdp=8))
+    trainers = {
+        scan: Trainer(ModelConfig(**tiny, scan_layers=scan), optax.adamw(0.1), mesh, ema_decay=0.9)
+        for scan in (True, False)
+    }
+    rng = np.random.default_rng(seed)
+    state = jax.tree.map(  # every float leaf random, the moments included
+        lambda x: (
+            x + rng.standard_normal(x.shape).astype(x.dtype)
+            if jnp.issubdtype(x.dtype, jnp.floating)
+            else x
+        ),
+        trainers[True].init(),
+    )
+    first, second = (checkpoint.Checkpoints(str(tmp_path / n), async_save=False) for n in "ab")
+    first.save(0, state)
+    first.wait()
+    looped = first.restore(0, trainers[False].abstract_placed())
+    want, got = _host_values(state), _host_values(looped)
+    assert got.keys() <= want.keys() and any("mu" in p for p in got)
+    for path, value in got.items():
+        np.testing.assert_array_equal(value, want[path], err_msg=str(path))
+    second.save(0, looped)
+    second.wait()
+    back = _host_values(second.restore(0, trainers[True].abstract_placed()))
+    assert back.keys() == want.keys()
+    fresh = [p for p in want if p not in got]
+    assert fresh and all(p[1] == "layers" and p[2] in (0, 1) and "rngs" in p for p in fresh)
+    for path, value in back.items():
+        if path not in fresh:
+            np.testing.assert_array_equal(value, want[path], err_msg=str(path))
+    first.close(), second.close()

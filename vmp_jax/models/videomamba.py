@@ -11,7 +11,7 @@ grows with depth. Every block has the same graph there: the residual stream star
 (block 0's drop path has rate 0, so zero + hidden is hidden exactly), drop-path rates are a
 scanned input and, under drop path, every block has an RNG stream. `vmp_jax.models.layers`
 converts between the two layouts: exports and {path: array} dicts use the per-block one, and a
-checkpoint's weights load into a model of either layout.
+checkpoint of either layout loads into the other (`vmp_jax.train.relayout` for a whole state).
 """
 
 import dataclasses
@@ -83,7 +83,8 @@ class VideoMamba(nnx.Module):
     def _scan_blocks(self, hidden, rates):
         """The first len(rates) stacked blocks as one scan from a zero residual stream."""
         residual = jnp.zeros(hidden.shape, jnp.float32)  # (b, l, C)
-        blocks = self.layers if len(rates) == self.cfg.depth else self.block_range(len(rates))
+        count = len(rates)
+        blocks = self.layers if count == self.cfg.depth else self._stacked(slice(0, count))
 
         def step(carry, block, rate):
             return block(*carry, rate)
@@ -95,15 +96,13 @@ class VideoMamba(nnx.Module):
 
     def block(self, i: int) -> Block:
         """Block i, in either layout (stacked: a copy sliced out of the stack)."""
-        if not self.cfg.scan_layers:
-            return self.layers[i]
-        graph, state = nnx.split(self.layers)
-        return nnx.merge(graph, jax.tree.map(lambda x: x[i], state))
+        return self._stacked(i) if self.cfg.scan_layers else self.layers[i]
 
-    def block_range(self, count: int):
-        """The first `count` stacked blocks (a copy: their RNG counts are not written back)."""
+    def _stacked(self, index):
+        """The stacked blocks at `index` (an int or a slice of the layers axis), as a copy:
+        RNG counts it advances are not written back."""
         graph, state = nnx.split(self.layers)
-        return nnx.merge(graph, jax.tree.map(lambda x: x[:count], state))
+        return nnx.merge(graph, jax.tree.map(lambda x: x[index], state))
 
     def __call__(self, video):
         hidden, residual = self.features(video)

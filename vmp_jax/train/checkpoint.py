@@ -21,6 +21,7 @@ from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from vmp_jax.models import layers
+from vmp_jax.train import relayout
 
 STATE, DATA = "state", "data"
 
@@ -59,25 +60,19 @@ class Checkpoints:
 
     def restore(self, step: int, abstract_state, data_iterator=None):
         """The state at `step`, placed as `abstract_state`'s shardings; the data iterator (if
-        given) is moved to where it was at that step."""
-        self._check_layout(step, abstract_state)
-        items = {STATE: ocp.args.StandardRestore(abstract_state)}
+        given) is moved to where it was at that step. A state saved in the other block layout
+        (model.scan_layers) is converted (`relayout`)."""
+        items = {}
         if data_iterator is not None:
             self._check_data_states(step)
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-        return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
-
-    def _check_layout(self, step: int, abstract_state) -> None:
-        """A run resumes in the block layout it was saved in (the optimiser moments and RNG
-        streams are laid out with the weights); its weights load into either layout."""
-        saved = _state_metadata(os.path.join(str(self.manager.directory), str(step)))[2]
-        was, now = _has_stacked_layers(saved["model"]), _has_stacked_layers(abstract_state["model"])
-        if was != now:
-            raise ValueError(
-                f"checkpoint {step} was written with model.scan_layers={was}; resume with "
-                f"--config.model.scan_layers={was} (its weights start a run of the other layout "
-                f"through --config.train.init_from, and vmp eval, predict and export read either)"
-            )
+        item, _, saved = _state_metadata(os.path.join(str(self.manager.directory), str(step)))
+        if _has_stacked_layers(saved["model"]) == _has_stacked_layers(abstract_state["model"]):
+            items[STATE] = ocp.args.StandardRestore(abstract_state)
+            return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
+        if items:
+            self.manager.restore(step, args=ocp.args.Composite(**items))
+        return relayout.convert(_restore_numpy(item, saved), abstract_state)
 
     def _check_data_states(self, step: int) -> None:
         """Each process restores the iterator state it saved (Grain's
@@ -178,11 +173,7 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     item, step, saved = _state_metadata(path)
     if part not in saved:
         raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
-    target = {part: saved[part]}
-    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
-    args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
-    with _absl_level(absl_logging.ERROR):
-        restored = ocp.PyTreeCheckpointer().restore(item, args=args)[part]
+    restored = _restore_numpy(item, {part: saved[part]})[part]
     stacked = _has_stacked_layers(restored)
     params = {}
     for key, abstract in abstract_params.items():
@@ -197,6 +188,15 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
             )
         params[key] = value
     return params, step
+
+
+def _restore_numpy(item: str, target: dict) -> dict:
+    """The subtree `target` (of the item's metadata tree) of a saved state, as numpy arrays on
+    the host, whatever mesh it was saved from."""
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
+    with _absl_level(absl_logging.ERROR):
+        return ocp.PyTreeCheckpointer().restore(item, args=args)
 
 
 def _has_stacked_layers(tree: dict) -> bool:
