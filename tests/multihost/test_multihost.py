@@ -8,6 +8,7 @@ error within a bounded time."""
 
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -108,7 +109,11 @@ def test_a_process_killed_mid_run_resumes_bit_identical(motion_dataset, two_proc
     run = _launch(2, command)
     pids, lines = {}, []
     first = os.path.join(checkpoint_dir(workdir), "2")
+    deadline = time.monotonic() + 600
     while not os.path.isdir(first):  # Orbax renames a step's directory once it is complete
+        if not select.select([run.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            run.kill()
+            raise AssertionError("no first checkpoint in 600 s:\n" + "".join(lines))
         line = run.stdout.readline()
         assert line, "the run ended before its first checkpoint:\n" + "".join(lines)
         lines.append(line)
