@@ -23,8 +23,11 @@ format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# --dist loadfile: a test file runs on one worker, so its module fixtures (a two-process
+# training run, a trained checkpoint) are built once. (xdist's loadgroup does not group under
+# pytest 9: every test of an xdist_group landed on either worker.)
 test: lint
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # The main job on CPU: generate the motion dataset, train the demo VMP on it, evaluate it,
 # and classify a few videos with it.

@@ -88,7 +88,8 @@ def test_tiny_logit_parity(mask, residual, shares, tmp_path, seed):
 def test_ti_8x224_logit_parity(pro, tmp_path, seed):
     """Noise on every weight (a random seed), as in the tiny test; besides the logits, every
     token after the final norm is compared: all 24 blocks on all 1569 tokens."""
-    model = _perturbed_model(preset("ti", pro=pro, num_classes=400), seed)
+    # VMP-Ti with its blocks stacked (model.scan_layers): both layouts meet PyTorch's names.
+    model = _perturbed_model(preset("ti", pro=pro, num_classes=400, scan_layers=pro), seed)
     twin = _twin(model, tmp_path)
     video = np.random.default_rng(seed).standard_normal((1, 8, 224, 224, 3)).astype(np.float32)
     _assert_parity(*_logits(model, twin, video))

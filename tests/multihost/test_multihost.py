@@ -23,7 +23,6 @@ from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
 from vmp_jax.train.checkpoint import checkpoint_dir, restore_state
 
-pytestmark = pytest.mark.xdist_group("multihost")  # one worker: the runs share a fixture
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
@@ -34,30 +33,28 @@ def _settings(root: str) -> list[str]:
     return tiny_overrides(root, optim__epochs=2, mesh__data=2, mesh__fsdp=4)
 
 
+# The runs share their compiled programs (the restarted run and the evals compile what an earlier
+# run did), which keeps these tests to a few minutes on two cores. `make test` runs each test
+# file on one worker (--dist loadfile), so the module's fixtures are built once.
+_CACHE_ENV: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-    """The runs share their compiled programs (the restarted run and the evals compile what
-    an earlier run did): keeps these tests' time to a few minutes on two cores."""
-    cache = str(tmp_path_factory.mktemp("jax_cache"))
-    settings = {
-        "JAX_COMPILATION_CACHE_DIR": cache,
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    }
-    before = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    yield
-    for k, v in before.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    """A persistent compilation cache for every process these tests launch."""
+    _CACHE_ENV["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
+    _CACHE_ENV["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
 def _launch(processes: int, command: list[str]) -> subprocess.Popen:
     devices = 8 // processes
     args = [*LAUNCH, "--processes", str(processes), "--devices-per-process", str(devices), "--"]
     return subprocess.Popen(
-        args + command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        args + command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **_CACHE_ENV},
     )
 
 
