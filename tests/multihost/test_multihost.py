@@ -23,7 +23,6 @@ from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
 from vmp_jax.train.checkpoint import checkpoint_dir, restore_state
 
-
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
 
