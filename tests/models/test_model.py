@@ -259,8 +259,8 @@ def test_scanned_layers_equal_the_loop(drop_path_rate, remat, seed):
     g_loop, g_scan = dict(nnx.to_flat_state(g_loop)), dict(nnx.to_flat_state(g_scan))
     g_scan = layers.unstack({k: v[...] for k, v in g_scan.items()}, 5)
     assert g_scan.keys() == g_loop.keys()
-    for path, value in g_loop.items():
-        assert_close(g_scan[path], value[...], 1e-5, f"grad {path}")
+    for path, value in g_loop.items():  # float32 sums reassociated by XLA: ~2e-5 seen
+        assert_close(g_scan[path], value[...], 1e-4, f"grad {path}")
     loop.eval(), scan.eval()
     hidden, residual = scan.features(video, upto=3)  # as `vmp similarity` reads block 3
     assert_close(hidden, loop.features(video, upto=3)[0], 1e-5, "hidden after 3 blocks")
