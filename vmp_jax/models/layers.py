@@ -22,6 +22,15 @@ def stacked_at(path: tuple) -> int | None:
     return None
 
 
+def per_block_at(path: tuple) -> int | None:
+    """The index of "layers" in a path of the per-block layout (the next element is a block
+    index, an int or its string as a saved tree names it), else None."""
+    for i, name in enumerate(path[:-1]):
+        if name == LAYERS and (isinstance(path[i + 1], int) or str(path[i + 1]).isdigit()):
+            return i
+    return None
+
+
 def unstack(flat: dict, depth: int) -> dict:
     """{path: array} with stacked block weights split into per-block paths; others as given."""
     out = {}
@@ -43,14 +52,11 @@ def stack(flat: dict, depth: int, xp=np) -> dict:
     naming the first block weight missing. `xp`: numpy, or jax.numpy inside a trace."""
     out, groups = {}, {}
     for path, value in flat.items():
-        at = next(
-            (i for i, n in enumerate(path[:-1]) if n == LAYERS and isinstance(path[i + 1], int)),
-            None,
-        )
+        at = per_block_at(path)
         if at is None:
             out[path] = value
         else:
-            groups.setdefault((*path[: at + 1], *path[at + 2 :]), {})[path[at + 1]] = value
+            groups.setdefault((*path[: at + 1], *path[at + 2 :]), {})[int(path[at + 1])] = value
     for path, blocks in groups.items():
         missing = [i for i in range(depth) if i not in blocks]
         if missing:

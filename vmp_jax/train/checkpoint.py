@@ -173,11 +173,10 @@ def restore_params(path: str, abstract_params: dict, *, part: str = "model"):
     item, step, saved = _state_metadata(path)
     if part not in saved:
         raise FileNotFoundError(f"{item} has no {part!r} weights (parts: {sorted(saved)})")
-    restored = _restore_numpy(item, {part: saved[part]})[part]
-    stacked = _has_stacked_layers(restored)
+    restored = relayout.flatten(_restore_numpy(item, {part: saved[part]})[part])
     params = {}
     for key, abstract in abstract_params.items():
-        value = _saved_value(restored, key, stacked)
+        value = relayout.saved_value(restored, tuple(map(str, key)))
         name = ".".join(map(str, key))
         if value is None:
             raise ValueError(f"{item}: no parameter {name} (expected {abstract.shape})")
@@ -204,16 +203,3 @@ def _has_stacked_layers(tree: dict) -> bool:
     names rather than block indices."""
     blocks = tree.get(layers.LAYERS)
     return blocks is not None and not all(str(k).isdigit() for k in blocks)
-
-
-def _saved_value(tree: dict, key: tuple, stacked: bool):
-    """The saved array at a per-block path (sliced out of the stack when `stacked`), or None."""
-    block = None
-    if stacked and len(key) > 2 and key[0] == layers.LAYERS:
-        key, block = (key[0], *key[2:]), int(key[1])
-    node = tree
-    for name in key:
-        node = node.get(str(name)) if isinstance(node, dict) else None
-    if node is None:
-        return None
-    return node["value"] if block is None else node["value"][block]

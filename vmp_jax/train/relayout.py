@@ -17,18 +17,28 @@ from flax import nnx
 from vmp_jax.models import layers
 
 
-def _flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
+def flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, np.ndarray]:
     """A restored nested {name: ... {"value": array}} as {path of str: array}."""
     if "value" in tree and not isinstance(tree["value"], dict):
         return {prefix: tree["value"]}
     out = {}
     for name, node in tree.items():
-        out.update(_flatten(node, (*prefix, str(name))))
+        out.update(flatten(node, (*prefix, str(name))))
     return out
 
 
 def _per_block_path(path: tuple, at: int, block: int) -> tuple:
     return (*path[: at + 1], str(block), *path[at + 1 :])
+
+
+def saved_value(saved: dict, names: tuple) -> np.ndarray | None:
+    """The value at a per-block (or non-block) path, names as strings, in a flattened saved
+    tree of either layout (sliced out of the stack for a stacked one); None if absent."""
+    if names in saved:
+        return saved[names]
+    at = layers.per_block_at(names)
+    stacked = None if at is None else saved.get((*names[: at + 1], *names[at + 2 :]))
+    return None if stacked is None else stacked[int(names[at + 1])]
 
 
 def _missing_stream(abstract, block: int) -> np.ndarray:
@@ -51,20 +61,16 @@ def _value(saved: dict, path: tuple, abstract) -> np.ndarray:
             raise ValueError(f"the checkpoint has no {'.'.join(names)} for its blocks")
         filled = [_missing_stream(abstract, i) if b is None else b for i, b in enumerate(blocks)]
         return np.stack(filled)
-    if layers.LAYERS in names[:-1]:  # per block here, stacked in the checkpoint
-        at = names.index(layers.LAYERS)
-        stacked = saved.get((*names[: at + 1], *names[at + 2 :]))
-        if stacked is not None and names[at + 1].isdigit():
-            return stacked[int(names[at + 1])]
-    if names not in saved:
+    value = saved_value(saved, names)  # per block here: stacked or not in the checkpoint
+    if value is None:
         raise ValueError(f"the checkpoint has no {'.'.join(names)}")
-    return saved[names]
+    return value
 
 
 def convert(saved_tree: dict, abstract_placed: nnx.State) -> nnx.State:
     """The restored tree of the other layout (numpy, `saved_tree`) as this layout's state,
     placed on the shardings of `abstract_placed` (a state of ShapeDtypeStructs)."""
-    saved = _flatten(saved_tree)
+    saved = flatten(saved_tree)
     out = {}
     for path, leaf in nnx.to_flat_state(abstract_placed):
         variable = isinstance(leaf, nnx.Variable)
