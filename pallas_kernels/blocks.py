@@ -27,6 +27,10 @@ class ScanBlocks:
       backward walks a chunk back one sub-chunk at a time, recomputing each sub-chunk's
       entering state; the associative variant scans a sub-chunk in parallel. The largest
       divisor of chunk_size up to this is used.
+    segments: how many segments of whole chunks the kernels cut the sequence into, each run
+      by its own programs from the state (forward) or cotangent (backward) entering it
+      (Pallas only; pallas_kernels/segments.py). None: enough for 4 waves on the GPU traced
+      for, 1 elsewhere; 1: no split.
 
     The defaults serve both: for `chunked` they were chosen on CPU at (2, 3137, 384, 16), and
     for the kernels from `vmp gpu-compile kernels` on H100 and A100 (benchmarks/RESULTS.md).
@@ -36,13 +40,16 @@ class ScanBlocks:
     channel_block: int | None = 32
     num_warps: int = 4
     subchunk_size: int = 2
+    segments: int | None = None
 
     def __post_init__(self):
         for name in ("chunk_size", "num_warps", "subchunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ScanBlocks: {name} must be >= 1, got {getattr(self, name)}")
-        if self.channel_block is not None and self.channel_block < 1:
-            raise ValueError(f"ScanBlocks: channel_block must be >= 1, got {self.channel_block}")
+        for name in ("channel_block", "segments"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"ScanBlocks: {name} must be >= 1, got {value}")
 
     def validate(self, algorithm: str) -> "ScanBlocks":
         """These sizes, checked for `algorithm` (ValueError naming the field it cannot take)."""
@@ -62,14 +69,14 @@ class ScanBlocks:
 
     @classmethod
     def parse(cls, text: str) -> "ScanBlocks":
-        """'q,c,w' or 'q,c,w,s' (chunk, channel block, warps[, sub-chunk]), as the CLI takes
-        them; ValueError naming the problem."""
+        """'q,c,w[,s[,g]]' (chunk, channel block, warps[, sub-chunk[, segments]]), as the CLI
+        takes them; ValueError naming the problem."""
         try:
             values = [int(x) for x in text.split(",")]
         except ValueError:
-            raise ValueError(f"block sizes are q,c,w[,s] integers, got {text!r}") from None
-        if len(values) not in (3, 4):
-            raise ValueError(f"block sizes are q,c,w[,s], got {text!r}")
+            raise ValueError(f"block sizes are q,c,w[,s[,g]] integers, got {text!r}") from None
+        if len(values) not in (3, 4, 5):
+            raise ValueError(f"block sizes are q,c,w[,s[,g]], got {text!r}")
         return cls(*values)
 
     def as_tuple(self) -> tuple:

@@ -14,7 +14,8 @@ Two ways to get the states of a chunk from the state entering it (SPEC sections 
                 log2(q), work q log2(q); the entering state is applied to the prefixes after.
 
 The two combine operators are also those of the XLA `associative` algorithm (vmp_jax.ssm), which
-imports them from here: this module depends on jax alone.
+imports them from here: this module depends on jax alone. A third, `combine_adjoint`, composes
+the backward pass's carry over the segments of a split scan (selective_scan.py).
 """
 
 from typing import NamedTuple
@@ -40,13 +41,22 @@ def combine_residual(first, second):
     return a2 * a1, a2 * c1 + c2, a2 * p1 + c2 * q1 + p2, q1 + q2
 
 
+def combine_adjoint(first, second):
+    """Apply `first` then `second`, maps of the backward pass's carry (x, dr) -> (A x + P,
+    dr + C x + Q) (the transpose of the residual SSM's): (A1, C1, P1, Q1), (A2, C2, P2, Q2)
+    -> (A2 A1, C1 + C2 A1, A2 P1 + P2, Q1 + C2 P1 + Q2)."""
+    a1, c1, p1, q1 = first
+    a2, c2, p2, q2 = second
+    return a2 * a1, c1 + c2 * a1, a2 * p1 + p2, q1 + c2 * p1 + q2
+
+
 class Step(NamedTuple):
     """One token of one channel block, float32: u, delta (c,); B, C (n,); a, w (c, n)."""
 
     u: jax.Array
     delta: jax.Array
     B: jax.Array
-    C: jax.Array
+    C: jax.Array | None  # None where C is not read (a segment's summary)
     a: jax.Array  # exp(delta * A)
     w: jax.Array  # b u = delta u B
 

@@ -48,13 +48,16 @@ def test_bench_scan_times_the_pallas_variants_by_name(capsys):
 
 def test_bench_scan_tiles_chunked_and_pallas_with_the_given_blocks(capsys):
     argv = ["bench-scan", "--lengths", "9", "--dim", "4", "--state", "2", "--repeats", "1"]
-    argv += ["--algorithms", "chunked", "pallas:associative"]
+    argv += ["--algorithms", "chunked", "pallas:associative", "pallas:sequential:2"]
     assert cli.main([*argv, "--blocks", "4,2,1,2"]) == 0
     out = capsys.readouterr().out
-    assert "ScanBlocks(chunk_size=4, channel_block=2, num_warps=1, subchunk_size=2)" in out
-    assert [r[0] for r in _table(out)] == ["chunked", "pallas:associative"]
+    assert "ScanBlocks(chunk_size=4, channel_block=2, num_warps=1, subchunk_size=2, " in out
+    rows = ["chunked", "pallas:associative", "pallas:sequential:2"]
+    assert [r[0] for r in _table(out)] == rows
     assert cli.main([*argv, "--blocks", "4,6,1"]) == 2
     assert "channel_block must be a power of two for the Pallas kernels" in capsys.readouterr().err
+    assert cli.main([*argv[:-3], "--algorithms", "pallas:sequential:0"]) == 2
+    assert "unknown scan 'pallas:sequential:0'" in capsys.readouterr().err
 
 
 def test_forward_bytes_counts_inputs_read_and_output_written():

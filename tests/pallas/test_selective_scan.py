@@ -2,8 +2,8 @@
 
 Every test runs in Pallas' interpreter on CPU (the CPU half, always) and natively when a GPU is
 present (the `gpu` half, marked). Small block sizes keep the interpreter fast and exercise the
-padding of D and n, several chunks and a partial last chunk; the default blocks are covered
-through the dispatcher in tests/ssm/test_algorithms.py.
+padding of D and n, several chunks and a partial last chunk, split into segments; the default
+blocks (unsplit off a GPU) are covered through the dispatcher in tests/ssm/test_algorithms.py.
 """
 
 import jax
@@ -30,7 +30,9 @@ MODES = [
     "interpret",
     pytest.param("gpu", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="no GPU")]),
 ]
-SMALL = ScanBlocks(chunk_size=4, channel_block=2, num_warps=1)
+# Split into segments of whole chunks (a GPU's default), so that the summary kernels, the scan
+# over segments and the kernels' entering states are checked in every test that uses it.
+SMALL = ScanBlocks(chunk_size=4, channel_block=2, num_warps=1, segments=2)
 
 
 def _compare(x, dtype, mode, *, reverse=True, mask_diagonal=True, residual=True, **kernel_args):
@@ -84,7 +86,15 @@ def test_matches_reference_bfloat16(mode, variant, residual, seed):
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
-    "blocks", [ScanBlocks(1, 1, 1), ScanBlocks(3, 8, 2), ScanBlocks(16, 4, 4)], ids=str
+    "blocks",
+    [
+        ScanBlocks(1, 1, 1),
+        ScanBlocks(3, 8, 2),
+        ScanBlocks(16, 4, 4),
+        ScanBlocks(1, 4, 1, segments=9),  # one token per segment
+        ScanBlocks(2, 4, 1, segments=3),  # segments of 2, 2 and 1 chunks
+    ],
+    ids=str,
 )
 def test_block_sizes_do_not_change_the_result(mode, blocks, seed):
     x = random_inputs(seed, 1, 9, 6, 2)
@@ -111,12 +121,16 @@ def test_kernels_lower_to_triton_for_cuda(variant, dtype):
     options = {"reverse": True, "mask_diagonal": True, "residual": True, "variant": variant}
     options["interpret"] = False  # the native kernels, though this machine may have no GPU
 
-    def loss(*a):
-        return jnp.sum(selective_scan(*a, **options).astype(jnp.float32))
+    def kernels(sm_count):
+        def loss(*a):
+            return jnp.sum(selective_scan(*a, **options, sm_count=sm_count).astype(jnp.float32))
 
-    grad = jax.grad(loss, argnums=tuple(range(7)))
-    text = jax.jit(grad).trace(u, u, A, B, B, D, u).lower(lowering_platforms=("cuda",)).as_text()
-    assert text.count("__gpu$xla.gpu.triton") == 2  # the forward and the backward kernel
+        grad = jax.jit(jax.grad(loss, argnums=tuple(range(7))))
+        text = grad.trace(u, u, A, B, B, D, u).lower(lowering_platforms=("cuda",)).as_text()
+        return text.count("__gpu$xla.gpu.triton")
+
+    assert kernels(None) == 2  # the forward and the backward kernel (no GPU: no split)
+    assert kernels(132) == 4  # split for a GPU's SMs: each pass adds its summary kernel
 
 
 def test_bad_arguments_are_named():

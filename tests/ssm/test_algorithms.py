@@ -117,7 +117,7 @@ def test_chunked_blockings_match_reference(
     ("algorithm", "variant", "blocks"),
     [
         ("chunked", "sequential", ScanBlocks(chunk_size=5, channel_block=3)),
-        ("pallas", "sequential", ScanBlocks(chunk_size=4, channel_block=2, subchunk_size=4)),
+        ("pallas", "sequential", ScanBlocks(4, 2, subchunk_size=4, segments=3)),
         ("pallas", "associative", ScanBlocks(chunk_size=4, channel_block=4, num_warps=1)),
     ],
     ids=["chunked", "pallas-sequential", "pallas-associative"],
@@ -134,6 +134,11 @@ def test_block_sizes_are_checked_for_the_algorithm_used():
     args = scan_args(random_inputs(0, 1, 4, 6, 2), jnp.float32)
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         ScanBlocks(chunk_size=0)
+    with pytest.raises(ValueError, match="segments must be >= 1, got 0"):
+        ScanBlocks(segments=0)
+    assert ScanBlocks.parse("16,32,4,2,8") == ScanBlocks(16, 32, 4, 2, segments=8)
+    with pytest.raises(ValueError, match=r"q,c,w\[,s\[,g\]\], got '1,2,3,4,5,6'"):
+        ScanBlocks.parse("1,2,3,4,5,6")
     odd = ScanBlocks(channel_block=6)
     with pytest.raises(ValueError, match="channel_block must be a power of two.*got 6"):
         selective_scan(**args, algorithm="pallas", blocks=odd)

@@ -9,7 +9,9 @@ interleaved rounds after one warm-up (see `measure`).
 
 Besides the algorithm names, "pallas:sequential" and "pallas:associative" name the Pallas
 kernels' two chunk variants (`selective_scan(..., algorithm="pallas", variant=...)`; in Pallas'
-interpreter off the GPU). `blocks` sets the tiling of `chunked` and `pallas`.
+interpreter off the GPU), and "pallas:<variant>:<g>" the same cut into g segments (1: the
+sequence unsplit; pallas_kernels/segments.py). `blocks` sets the tiling of `chunked` and
+`pallas`.
 """
 
 import dataclasses
@@ -27,13 +29,14 @@ from vmp_jax.ssm import VARIANTS, ScanBlocks, resolve_algorithm, selective_scan
 DEFAULT_LENGTHS = (197, 1569, 3137)
 XLA_ALGORITHMS = ("sequential", "associative", "chunked")
 PALLAS_VARIANTS = tuple(f"pallas:{v}" for v in VARIANTS)
+UNSPLIT = "pallas:sequential:1"  # on a GPU: what the segments buy, in the same run
 
 
 def default_algorithms(backend: str | None = None) -> tuple[str, ...]:
-    """The XLA algorithms and auto; on GPU also both Pallas variants (the interpreter that
-    runs them elsewhere is far too slow at these lengths)."""
+    """The XLA algorithms and auto; on GPU also both Pallas variants and the unsplit kernels
+    (the interpreter that runs them elsewhere is far too slow at these lengths)."""
     backend = backend or jax.default_backend()
-    return (*XLA_ALGORITHMS, "auto", *(PALLAS_VARIANTS if backend == "gpu" else ()))
+    return (*XLA_ALGORITHMS, "auto", *((*PALLAS_VARIANTS, UNSPLIT) if backend == "gpu" else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,14 +74,34 @@ def _inputs(b, l, d, n, dtype, seed=0):
 
 
 def scan_options(name: str) -> dict:
-    """selective_scan's algorithm and variant for a row's name: an algorithm, or
-    "pallas:<variant>". Unknown names fail here, before any work."""
-    algorithm, _, variant = name.partition(":")
-    if variant and (algorithm != "pallas" or variant not in VARIANTS):
+    """selective_scan's algorithm, variant and segments (None: the blocks') for a row's name:
+    an algorithm, "pallas:<variant>" or "pallas:<variant>:<segments>". Unknown names fail
+    here, before any work."""
+    algorithm, _, rest = name.partition(":")
+    variant, _, segments = rest.partition(":")
+    if rest and (algorithm != "pallas" or variant not in VARIANTS or not _count(segments)):
         valid = ", ".join(PALLAS_VARIANTS)
-        raise ValueError(f"unknown scan {name!r}; valid: {valid}, or an algorithm")
+        raise ValueError(
+            f"unknown scan {name!r}; valid: {valid} (optionally :<segments>), or an algorithm"
+        )
     resolve_algorithm(algorithm)
-    return {"algorithm": algorithm, "variant": variant or "sequential"}
+    return {
+        "algorithm": algorithm,
+        "variant": variant or "sequential",
+        "segments": int(segments) if segments else None,
+    }
+
+
+def _count(text: str) -> bool:
+    """'' or a positive integer."""
+    return not text or (text.isdigit() and int(text) >= 1)
+
+
+def _blocks(name: str, blocks: ScanBlocks | None) -> ScanBlocks:
+    """The row's blocks: `blocks` (or the defaults) with the segments its name gives."""
+    blocks = blocks or ScanBlocks()
+    segments = scan_options(name)["segments"]
+    return dataclasses.replace(blocks, segments=segments) if segments else blocks
 
 
 def _label(name: str) -> str:
@@ -104,6 +127,8 @@ class _Program:
 
 def _compile(algorithm, args, options: Options, blocks, max_temp_bytes: int) -> _Program:
     tunables = scan_options(algorithm)
+    del tunables["segments"]  # in the blocks
+    blocks = _blocks(algorithm, blocks)
     scan = partial(selective_scan, blocks=blocks, **tunables, **dataclasses.asdict(options))
     cotangent = jnp.ones_like(args[0], jnp.float32)
 
@@ -231,7 +256,7 @@ def run(
     algorithms = tuple(algorithms or default_algorithms())
     for name in algorithms:  # unknown names and block sizes an algorithm cannot take fail
         tunables = scan_options(name)  # here, before any work
-        (blocks or ScanBlocks()).validate(resolve_algorithm(tunables["algorithm"]))
+        _blocks(name, blocks).validate(resolve_algorithm(tunables["algorithm"]))
     if not set(algorithms) & set(XLA_ALGORITHMS):
         echo("note: the x XLA speed-ups need at least one of " + ", ".join(XLA_ALGORITHMS))
     device = jax.devices()[0]

@@ -4,7 +4,7 @@ import argparse
 
 
 def scan_blocks(text: str):
-    """argparse type of --blocks: 'q,c,w[,s]' as a `ScanBlocks`."""
+    """argparse type of --blocks: 'q,c,w[,s[,g]]' as a `ScanBlocks`."""
     from vmp_jax.ssm import ScanBlocks
 
     try:

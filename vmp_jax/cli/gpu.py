@@ -82,7 +82,9 @@ def add(subparsers) -> None:
     k.add_argument("--dim", type=int, default=d)
     k.add_argument("--state", type=int, default=n)
     k.add_argument(
-        "--blocks", type=scan_blocks, help="q,c,w[,s]: chunk, channels, warps, sub-chunk"
+        "--blocks",
+        type=scan_blocks,
+        help="q,c,w[,s[,g]]: chunk, channels, warps, sub-chunk, segments",
     )
     k.add_argument("--variant", default="sequential", help="sequential or associative")
     k.add_argument("--json", action="store_true")

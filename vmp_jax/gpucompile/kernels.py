@@ -1,6 +1,7 @@
 """`vmp gpu-compile kernels`: the Pallas selective-scan kernels compiled for a GPU target.
 
-The forward and backward kernels are compiled at one scan shape with VMP's backward-scan
+The forward and backward kernels (with their segments' summary kernels, where the sequence is
+split) are compiled at one scan shape with VMP's backward-scan
 options (reverse, masked diagonal, residual SSM, D skip and silu(z) gate; bf16 u, B, C and z,
 float32 delta, A and D), and reported per kernel: registers per thread, spill bytes, shared
 memory per block, grid and threads (what XLA launches), blocks resident per SM and what limits
@@ -13,7 +14,15 @@ from vmp_jax.gpucompile import occupancy, targets, toolchain
 
 # The shape the kernels are tuned at: VMP-S's scan at 8 frames, batch 16 (b, L, D, N).
 TARGET_SHAPE = (16, 1569, 768, 16)
-KERNELS = {"selective_scan_fwd": "forward", "selective_scan_bwd": "backward"}
+# Every kernel the scan's forward and backward launch, in launch order; the summaries only when
+# the sequence is split into segments (pallas_kernels/segments.py).
+KERNELS = {
+    "selective_scan_fwd_summary": "forward summary",
+    "selective_scan_fwd": "forward",
+    "selective_scan_bwd_summary": "backward summary",
+    "selective_scan_bwd": "backward",
+}
+REQUIRED = ("selective_scan_fwd", "selective_scan_bwd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +59,7 @@ def check_shape(shape) -> tuple[int, int, int, int]:
 
 
 def compile_kernels(target_name: str, shape, blocks, variant: str = "sequential"):
-    """(KernelFigures of the forward and backward kernels, the ptxas used)."""
+    """(KernelFigures of every kernel launched, in KERNELS' order, and the ptxas used)."""
     from vmp_jax.ssm import VARIANTS, ScanBlocks
 
     target = targets.get(target_name)
@@ -66,10 +75,11 @@ def compile_kernels(target_name: str, shape, blocks, variant: str = "sequential"
         "variant": variant,
     }
     result = toolchain.run_worker(task, dump=True)
-    missing = [k for k in KERNELS if k not in result.kernels]
+    missing = [k for k in REQUIRED if k not in result.kernels]
     if missing:
         raise RuntimeError(f"ptxas reported no figures for {missing} (was ptxas run?)")
-    return [_figures(target, result.kernels[k]) for k in KERNELS], result.ptxas
+    figures = [_figures(target, result.kernels[k]) for k in KERNELS if k in result.kernels]
+    return figures, result.ptxas
 
 
 def _figures(target: targets.Target, report: toolchain.KernelReport) -> KernelFigures:

@@ -3,7 +3,7 @@ plugin on its path): reads one task as JSON on stdin, compiles it for compile-on
 the task's target, and prints one JSON line with what XLA reports.
 
 Tasks:
-  {"kind": "kernels", "target", "shape": [b, L, D, N], "blocks": [q, c, w], "variant"}
+  {"kind": "kernels", "target", "shape": [b, L, D, N], "blocks": [q, c, w, s, g], "variant"}
       the forward and backward Pallas kernels (VMP's backward-scan options, bf16 u, B, C, z,
       float32 delta, A, D), compiled as jax.grad of a sum over y.
   {"kind": "train", "target", "config", "overrides", "devices", "per_device_batch"}
@@ -70,7 +70,7 @@ def compile_kernels(task: dict) -> dict:
         return jnp.sum(selective_scan(*args, **options).astype(f32))
 
     grad = jax.jit(jax.grad(loss, argnums=tuple(range(7))))
-    with compiling_for("gpu"):  # the kernels natively, as on a GPU
+    with compiling_for("gpu", targets.get(task["target"]).sms):  # natively, as on the GPU
         traced = grad.trace(u, delta, A, B, B, D, z)
     compiled = traced.lower().compile()
     return {"compiled": True, "memory": _memory(compiled)}
@@ -86,7 +86,7 @@ def compile_train_step(task: dict) -> dict:
     train_step, abstract_state, abstract_batch = steps.abstract_train_step(config, devices)
     start = time.perf_counter()
     try:
-        with compiling_for("gpu"):  # "auto" and the Pallas kernels as on a GPU
+        with compiling_for("gpu", targets.get(task["target"]).sms):  # as on the GPU
             traced = train_step.trace(abstract_state, abstract_batch)
         lowered = traced.lower()
         compiled = lowered.compile()

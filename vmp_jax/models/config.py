@@ -50,6 +50,7 @@ class ModelConfig:
     scan_channel_block: int | None = ScanBlocks.channel_block
     scan_num_warps: int = ScanBlocks.num_warps
     scan_subchunk_size: int = ScanBlocks.subchunk_size
+    scan_segments: int | None = ScanBlocks.segments  # None: split for the GPU's SMs
     scan_variant: str = "sequential"
     dtype: str = "float32"  # compute dtype; parameters, residual stream and scan state are f32
     remat: bool = False  # rematerialise each block in the backward pass
@@ -89,6 +90,7 @@ class ModelConfig:
             self.scan_channel_block,
             self.scan_num_warps,
             self.scan_subchunk_size,
+            self.scan_segments,
         )
 
     @property

@@ -58,6 +58,7 @@ AUTO_FLOAT64 = "chunked"  # for "auto" where AUTO_BY_BACKEND's choice takes no f
 
 
 _TARGET = contextvars.ContextVar("vmp_scan_target_backend", default=None)
+_TARGET_SMS = contextvars.ContextVar("vmp_scan_target_sms", default=None)
 
 
 def target_backend() -> str:
@@ -67,15 +68,24 @@ def target_backend() -> str:
     return _TARGET.get() or jax.default_backend()
 
 
+def target_sm_count() -> int | None:
+    """The SMs of the GPU the scans are traced for (`compiling_for`'s, else jax's first
+    device's when it is a GPU); None off a GPU. The kernels split the sequence for them."""
+    if target_backend() != "gpu":
+        return None
+    return _TARGET_SMS.get() or getattr(jax.devices()[0], "core_count", None)
+
+
 @contextlib.contextmanager
-def compiling_for(backend: str):
-    """Trace scans for `backend` whatever jax's default backend is: `vmp gpu-compile` traces
-    on a CPU-only jax for compile-only GPU devices."""
-    token = _TARGET.set(backend)
+def compiling_for(backend: str, sm_count: int | None = None):
+    """Trace scans for `backend` (a GPU of `sm_count` SMs) whatever jax's default backend is:
+    `vmp gpu-compile` traces on a CPU-only jax for compile-only GPU devices."""
+    tokens = _TARGET.set(backend), _TARGET_SMS.set(sm_count)
     try:
         yield
     finally:
-        _TARGET.reset(token)
+        _TARGET.reset(tokens[0])
+        _TARGET_SMS.reset(tokens[1])
 
 
 _BATCH_MESH = contextvars.ContextVar("vmp_scan_batch_mesh", default=None)
@@ -189,6 +199,7 @@ def selective_scan(
         blocks=blocks if resolved in TILED else None,  # one compile per untiled algorithm
         variant=variant,
         interpret=target_backend() != "gpu",
+        sm_count=target_sm_count() if resolved in FUSED else None,
         mesh=_kernel_mesh(u.shape[0]) if resolved in FUSED else None,
     )
 
@@ -201,6 +212,7 @@ STATIC = (
     "blocks",
     "variant",
     "interpret",
+    "sm_count",
     "mesh",
 )
 
@@ -222,6 +234,7 @@ def _selective_scan(
     blocks,
     variant,
     interpret,
+    sm_count,
     mesh,
 ):
     options = {"mask_diagonal": mask_diagonal, "residual": residual}
@@ -229,7 +242,12 @@ def _selective_scan(
         options["blocks"] = blocks
     if algorithm in FUSED:
         fused = partial(
-            ALGORITHMS[algorithm], reverse=reverse, variant=variant, interpret=interpret, **options
+            ALGORITHMS[algorithm],
+            reverse=reverse,
+            variant=variant,
+            interpret=interpret,
+            sm_count=sm_count,
+            **options,
         )
         if mesh is not None:
             return _per_device(fused, mesh, u, delta, A, B, C, D, z)
