@@ -167,7 +167,7 @@ def _output(state, s, Dskip):
 
 def _forward_kernel(*refs, cfg: _Config, save_states: bool):
     """y for one (batch, channel block, segment); optionally the (h, r) entering every chunk.
-    Split into segments, it starts from the segment's entering (h, r) (`_segment_summary`)."""
+    Split into segments, it starts from the (h, r) entering its segment (`_segment_entries`)."""
     u_ref, delta_ref, A_ref, B_ref, C_ref, D_ref, *rest = refs
     z_ref = rest.pop(0) if cfg.gated else None
     enter_ref = rest.pop(0) if cfg.segments > 1 else None
@@ -238,8 +238,8 @@ def _summary_kernel(*refs, cfg: _Config, adjoint: bool):
             elem = _adjoint_element(cfg, inputs, end * q - 1 - t, A)
         else:
             u_ref, delta_ref, _, B_ref = inputs
-            refs = (u_ref, delta_ref, B_ref, None)
-            ((_, valid),), (s,) = _load_tokens(cfg, [first * q + t], refs, A)
+            loads = (u_ref, delta_ref, B_ref, None)  # C is not read
+            ((_, valid),), (s,) = _load_tokens(cfg, [first * q + t], loads, A)
             keep = jnp.full(A.shape, valid.astype(F32))
             elem = (s.a, keep, s.w, s.a * s.w) if cfg.residual else (s.a, s.w)
         return combine(acc, elem)
