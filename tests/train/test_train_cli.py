@@ -63,6 +63,10 @@ def test_bad_config_key_stops_before_any_work(motion_dataset, tmp_path, capsys):
     assert cli.main(argv) == 2
     assert "optim.lerning_rate" in capsys.readouterr().err
     assert not os.path.exists(workdir)
+    # A batch the 8 test devices cannot split is named, not left to XLA's sharding error.
+    argv = ["train", *_args(motion_dataset, workdir), "--config.eval.batch_size=3"]
+    assert cli.main(argv) == 2
+    assert "eval.batch_size (3) does not split over 8 devices" in capsys.readouterr().err
 
 
 def test_sigkill_and_resume_is_bit_identical(motion_dataset, tmp_path):

@@ -103,6 +103,7 @@ def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
     source = sources.open_source(config.data, "val")
     params, step, ema = restore_weights(config, path, weights=weights)
     trainer = Trainer.from_config(config)
+    sharding.per_device(config.eval.batch_size, "eval.batch_size", trainer.mesh.size)
     state = trainer.with_params(trainer.init(), params)  # the chosen weights as the model
     predictions, skipped = predict(trainer, state, config, source)
     return predictions, skipped, step, ema

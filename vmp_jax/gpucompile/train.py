@@ -52,10 +52,9 @@ def per_device_batch(config, devices: int, override: int | None) -> int:
         if override < 1:
             raise ValueError(f"--per-device-batch must be >= 1, got {override}")
         return override
-    batch = config.data.batch_size
-    if batch % devices:
-        raise ValueError(f"data.batch_size ({batch}) does not split over {devices} devices")
-    return batch // devices
+    from vmp_jax.train.sharding import per_device
+
+    return per_device(config.data.batch_size, "data.batch_size", devices)
 
 
 def compile_train(

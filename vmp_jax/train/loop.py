@@ -51,6 +51,9 @@ def setup(config, *, devices=None) -> Setup:
     per_epoch = pipeline.steps_per_epoch(config, len(train_source))
     total = int(round(config.optim.epochs * per_epoch))
     trainer = Trainer.from_config(config, steps_per_epoch=per_epoch, devices=devices)
+    sharding.per_device(config.data.batch_size, "data.batch_size", trainer.mesh.size)
+    if val_source is not None:
+        sharding.per_device(config.eval.batch_size, "eval.batch_size", trainer.mesh.size)
     return Setup(config, trainer, train_source, val_source, per_epoch, total)
 
 

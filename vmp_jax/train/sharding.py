@@ -33,6 +33,17 @@ def make_mesh(mesh_config, devices=None) -> Mesh:
     return Mesh(devices.reshape(data, fsdp), AXES)
 
 
+def per_device(batch_size: int, key: str, devices: int) -> int:
+    """A device's share of a global batch; ValueError naming the config key when it does not
+    split evenly (XLA's own error for an uneven batch sharding names neither)."""
+    if batch_size % devices:
+        raise ValueError(
+            f"{key} ({batch_size}) does not split over {devices} devices: make it a multiple "
+            f"of {devices}"
+        )
+    return batch_size // devices
+
+
 def state_shardings(abstract_state, mesh: Mesh):
     """NamedShardings for a state whose Variables carry logical axis names."""
     from flax import nnx
