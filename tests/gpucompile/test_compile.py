@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -90,3 +91,46 @@ def test_cpu_users_meet_no_cuda_plugin():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "CpuDevice" in done.stdout
     assert "cuda" not in (done.stderr + done.stdout).lower(), done.stderr
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    """Processes whose parent is `pid` and whose command line contains `marker` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid and marker in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_command_leaves_no_compile_running():
+    argv = [sys.executable, "-m", "vmp_jax.cli", "gpu-compile", "kernels", "--target", "h100"]
+    command = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (workers := _children(command.pid, "gpucompile.worker")):
+            assert command.poll() is None and time.monotonic() < deadline, "no worker started"
+            time.sleep(0.2)
+    finally:
+        command.kill()
+        command.wait()
+    deadline = time.monotonic() + 5  # SIGTERM'd by the kernel: gone, or a zombie unreaped
+    while _state(workers[0]) not in ("gone", "Z") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _state(workers[0]) in ("gone", "Z"), f"the compile worker {workers[0]} still runs"
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (R, S, Z, ...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
