@@ -34,15 +34,16 @@ def _eval_model(cfg: ModelConfig, seed=0) -> VideoMamba:
 
 @pytest.mark.slow
 def test_vmp_ti_logits_agree_across_scan_algorithms():
-    """Same parameters (same seed), full VMP-Ti at 8 x 224 x 224, one clip."""
+    """Same parameters (same seed), full VMP-Ti at 8 x 224 x 224, one clip: the CPU's
+    `sequential` and the TPU's `chunked` (every algorithm, `associative` included, is checked
+    against the reference at small shapes in value and gradient: tests/ssm)."""
     video = _video(0, (1, 8, 224, 224, 3))
     logits = {}
-    for algorithm in ("sequential", "associative", "chunked"):
+    for algorithm in ("sequential", "chunked"):
         model = _eval_model(preset("ti", pro=True, scan_algorithm=algorithm))
         logits[algorithm] = np.asarray(nnx.jit(lambda m, v: m(v))(model, video))
     assert logits["sequential"].shape == (1, 400)
-    for algorithm in ("associative", "chunked"):
-        assert_close(logits[algorithm], logits["sequential"], 2e-5, algorithm)
+    assert_close(logits["chunked"], logits["sequential"], 2e-5, "chunked")
 
 
 def _conv_causal(x, kernel, bias):
