@@ -76,3 +76,9 @@ def test_ptxas_report_and_thunk_dump_are_read(tmp_path):
     (tmp_path / "module_0001.jit_f.thunk_sequence.txt").write_text(THUNKS)
     launches = toolchain.parse_launches(str(tmp_path))
     assert launches["selective_scan_bwd"] == ((16, 24, 1), (128, 1, 1), 256)
+
+
+def test_table_rows_print_small_steps_in_their_first_digit():
+    from vmp_jax.gpucompile import table
+
+    assert table._gib(30 * 2**20) == "0.03" and table._gib(int(38.44 * 2**30)) == "38.4"

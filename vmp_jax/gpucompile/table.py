@@ -63,9 +63,16 @@ HEADER = (
 )
 
 
+def _gib(size: int) -> str:
+    """GiB to one decimal, or to the first significant digit under 1 GiB (the demo's step
+    needs MiB, which one decimal would print as 0.0)."""
+    gib = size / 2**30
+    return f"{gib:.1f}" if gib >= 1 else f"{gib:.1g}"
+
+
 def format_row(r: Row) -> str:
     f = r.figures
-    gib = "-" if f.per_device_bytes is None else f"{f.per_device_bytes / 2**30:.1f}"
+    gib = "-" if f.per_device_bytes is None else _gib(f.per_device_bytes)
     fits = "yes" if f.fits else ("no" if f.compiled else "does not compile")
     best = "-" if r.largest_batch is None else f"~{r.largest_batch}"
     name = r.config.removeprefix("configs/").removesuffix(".py")
