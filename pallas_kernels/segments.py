@@ -1,14 +1,14 @@
 """How many segments the kernels cut the sequence into, so that the GPU gets enough programs.
 
 A kernel program scans one (batch element, channel block) along the whole sequence, so a grid
-of b x D/c programs is all the parallelism there is: at VMP-S's scan with batch 16 (12288
-rows of 32 channels = 384 programs) that is under one wave on an H100, whatever the channel
-block (registers follow the (c, n) elements a thread holds, so an SM holds about 128 channels
-of the backward kernel however they are tiled; benchmarks/RESULTS.md). Cutting the sequence
-into S segments of whole chunks gives b x D/c x S programs. A segment needs the state entering
-it (forward) or the cotangent carry entering it (backward): a summary kernel reduces each
-segment to its affine map from zero, a scan over the S maps (in XLA) gives every segment's
-entering value, and the main kernel runs each segment from it (selective_scan.py).
+of b x D/c programs is all the parallelism there is: at VMP-S's scan with batch 16 (16 x 768 =
+12288 (batch, channel) rows in blocks of 32 = 384 programs) that is under one wave on an H100,
+whatever the channel block (registers follow the (c, n) elements a thread holds, so an SM
+holds about 128 channels of the backward kernel however they are tiled; RESULTS.md). Cutting
+the sequence into S segments of whole chunks gives b x D/c x S programs. A segment needs the
+state entering it (forward) or the cotangent carry entering it (backward): a summary kernel
+reduces each segment to its affine map from zero, a scan over the S maps (in XLA) gives every
+segment's entering value, and the main kernel runs each segment from it (selective_scan.py).
 
 `segments_wanted` is the fewest segments that give `MIN_WAVES` waves even if every SM held
 as many programs as the hardware allows (`resident_bound`): the real residency is never
