@@ -56,7 +56,7 @@ def test_bench_scan_tiles_chunked_and_pallas_with_the_given_blocks(capsys):
     assert [r[0] for r in _table(out)] == rows
     assert cli.main([*argv, "--blocks", "4,6,1"]) == 2
     assert "channel_block must be a power of two for the Pallas kernels" in capsys.readouterr().err
-    assert cli.main([*argv[:-3], "--algorithms", "pallas:sequential:0"]) == 2
+    assert cli.main([*argv[:-4], "--algorithms", "pallas:sequential:0"]) == 2
     assert "unknown scan 'pallas:sequential:0'" in capsys.readouterr().err
 
 
