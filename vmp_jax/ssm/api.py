@@ -69,11 +69,9 @@ def target_backend() -> str:
 
 
 def target_sm_count() -> int | None:
-    """The SMs of the GPU the scans are traced for (`compiling_for`'s, else jax's first
-    device's when it is a GPU); None off a GPU. The kernels split the sequence for them."""
-    if target_backend() != "gpu":
-        return None
-    return _TARGET_SMS.get() or getattr(jax.devices()[0], "core_count", None)
+    """The SMs of the compile-only GPU `compiling_for` names; None otherwise, where the
+    kernels look at jax's own GPU (pallas_kernels.selective_scan's `sm_count`)."""
+    return _TARGET_SMS.get() if target_backend() == "gpu" else None
 
 
 @contextlib.contextmanager
