@@ -97,10 +97,9 @@ def _count(text: str) -> bool:
     return not text or (text.isdigit() and int(text) >= 1)
 
 
-def _blocks(name: str, blocks: ScanBlocks | None) -> ScanBlocks:
-    """The row's blocks: `blocks` (or the defaults) with the segments its name gives."""
+def _blocks(blocks: ScanBlocks | None, segments: int | None) -> ScanBlocks:
+    """A row's blocks: `blocks` (or the defaults) with the segments its name gives."""
     blocks = blocks or ScanBlocks()
-    segments = scan_options(name)["segments"]
     return dataclasses.replace(blocks, segments=segments) if segments else blocks
 
 
@@ -127,8 +126,7 @@ class _Program:
 
 def _compile(algorithm, args, options: Options, blocks, max_temp_bytes: int) -> _Program:
     tunables = scan_options(algorithm)
-    del tunables["segments"]  # in the blocks
-    blocks = _blocks(algorithm, blocks)
+    blocks = _blocks(blocks, tunables.pop("segments"))
     scan = partial(selective_scan, blocks=blocks, **tunables, **dataclasses.asdict(options))
     cotangent = jnp.ones_like(args[0], jnp.float32)
 
@@ -256,7 +254,7 @@ def run(
     algorithms = tuple(algorithms or default_algorithms())
     for name in algorithms:  # unknown names and block sizes an algorithm cannot take fail
         tunables = scan_options(name)  # here, before any work
-        _blocks(name, blocks).validate(resolve_algorithm(tunables["algorithm"]))
+        _blocks(blocks, tunables["segments"]).validate(resolve_algorithm(tunables["algorithm"]))
     if not set(algorithms) & set(XLA_ALGORITHMS):
         echo("note: the x XLA speed-ups need at least one of " + ", ".join(XLA_ALGORITHMS))
     device = jax.devices()[0]
