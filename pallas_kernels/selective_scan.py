@@ -33,7 +33,7 @@ the forward kernel on sm_90a.
 Default blocks (chunk 16, 32 channels, 4 warps, sub-chunk 2, segments for the GPU), from `vmp
 gpu-compile kernels` at (16, 1569, 768, 16) (benchmarks/RESULTS.md), H100 / A100: 25 / 20
 segments (9.1 / 7.1 waves of the forward, 18.2 / 14.2 of the backward); no spills; forward 64
-/ 48 registers (50% / 62.5% occupancy), backward 123 / 96 (25% / 31%), the summaries 46-48
+/ 48 registers (50% / 62.5% occupancy), backward 126 / 96 (25% / 31%), the summaries 46-48
 (62.5%). The backward's registers follow
 the states it holds at once: sub-chunk 1, 2, 4, 8 take 72, 125, 162, 254 on the H100, so 2 is
 the largest that keeps 4 blocks per SM, at 3.5 recomputed token steps per token; holding a
