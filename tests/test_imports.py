@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vmp_jax.experiment import REPO_ROOT
 
-PACKAGES = ("vmp_jax", "pallas_kernels")
+PACKAGES = ("vmp_jax", "pallas_kernels", "cpu_kernels")
 
 
 def _modules() -> dict[str, Path]:

@@ -9,6 +9,7 @@ from pallas_kernels.scan_chunk import VARIANTS
 from vmp_jax.ssm.api import (
     ALGORITHMS,
     AUTO_BY_BACKEND,
+    AUTO_FALLBACK,
     batch_sharded,
     compiling_for,
     resolve_algorithm,
@@ -20,6 +21,7 @@ from vmp_jax.ssm.reference import similarity_matrix, state_kernel
 __all__ = [
     "ALGORITHMS",
     "AUTO_BY_BACKEND",
+    "AUTO_FALLBACK",
     "TILED",
     "VARIANTS",
     "ScanBlocks",

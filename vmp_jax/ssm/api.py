@@ -1,10 +1,11 @@
 """`selective_scan`: the public op of SPEC section 4, and the dispatcher over algorithms.
 
-The XLA algorithms compute the same causal scan in the compute dtype (float32, or float64 for
-float64 inputs) with no D skip and no gate. This module does what they share: checks the
-inputs, casts, runs the reverse direction as the causal scan of the time-reversed sequence
-(unless the algorithm walks backwards itself), adds the D skip, applies the silu(z) gate and
-casts back to u's dtype. `pallas` fuses all of that into its kernels and is called as it is.
+The XLA algorithms and the `cpu` kernels compute the same causal scan in the compute dtype
+(float32, or float64 for float64 inputs) with no D skip and no gate. This module does what they
+share: checks the inputs, casts, runs the reverse direction as the causal scan of the
+time-reversed sequence (unless the algorithm walks backwards itself), adds the D skip, applies
+the silu(z) gate and casts back to u's dtype. `pallas` fuses all of that into its kernels and
+is called as it is.
 """
 
 import contextlib
@@ -16,7 +17,9 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+import cpu_kernels.selective_scan as cpu_kernels
 import pallas_kernels.selective_scan as pallas
+from cpu_kernels import build as cpu_build
 from pallas_kernels.blocks import DEFAULT_BLOCKS, TILED, ScanBlocks
 from pallas_kernels.scan_chunk import VARIANTS
 from vmp_jax.ssm import associative, chunked, reference, sequential
@@ -32,29 +35,46 @@ ALGORITHMS: dict[str, ScanFn] = {
     "chunked": chunked.scan,
     # The Pallas kernels: natively when tracing for a GPU, in Pallas' interpreter elsewhere.
     "pallas": pallas.selective_scan,
+    # The C++ kernels for CPUs (XLA FFI), built on first use; float32 only.
+    "cpu": cpu_kernels.scan,
 }
 
 # Algorithms that take D, z and `reverse` themselves and return y in u's dtype.
 FUSED = frozenset({"pallas"})
 
 # Algorithms that take `reverse` themselves; the others scan the time-flipped sequence.
-NATIVE_REVERSE = frozenset({"chunked"})
+NATIVE_REVERSE = frozenset({"chunked", "cpu"})
+
+# Custom kernels, which XLA cannot partition: under `batch_sharded` they run per device.
+KERNELS = frozenset({"pallas", "cpu"})
+
+# Algorithms that run on one backend only, and those that take no float64.
+ONLY_ON = {"cpu": "cpu"}
+NO_FLOAT64 = frozenset({"pallas", "cpu"})
 
 # What "auto" resolves to per backend.
-# cpu: the fastest in `vmp bench-scan` (benchmarks/RESULTS.md).
+# cpu: the fastest in forward and forward+backward in `vmp bench-scan` (benchmarks/RESULTS.md:
+#   at (2, 1569, 384, 16) the `cpu` kernels' forward is within 1.1x (plain) and 1.5x (VMP's
+#   options) of an exp over the same elements, and forward+backward 10x faster than
+#   `sequential`, the fastest XLA algorithm there).
 # gpu: no GPU has timed these yet, so the choice is by static figures (`vmp gpu-compile`,
 #   benchmarks/RESULTS.md): `pallas` is the algorithm whose VMP-Ti train step (batch 16 on
 #   one H100) needs the least memory in both dtypes (bf16 8.9 GiB, float32 13.6; `chunked`
 #   12.9 and 14.8; `sequential` over 100), and its kernels compile without spills at 25%
-#   occupancy or more on H100 and A100. float64 inputs, which the kernels do not take, fall
-#   back to `chunked`.
+#   occupancy or more on H100 and A100.
 # tpu: `chunked` (the Triton kernels do not run there).
 AUTO_BY_BACKEND: dict[str, str] = {
-    "cpu": "sequential",
+    "cpu": "cpu",
     "gpu": "pallas",
     "tpu": "chunked",
 }
-AUTO_FLOAT64 = "chunked"  # for "auto" where AUTO_BY_BACKEND's choice takes no float64
+# Where AUTO_BY_BACKEND's choice cannot run (float64 inputs; on CPU, a machine that cannot
+# build the kernels, `cpu_kernels.build.status()`), "auto" takes the best XLA algorithm there.
+AUTO_FALLBACK: dict[str, str] = {
+    "cpu": "sequential",
+    "gpu": "chunked",
+    "tpu": "chunked",
+}
 
 
 _TARGET = contextvars.ContextVar("vmp_scan_target_backend", default=None)
@@ -109,30 +129,46 @@ def _kernel_mesh(batch: int):
     return mesh if mesh is not None and mesh.size > 1 and batch % mesh.size == 0 else None
 
 
-def _per_device(fused, mesh, u, delta, A, B, C, D, z):
-    """`fused` on each device's shard of the batch (b, ...) arrays; A and D replicated."""
+def _per_device(run, mesh, u, delta, A, B, C, D, z):
+    """`run` on each device's shard of the batch (b, ...) arrays; A and D replicated."""
     batch, whole = P(mesh.axis_names), P()
     arrays = {"u": u, "delta": delta, "A": A, "B": B, "C": C, "D": D, "z": z}
     given = {k: v for k, v in arrays.items() if v is not None}
     specs = {k: whole if k in ("A", "D") else batch for k in given}
 
     def local(given):
-        return fused(**{**arrays, **given})
+        return run(**{**arrays, **given})
 
-    run = jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=batch, check_vma=False)
-    return run(given)
+    per_device = jax.shard_map(
+        local, mesh=mesh, in_specs=(specs,), out_specs=batch, check_vma=False
+    )
+    return per_device(given)
 
 
-def resolve_algorithm(algorithm: str, backend: str | None = None) -> str:
-    """The concrete algorithm name for `algorithm` ("auto" resolved for `backend`, by default
-    `target_backend()`)."""
+def resolve_algorithm(algorithm: str, backend: str | None = None, dtype=jnp.float32) -> str:
+    """The concrete algorithm name for `algorithm`: "auto" resolved for `backend` (by default
+    `target_backend()`) and inputs of `dtype`, as AUTO_BY_BACKEND and AUTO_FALLBACK say."""
     if algorithm == "auto":
         backend = backend or target_backend()
-        return AUTO_BY_BACKEND.get(backend, "chunked")
+        choice = AUTO_BY_BACKEND.get(backend, "chunked")
+        if _cannot_run(choice, backend, dtype) is None:
+            return choice
+        return AUTO_FALLBACK.get(backend, "chunked")
     if algorithm not in ALGORITHMS:
         valid = ", ".join(["auto", *ALGORITHMS])
         raise ValueError(f"selective_scan: unknown algorithm {algorithm!r}; valid: {valid}")
     return algorithm
+
+
+def _cannot_run(algorithm: str, backend: str, dtype) -> str | None:
+    """Why `algorithm` cannot scan inputs of `dtype` traced for `backend`, or None if it can."""
+    if ONLY_ON.get(algorithm, backend) != backend:
+        return f"it runs on {ONLY_ON[algorithm]} only, and the scan is traced for {backend}"
+    if algorithm in NO_FLOAT64 and jnp.dtype(dtype) == jnp.float64:
+        return "it takes no float64 inputs (use another algorithm under x64)"
+    if algorithm == "cpu" and (reason := cpu_build.status()) is not None:
+        return f"its kernels are unavailable here: {reason}"
+    return None
 
 
 def selective_scan(
@@ -176,9 +212,10 @@ def selective_scan(
     D = None if D is None else jnp.asarray(D)
     z = None if z is None else jnp.asarray(z)
     check_inputs(u, delta, A, B, C, D, z)
-    resolved = resolve_algorithm(algorithm)
-    if algorithm == "auto" and resolved == "pallas" and u.dtype == jnp.float64:
-        resolved = AUTO_FLOAT64
+    compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
+    resolved = resolve_algorithm(algorithm, dtype=compute)
+    if algorithm != "auto" and (reason := _cannot_run(resolved, target_backend(), compute)):
+        raise ValueError(f"selective_scan: algorithm {resolved!r} cannot scan here: {reason}")
     blocks = (blocks or DEFAULT_BLOCKS).validate(resolved)
     if variant not in VARIANTS:
         raise ValueError(f"selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
@@ -198,7 +235,7 @@ def selective_scan(
         variant=variant,
         interpret=target_backend() != "gpu",
         sm_count=target_sm_count() if resolved in FUSED else None,
-        mesh=_kernel_mesh(u.shape[0]) if resolved in FUSED else None,
+        mesh=_kernel_mesh(u.shape[0]) if resolved in KERNELS else None,
     )
 
 
@@ -216,7 +253,14 @@ STATIC = (
 
 
 @partial(jax.jit, static_argnames=STATIC)
-def _selective_scan(
+def _selective_scan(u, delta, A, B, C, D, z, *, mesh, **static):
+    run = partial(_scan, **static)
+    if mesh is not None:
+        return _per_device(run, mesh, u, delta, A, B, C, D, z)
+    return run(u, delta, A, B, C, D, z)
+
+
+def _scan(
     u,
     delta,
     A,
@@ -233,23 +277,26 @@ def _selective_scan(
     variant,
     interpret,
     sm_count,
-    mesh,
 ):
+    """One algorithm's scan with the D skip and the gate: (b, l, d) -> (b, l, d) in u's dtype."""
     options = {"mask_diagonal": mask_diagonal, "residual": residual}
     if algorithm in TILED:
         options["blocks"] = blocks
     if algorithm in FUSED:
-        fused = partial(
-            ALGORITHMS[algorithm],
+        return ALGORITHMS[algorithm](
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            z,
             reverse=reverse,
             variant=variant,
             interpret=interpret,
             sm_count=sm_count,
             **options,
         )
-        if mesh is not None:
-            return _per_device(fused, mesh, u, delta, A, B, C, D, z)
-        return fused(u, delta, A, B, C, D, z)
     compute = jnp.result_type(u, delta, A, B, C, jnp.float32)
     uc, delta, A, B, C = (x.astype(compute) for x in (u, delta, A, B, C))
     if algorithm in NATIVE_REVERSE:

@@ -1,0 +1,122 @@
+"""The C++ CPU kernels (`algorithm="cpu"`): their geometry against the reference, per device
+under `batch_sharded`, and what happens where they cannot run. The same value and gradient
+checks as every algorithm (every option combination, float32 and bfloat16, random shapes) are
+in tests/ssm/test_algorithms.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cpu_kernels import build
+from cpu_kernels import selective_scan as kernels
+from tests.ssm.cases import (
+    GRAD_TOLERANCE,
+    OPTION_COMBOS,
+    OPTION_IDS,
+    TOLERANCE,
+    assert_close,
+    random_inputs,
+    scan_args,
+    value_and_grads,
+)
+from vmp_jax.ssm import api, compiling_for, resolve_algorithm, selective_scan
+
+XLA_ARGS = ("u", "delta", "A", "B", "C")
+
+
+@pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
+def test_many_tasks_and_blocks_with_partial_ends_match_reference(reverse, mask, residual, seed):
+    """130 channels: two full 64-lane tasks and a partial one; 29 tokens in blocks of 4: seven
+    full blocks and a partial one, taken from the end when reversed."""
+    x = random_inputs(seed, 2, 29, 130, 3, with_D=False, with_z=False)
+    args = scan_args(x, jnp.float32)
+    cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
+    options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
+    y, grads = value_and_grads(kernels.scan, args, cotangent, block=4, **options)
+    y_ref, grads_ref = value_and_grads(
+        selective_scan, args, cotangent, algorithm="reference", **options
+    )
+    assert_close(y, y_ref, TOLERANCE["float32"], "y")
+    for key in XLA_ARGS:
+        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"d{key}")
+
+
+def test_the_block_size_changes_nothing_but_time(seed):
+    args = scan_args(random_inputs(seed, 1, 40, 70, 16, with_D=False, with_z=False), jnp.float32)
+    vmp = {"reverse": True, "mask_diagonal": True, "residual": True}
+    ys = [kernels.scan(**args, block=block, **vmp) for block in (1, 7, 40, 1000)]
+    for y in ys[1:]:
+        assert_close(y, ys[0], 1e-6, "another block size")
+    assert kernels.block_tokens(16) == 32  # (T, 16, 64) float32 decays and states in 256 KiB
+    with pytest.raises(ValueError, match="block must be >= 1 tokens, got 0"):
+        kernels.scan(**args, block=0, **vmp)
+
+
+def test_batch_sharded_kernels_match_in_value_and_gradient(seed):
+    """Under `batch_sharded(mesh)` each of the 8 devices runs the kernels on its shard of the
+    batch; without it XLA would gather the whole batch onto every device for the custom call."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vmp_jax.ssm import batch_sharded
+
+    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
+    args = scan_args(random_inputs(seed, 8, 9, 4, 3), jnp.float32)
+    cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=args["u"].shape), jnp.float32)
+    options = dict(reverse=True, mask_diagonal=True, residual=True, algorithm="cpu")
+    y_ref, grads_ref = value_and_grads(selective_scan, args, cotangent, **options)
+
+    def sharded(**a):
+        with batch_sharded(mesh):
+            return selective_scan(**a, **options)
+
+    batch = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    whole = NamedSharding(mesh, PartitionSpec())
+    placed = {k: jax.device_put(v, batch if v.ndim == 3 else whole) for k, v in args.items()}
+    lowered = jax.jit(sharded).lower(**placed).as_text()
+    assert "shard_map" in lowered or "sdy.manual_computation" in lowered
+    y, grads = value_and_grads(sharded, placed, cotangent)
+    assert_close(y, y_ref, TOLERANCE["float32"], "sharded y")
+    for key in args:
+        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"sharded d{key}")
+
+
+def test_auto_on_cpu_is_the_kernels_and_falls_back_where_they_cannot_run(monkeypatch):
+    args = scan_args(random_inputs(0, 1, 6, 2, 2), jnp.float32)
+    assert resolve_algorithm("auto", "cpu") == "cpu"
+    assert "VmpScanForward" in jax.jit(lambda a: selective_scan(**a)).lower(args).as_text()
+    with jax.enable_x64(True):
+        x64 = scan_args(random_inputs(0, 1, 6, 2, 2), jnp.float64)
+        assert selective_scan(**x64).dtype == jnp.float64  # sequential: the kernels are float32
+        with pytest.raises(ValueError, match="'cpu' cannot scan here: it takes no float64"):
+            selective_scan(**x64, algorithm="cpu")
+    # A machine without a compiler: auto takes sequential, an explicit choice says why.
+    monkeypatch.setattr(build, "status", lambda: "no C++ compiler found")
+    assert resolve_algorithm("auto", "cpu") == "sequential"
+    assert "VmpScanForward" not in jax.jit(lambda a: selective_scan(**a)).lower(args).as_text()
+    with pytest.raises(ValueError, match="kernels are unavailable here: no C\\+\\+ compiler"):
+        selective_scan(**args, algorithm="cpu")
+
+
+def test_the_kernels_are_refused_when_tracing_for_a_gpu():
+    args = scan_args(random_inputs(0, 1, 6, 2, 2), jnp.float32)
+    with (
+        compiling_for("gpu"),
+        pytest.raises(ValueError, match="'cpu' cannot scan here: it runs on cpu only, and the "),
+    ):
+        selective_scan(**args, algorithm="cpu")
+    assert api.ONLY_ON["cpu"] == "cpu"
+
+
+def test_the_library_is_built_once_per_machine_and_shared(tmp_path, monkeypatch):
+    """A second build finds the cached library; a different cache builds anew; no compiler is
+    KernelUnavailable naming it."""
+    monkeypatch.setenv("VMP_KERNEL_CACHE", str(tmp_path))
+    first = build.build()
+    assert first.parent == tmp_path and first.exists()
+    stamp = first.stat().st_mtime_ns
+    assert build.build() == first and first.stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left behind
+    monkeypatch.setenv("CXX", "no-such-compiler")
+    with pytest.raises(build.KernelUnavailable, match="no C\\+\\+ compiler found"):
+        build.build()
