@@ -25,17 +25,34 @@ def test_bench_scan_prints_every_algorithm_with_ratios(capsys):
     assert len(rows) == 2 * len(scan.default_algorithms("cpu"))
     for length in ("9", "20"):
         at = [r for r in rows if r[1] == length]
-        assert {r[0].split(" ")[0] for r in at} == {*scan.XLA_ALGORITHMS, "auto"}
+        assert {r[0].split(" ")[0] for r in at} == {*scan.XLA_ALGORITHMS, "cpu", "auto"}
+        assert f"exp floor L={length}: " in out
         xla = [r for r in at if r[0] in scan.XLA_ALGORITHMS]
-        # Speed-ups over the best XLA algorithm: the best one reads 1.00, none more.
-        for column in (3, 6):
+        # Speed-ups over the best XLA algorithm: the best one reads 1, none more; printed to 3
+        # significant figures, a slow round cannot print a positive ratio as 0.
+        for column in (3, 7):
             speedups = [float(r[column]) for r in xla]
             assert max(speedups) == 1.0 and min(speedups) > 0
         for r in at:
-            assert float(r[2]) > 0 and float(r[5]) > 0 and float(r[7]) >= 0
-            assert 0 < float(r[4]) < 1000  # % of the bandwidth floor
-        assert [r[8] for r in at if r[0] == "sequential"] == ["1.00"]
-    assert "auto (" in out and "copy bandwidth" in out
+            assert float(r[2]) > 0 and float(r[6]) > 0 and float(r[8]) >= 0
+            assert float(r[4]) > 0  # the forward over the exp floor
+            assert 0 < float(r[5]) < 1000  # % of the bandwidth floor
+        assert [r[9] for r in at if r[0] == "sequential"] == ["1"]
+    assert "auto (cpu)" in out and "copy bandwidth" in out
+
+
+def test_bench_scan_sets_every_forward_against_the_exp_floor_of_its_run():
+    lines = []
+    rows = scan.run(
+        lengths=(12,), algorithms=("sequential", "cpu"), dim=4, state=2, repeats=2,
+        echo=lines.append,
+    )  # fmt: skip
+    assert len({r.exp_ms for r in rows}) == 1 and rows[0].exp_ms > 0  # one floor, timed once
+    table = _table(lines[-1])
+    for row, printed in zip(rows, table, strict=True):
+        assert printed[0] == row.algorithm and float(printed[4]) == float(
+            f"{row.fwd_ms / row.exp_ms:.3g}"
+        )
 
 
 def test_bench_scan_times_the_pallas_variants_by_name(capsys):
@@ -43,7 +60,7 @@ def test_bench_scan_times_the_pallas_variants_by_name(capsys):
     assert cli.main([*argv, "--algorithms", "sequential", *scan.PALLAS_VARIANTS]) == 0
     rows = _table(capsys.readouterr().out)
     assert [r[0] for r in rows] == ["sequential", *scan.PALLAS_VARIANTS]
-    assert all(float(r[2]) > 0 and float(r[5]) > 0 for r in rows)
+    assert all(float(r[2]) > 0 and float(r[6]) > 0 for r in rows)
 
 
 def test_bench_scan_tiles_chunked_and_pallas_with_the_given_blocks(capsys):

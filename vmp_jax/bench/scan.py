@@ -1,11 +1,15 @@
 """`vmp bench-scan`: time and memory of every scan algorithm at VMP's token counts.
 
 For each algorithm and length: forward ms, forward+backward ms (gradients w.r.t. all seven
-inputs) and the compiled temp memory of forward+backward. Times are also given as speed-ups
-over the best XLA algorithm (sequential, associative, chunked) at that length, and the forward
-as a fraction of its memory-bandwidth floor: the bytes of u, delta, B, C and z read once and y
-written once, at the copy bandwidth measured in the same run. Times are the best of `repeats`
-interleaved rounds after one warm-up (see `measure`).
+inputs) and the compiled temp memory of forward+backward. Measured in the same run, each
+forward is set against two floors:
+- the exp floor: an exp of delta A and a sum over the same (batch, L, D, N) elements, the
+  least work any scan must do (timed in the same interleaved rounds as the algorithms);
+- the memory-bandwidth floor: the bytes of u, delta, B, C and z read once and y written once,
+  at the copy bandwidth.
+Times are also given as speed-ups over the best XLA algorithm (sequential, associative,
+chunked) at that length. Times are the best of `repeats` interleaved rounds after one warm-up
+(see `measure`).
 
 Besides the algorithm names, "pallas:sequential" and "pallas:associative" name the Pallas
 kernels' two chunk variants (`selective_scan(..., algorithm="pallas", variant=...)`; in Pallas'
@@ -23,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cpu_kernels import build as cpu_build
 from vmp_jax.ssm import VARIANTS, ScanBlocks, resolve_algorithm, selective_scan
 
 # Tokens of a 224 px VMP: an image (1 + 196), 8 frames (1 + 8 * 196), 16 frames (1 + 16 * 196).
@@ -33,10 +38,14 @@ UNSPLIT = "pallas:sequential:1"  # on a GPU: what the segments buy, in the same 
 
 
 def default_algorithms(backend: str | None = None) -> tuple[str, ...]:
-    """The XLA algorithms and auto; on GPU also both Pallas variants and the unsplit kernels
-    (the interpreter that runs them elsewhere is far too slow at these lengths)."""
+    """The XLA algorithms, the backend's kernels and auto: on CPU the C++ kernels (where they
+    can be built), on GPU both Pallas variants and the unsplit kernels (the interpreter that
+    runs them elsewhere is far too slow at these lengths)."""
     backend = backend or jax.default_backend()
-    return (*XLA_ALGORITHMS, "auto", *((*PALLAS_VARIANTS, UNSPLIT) if backend == "gpu" else ()))
+    if backend == "gpu":
+        return (*XLA_ALGORITHMS, "auto", *PALLAS_VARIANTS, UNSPLIT)
+    cpu = ("cpu",) if backend == "cpu" and cpu_build.status() is None else ()
+    return (*XLA_ALGORITHMS, *cpu, "auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +65,7 @@ class Row:
     fwd_bwd_ms: float | None
     temp_bytes: int
     floor_ms: float = 0.0  # forward's memory-bandwidth floor at this length
+    exp_ms: float = 0.0  # exp and sum over the same elements, in the same rounds
     note: str = ""
 
 
@@ -139,6 +149,13 @@ def _compile(algorithm, args, options: Options, blocks, max_temp_bytes: int) -> 
     return _Program(_label(algorithm), forward, fwd_bwd, temp, temp <= max_temp_bytes)
 
 
+def exp_floor(args) -> object:
+    """The compiled exp floor of a length's inputs: sum(exp(delta A)) over its (b, l, d, n)."""
+    _, delta, A, *_ = args
+    floor = jax.jit(lambda delta, A: jnp.sum(jnp.exp(delta.astype(jnp.float32)[..., None] * A)))
+    return floor.lower(delta, A).compile()
+
+
 def copy_bandwidth(nbytes: int = 2**28, repeats: int = 10) -> float:
     """Device memory bandwidth in bytes/s of an elementwise copy (read nbytes, write nbytes)."""
     x = jnp.ones((nbytes // 4,), jnp.float32)
@@ -163,23 +180,27 @@ def measure(
     floor_ms: float = 0.0,
     blocks: ScanBlocks | None = None,
 ) -> list[Row]:
-    """Rows for one length. The programs are timed in interleaved rounds, each algorithm once a
-    round, and each keeps its best round (as timeit reports): slow drifts of a shared machine
-    then fall on every algorithm alike, so the ratios compare like with like. Programs whose
-    forward+backward needs more than max_temp_bytes are compiled but not run."""
+    """Rows for one length. The programs, and the exp floor, are timed in interleaved rounds,
+    each once a round, and each keeps its best round (as timeit reports): slow drifts of a
+    shared machine then fall on every program alike, so the ratios compare like with like.
+    Programs whose forward+backward needs more than max_temp_bytes are compiled but not run."""
     programs = [_compile(name, args, options, blocks, max_temp_bytes) for name in algorithms]
     runnable = [p for p in programs if p.runnable]
+    floor, floor_args = exp_floor(args), args[1:3]
+    _time_ms(floor, floor_args)
     for p in runnable:  # warm-up
         _time_ms(p.forward, args), _time_ms(p.fwd_bwd, args)
     best = {id(p): [float("inf"), float("inf")] for p in runnable}
+    exp_ms = float("inf")
     for _ in range(repeats):
+        exp_ms = min(exp_ms, _time_ms(floor, floor_args))
         for p in runnable:
             times = best[id(p)]
             times[0] = min(times[0], _time_ms(p.forward, args))
             times[1] = min(times[1], _time_ms(p.fwd_bwd, args))
     length = args[0].shape[1]
     return [
-        Row(p.label, length, *best[id(p)], p.temp_bytes, floor_ms)
+        Row(p.label, length, *best[id(p)], p.temp_bytes, floor_ms, exp_ms)
         if p.runnable
         else Row(
             p.label,
@@ -188,6 +209,7 @@ def measure(
             None,
             p.temp_bytes,
             floor_ms,
+            exp_ms,
             f"not run: needs {p.temp_bytes / 2**20:.1f} MiB temp",
         )
         for p in programs
@@ -199,7 +221,8 @@ def _ms(value: float | None) -> str:
 
 
 def _ratio(value, base) -> str:
-    return "-" if value is None or not base else f"{value / base:.2f}"
+    """value / base to 3 significant figures (a small positive ratio never prints as 0)."""
+    return "-" if value is None or not base else f"{value / base:.3g}"
 
 
 def _best_xla(rows: Sequence[Row], field: str) -> dict[int, float]:
@@ -214,22 +237,24 @@ def _best_xla(rows: Sequence[Row], field: str) -> dict[int, float]:
 
 def format_table(rows: Sequence[Row]) -> str:
     """A markdown table. "x XLA" is the speed-up over the fastest of the XLA algorithms at the
-    same length (higher is better), "% floor" the forward's bandwidth floor over its time,
+    same length (higher is better), "fwd / exp" the forward's time over the exp floor's and
+    "fwd % bw" its bandwidth floor over its time (how near the forward is to each floor),
     "temp / seq" the temp memory relative to `sequential` (lower is better)."""
     seq = {r.length: r for r in rows if r.algorithm == "sequential"}
     fwd, fwd_bwd = _best_xla(rows, "fwd_ms"), _best_xla(rows, "fwd_bwd_ms")
     lines = [
-        "| algorithm | L | fwd ms | fwd x XLA | fwd % floor | fwd+bwd ms | fwd+bwd x XLA "
-        "| temp MiB | temp / seq |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| algorithm | L | fwd ms | fwd x XLA | fwd / exp | fwd % bw | fwd+bwd ms "
+        "| fwd+bwd x XLA | temp MiB | temp / seq |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        floor = _ratio(r.floor_ms * 100, r.fwd_ms) if r.floor_ms else "-"
+        bandwidth = _ratio(r.floor_ms * 100, r.fwd_ms) if r.floor_ms else "-"
         s = seq.get(r.length)
         lines.append(
             f"| {r.algorithm} | {r.length} | {_ms(r.fwd_ms)} "
-            f"| {_ratio(fwd.get(r.length), r.fwd_ms)} | {floor} "
-            f"| {_ms(r.fwd_bwd_ms)} | {_ratio(fwd_bwd.get(r.length), r.fwd_bwd_ms)} "
+            f"| {_ratio(fwd.get(r.length), r.fwd_ms)} | {_ratio(r.fwd_ms, r.exp_ms)} "
+            f"| {bandwidth} | {_ms(r.fwd_bwd_ms)} "
+            f"| {_ratio(fwd_bwd.get(r.length), r.fwd_bwd_ms)} "
             f"| {r.temp_bytes / 2**20:.1f} | {_ratio(r.temp_bytes, s and s.temp_bytes)} |"
             + (f" {r.note}" if r.note else "")
         )
@@ -270,7 +295,9 @@ def run(
         args = _inputs(batch, length, dim, state, jnp.dtype(dtype))
         floor_ms = 1e3 * forward_bytes(args) / bandwidth
         limit = int(max_temp_gib * 2**30)
-        for r in measure(algorithms, args, options, repeats, limit, floor_ms, blocks):
+        measured = measure(algorithms, args, options, repeats, limit, floor_ms, blocks)
+        echo(f"  exp floor L={length}: {_ms(measured[0].exp_ms)} ms")
+        for r in measured:
             echo(f"  {r.algorithm} L={length}: fwd {_ms(r.fwd_ms)}, fwd+bwd {_ms(r.fwd_bwd_ms)} ms")
             rows.append(r)
     echo(format_table(rows))
@@ -285,6 +312,7 @@ __all__ = [
     "Row",
     "copy_bandwidth",
     "default_algorithms",
+    "exp_floor",
     "forward_bytes",
     "run",
     "scan_options",
