@@ -94,3 +94,22 @@ def test_no_import_cycles():
     graph = _graph()
     assert "vmp_jax.train.loop" in graph["vmp_jax.cli.train"]  # imported inside a function
     assert _cycles(graph) == []
+
+
+def _package(module: str) -> str:
+    """The package a module belongs to: vmp_jax.<area>, or the top-level kernel package."""
+    return (
+        ".".join(module.split(".")[:2]) if module.startswith("vmp_jax.") else module.split(".")[0]
+    )
+
+
+def test_packages_depend_on_each_other_one_way():
+    """Between packages too (ARCHITECTURE.md): what `train` and `evaluate` both need, the train
+    state, its checkpoints and the compiled steps, lives below both in `vmp_jax.engine`."""
+    packages: dict[str, set[str]] = {}
+    for module, edges in _graph().items():
+        own = _package(module)
+        packages.setdefault(own, set()).update(_package(e) for e in edges if _package(e) != own)
+    assert _cycles(packages) == []
+    assert "vmp_jax.train" not in packages["vmp_jax.evaluate"]
+    assert "vmp_jax.engine" in packages["vmp_jax.evaluate"]

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from vmp_jax import cli
+from vmp_jax.engine.checkpoint import restore_params
 from vmp_jax.experiment import REPO_ROOT, load_config, model_config
 from vmp_jax.interop import convert, state_dict
 from vmp_jax.models.videomamba import abstract_params
-from vmp_jax.train.checkpoint import restore_params
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 
@@ -215,8 +215,8 @@ def test_import_refuses_a_workdir_with_checkpoints(tmp_path):
 
 def test_fine_tuning_starts_from_imported_weights(tmp_path):
     """train.init_from: the first state of a new run holds the imported weights."""
+    from vmp_jax.engine.state import Trainer, flat_params
     from vmp_jax.train import loop
-    from vmp_jax.train.state import Trainer, flat_params
 
     config = _config()
     tensors = _random_tensors(config, 9)

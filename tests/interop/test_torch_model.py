@@ -17,7 +17,7 @@ from vmp_jax.interop.torch_model import VideoMambaPro, selective_scan
 from vmp_jax.models.config import ModelConfig, preset
 from vmp_jax.models.videomamba import VideoMamba
 from vmp_jax.ssm import selective_scan as jax_scan
-from vmp_jax.train.state import flat_params, set_params
+from vmp_jax.engine.state import flat_params, set_params
 
 SWITCHES = list(itertools.product([False, True], repeat=3))
 

@@ -16,8 +16,8 @@ from vmp_jax.models.embed import resize_spatial, resize_temporal
 from vmp_jax.models.mixer import BiMambaMixer
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.ssm import similarity_matrix
-from vmp_jax.train.sharding import make_mesh
-from vmp_jax.train.state import flat_params, set_params
+from vmp_jax.engine.sharding import make_mesh
+from vmp_jax.engine.state import flat_params, set_params
 
 TINY = dict(depth=2, num_frames=2, img_size=32, num_classes=5, embed_dim=32, d_state=4)
 
@@ -275,8 +275,8 @@ def test_scanned_layers_equal_the_loop(drop_path_rate, remat, seed):
 
 def test_a_stacked_checkpoint_loads_per_block(tmp_path):
     """Weights saved by a scan_layers run read back per block (vmp eval, export, init_from)."""
-    from vmp_jax.train import checkpoint
-    from vmp_jax.train.state import Trainer
+    from vmp_jax.engine import checkpoint
+    from vmp_jax.engine.state import Trainer
 
     cfg = ModelConfig(**TINY, scan_layers=True)
     mesh = make_mesh(SimpleNamespace(data=1, fsdp=8))  # the weights split over "embed"
@@ -308,8 +308,8 @@ def test_a_run_resumes_in_the_other_block_layout(tmp_path, seed):
     """Saved with scan_layers, resumed without, and back: weights, EMA, Adam moments, step and
     drop-path RNG streams carry over exactly; the per-block layout has no streams for the
     rate-0 blocks 0 and 1, so the stacked one gets fresh ones there."""
-    from vmp_jax.train import checkpoint
-    from vmp_jax.train.state import Trainer
+    from vmp_jax.engine import checkpoint
+    from vmp_jax.engine.state import Trainer
 
     tiny = dict(TINY, depth=3, drop_path_rate=0.3)
     mesh = make_mesh(SimpleNamespace(data=1, fsdp=8))

@@ -81,10 +81,10 @@ def test_command_loads_a_training_checkpoint(tmp_path):
     import jax
     from flax import nnx
 
+    from vmp_jax.engine import optim, sharding
+    from vmp_jax.engine.checkpoint import Checkpoints
+    from vmp_jax.engine.state import Trainer
     from vmp_jax.experiment import load_config, model_config
-    from vmp_jax.train import optim, sharding
-    from vmp_jax.train.checkpoint import Checkpoints
-    from vmp_jax.train.state import Trainer
 
     overrides = ["model.depth=2"]
     config = load_config(DEMO, overrides)

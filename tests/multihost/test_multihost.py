@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from tests.tiny_run import tiny_overrides
+from vmp_jax.engine.checkpoint import checkpoint_dir, restore_state
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
-from vmp_jax.train.checkpoint import checkpoint_dir, restore_state
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]

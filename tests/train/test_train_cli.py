@@ -13,9 +13,9 @@ import numpy as np
 
 from tests.tiny_run import tiny_overrides
 from vmp_jax import cli
+from vmp_jax.engine.checkpoint import restore_state
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
-from vmp_jax.train.checkpoint import restore_state
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 

@@ -13,7 +13,7 @@ import time
 import jax
 
 from vmp_jax.experiment import load_config
-from vmp_jax.train import steps
+from vmp_jax.engine import steps
 
 LAYOUTS = (("looped", False), ("scanned", True))
 

@@ -21,10 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax.data import pipeline, synthetic, transforms
-from vmp_jax.train import metrics_log, optim, steps
+from vmp_jax.engine import optim, steps
+from vmp_jax.engine.mixing import Mixing
+from vmp_jax.engine.state import Trainer
+from vmp_jax.train import metrics_log
 from vmp_jax.train.loop import device_batch
-from vmp_jax.train.mixing import Mixing
-from vmp_jax.train.state import Trainer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,10 @@ WEIGHTS_HELP = "which weights: the EMA copy when the run kept one (auto, the def
 
 def _eval(args: argparse.Namespace) -> int:
     from vmp_jax.data import labels
+    from vmp_jax.engine.checkpoint import workdir_of
     from vmp_jax.evaluate import multiview
     from vmp_jax.experiment import load_config
     from vmp_jax.multihost import join
-    from vmp_jax.train.checkpoint import workdir_of
 
     config = load_config(args.config, args.overrides)
     join_cluster(args)

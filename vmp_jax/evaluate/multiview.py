@@ -13,12 +13,12 @@ import jax
 import numpy as np
 
 from vmp_jax.data import pipeline, sources
+from vmp_jax.engine import checkpoint, sharding, steps
+from vmp_jax.engine.state import Trainer
 from vmp_jax.evaluate import metrics
 from vmp_jax.experiment import model_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import checkpoint, sharding, steps
-from vmp_jax.train.state import Trainer
 
 WEIGHTS = ("auto", "ema", "raw")
 

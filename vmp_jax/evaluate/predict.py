@@ -23,11 +23,11 @@ from flax import nnx
 
 from vmp_jax.data import labels, listing, pipeline
 from vmp_jax.data.decode import DecodeError
+from vmp_jax.engine import checkpoint
+from vmp_jax.engine.state import set_params
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import load_config, load_saved_config, model_config
 from vmp_jax.models.videomamba import VideoMamba
-from vmp_jax.train import checkpoint
-from vmp_jax.train.state import set_params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,7 +52,7 @@ def per_device_batch(config, devices: int, override: int | None) -> int:
         if override < 1:
             raise ValueError(f"--per-device-batch must be >= 1, got {override}")
         return override
-    from vmp_jax.train.sharding import per_device
+    from vmp_jax.engine.sharding import per_device
 
     return per_device(config.data.batch_size, "data.batch_size", devices)
 
@@ -61,9 +61,9 @@ def compile_train(
     config_file: str, overrides, target_name: str, devices: int = 1, batch: int | None = None
 ):
     """TrainFigures of the config's train step on `devices` GPUs of `target_name`."""
+    from vmp_jax.engine.sharding import make_mesh
     from vmp_jax.experiment import load_config
     from vmp_jax.ssm import resolve_algorithm
-    from vmp_jax.train.sharding import make_mesh
 
     target = targets.get(target_name)
     if devices < 1:

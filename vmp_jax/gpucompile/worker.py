@@ -77,8 +77,8 @@ def compile_kernels(task: dict) -> dict:
 
 
 def compile_train_step(task: dict) -> dict:
+    from vmp_jax.engine import steps
     from vmp_jax.experiment import load_config
-    from vmp_jax.train import steps
 
     devices = compile_only_devices(task["target"], task["devices"])
     config = load_config(task["config"], task["overrides"])

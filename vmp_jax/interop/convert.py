@@ -13,11 +13,11 @@ import os
 import numpy as np
 from flax import nnx
 
+from vmp_jax.engine import checkpoint
+from vmp_jax.engine.state import Trainer, flat_params
 from vmp_jax.experiment import model_config, save_config
 from vmp_jax.interop import released, state_dict
 from vmp_jax.models.videomamba import VideoMamba, abstract_params
-from vmp_jax.train import checkpoint
-from vmp_jax.train.state import Trainer, flat_params
 
 
 def model_params(config, checkpoint_path: str | None = None, *, seed: int = 0, ema=False):

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vmp_jax.engine.state import set_params
 from vmp_jax.experiment import model_config
 from vmp_jax.interop import convert, state_dict
 from vmp_jax.models.videomamba import VideoMamba
-from vmp_jax.train.state import set_params
 
 
 @dataclasses.dataclass(frozen=True)

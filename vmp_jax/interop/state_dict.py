@@ -46,7 +46,7 @@ def _safetensors_numpy():
 
 def to_state_dict(params: dict[tuple, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
     """{VideoMamba name: float32 array in PyTorch layout} of a model's weights
-    ({path: array}, as `vmp_jax.train.state.flat_params` gives)."""
+    ({path: array}, as `vmp_jax.engine.state.flat_params` gives)."""
     return {
         e.torch_name: np.ascontiguousarray(e.layout.to_torch(np.asarray(params[e.jax_path])))
         for e in names.table(cfg)

@@ -2,7 +2,7 @@
 
 per block (`scan_layers=False`): ("layers", i, "mixer", ...), one array per block; the
   canonical layout of every {path: array} dict outside the model (checkpoint reading, export,
-  import, `vmp_jax.train.state.flat_params`), and VideoMamba's own naming.
+  import, `vmp_jax.engine.state.flat_params`), and VideoMamba's own naming.
 stacked (`scan_layers=True`): ("layers", "mixer", ...), one array per weight with the blocks
   on a leading axis of size depth (logical axis "layers"), as `nnx.vmap` builds them for
   `nnx.scan`.

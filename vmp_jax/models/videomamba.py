@@ -11,7 +11,7 @@ grows with depth. Every block has the same graph there: the residual stream star
 (block 0's drop path has rate 0, so zero + hidden is hidden exactly), drop-path rates are a
 scanned input and, under drop path, every block has an RNG stream. `vmp_jax.models.layers`
 converts between the two layouts: exports and {path: array} dicts use the per-block one, and a
-checkpoint of either layout loads into the other (`vmp_jax.train.relayout` for a whole state).
+checkpoint of either layout loads into the other (`vmp_jax.engine.relayout` for a whole state).
 """
 
 import dataclasses

@@ -22,13 +22,14 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax.data import pipeline, sources
+from vmp_jax.engine import checkpoint, optim, sharding, steps
+from vmp_jax.engine.mixing import Mixing
+from vmp_jax.engine.state import Trainer
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import checkpoint, metrics_log, optim, sharding, steps
-from vmp_jax.train.mixing import Mixing
-from vmp_jax.train.state import Trainer
+from vmp_jax.train import metrics_log
 
 
 @dataclasses.dataclass

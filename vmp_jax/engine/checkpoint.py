@@ -20,8 +20,8 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
+from vmp_jax.engine import relayout
 from vmp_jax.models import layers
-from vmp_jax.train import relayout
 
 STATE, DATA = "state", "data"
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from vmp_jax.engine import optim
 from vmp_jax.experiment import REPO_ROOT, load_config, model_config
 from vmp_jax.models.videomamba import VideoMamba
-from vmp_jax.train import optim
 
 
 def _config(*overrides):

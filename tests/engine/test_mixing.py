@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vmp_jax.train.mixing import Mixing, smooth_one_hot
+from vmp_jax.engine.mixing import Mixing, smooth_one_hot
 
 K, B = 5, 8
 LABELS = np.array([0, 1, 2, 3, 4, 1, 2, 0], np.int32)

@@ -12,10 +12,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vmp_jax.engine import sharding
+from vmp_jax.engine.mixing import Mixing
+from vmp_jax.engine.state import Trainer
 from vmp_jax.ssm import batch_sharded
-from vmp_jax.train import sharding
-from vmp_jax.train.mixing import Mixing
-from vmp_jax.train.state import Trainer
 
 
 def _loss(params, rest, graphdef, video, target, label):

@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vmp_jax.engine import sharding
 from vmp_jax.models import layers
 from vmp_jax.models.config import ModelConfig
 from vmp_jax.models.videomamba import VideoMamba
-from vmp_jax.train import sharding
 
 
 def flat_params(model: VideoMamba) -> dict[tuple, jax.Array]:
@@ -71,8 +71,8 @@ class Trainer:
     def from_config(cls, config, *, steps_per_epoch: int = 1, devices=None) -> "Trainer":
         """The Trainer of an experiment config on its mesh (the optimiser's state layout does
         not depend on the schedule's length, so steps_per_epoch only matters for training)."""
+        from vmp_jax.engine import optim
         from vmp_jax.experiment import model_config
-        from vmp_jax.train import optim
 
         return cls(
             model_config(config),

@@ -6,10 +6,10 @@ import ml_collections
 import numpy as np
 import pytest
 
+from vmp_jax.engine import optim, sharding, steps
+from vmp_jax.engine.mixing import Mixing
+from vmp_jax.engine.state import Trainer
 from vmp_jax.experiment import REPO_ROOT, load_config, model_config
-from vmp_jax.train import optim, sharding, steps
-from vmp_jax.train.mixing import Mixing
-from vmp_jax.train.state import Trainer
 
 SMALL = [
     "model.depth=2",
