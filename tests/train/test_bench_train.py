@@ -58,3 +58,33 @@ def test_bench_compile_times_both_layer_layouts(capsys):
         assert abs(trace + lower + compile_s - total) <= 0.2  # rounding of each to 0.1
     assert cli.main(["bench-compile", "--config", DEMO, "--repeats", "0"]) == 2
     assert "--repeats must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_compile_times_a_real_compile_under_a_persistent_cache(tmp_path):
+    """A user's $JAX_COMPILATION_CACHE_DIR (the test session's own cache, here a fresh one)
+    would turn a second compile into a load: `compile_once` switches it off while it times,
+    so it writes nothing there, and on again after."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from vmp_jax.bench import compile as bench_compile
+
+    cache = tmp_path / "cache"
+    saved = {
+        name: getattr(jax.config, name)
+        for name in ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    }
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    compilation_cache.reset_cache()
+    try:
+        config = load_config(DEMO, [*SMALL, "model.depth=1"])
+        assert bench_compile.compile_once(config).compile_s > 0
+        assert not cache.exists() or not any(cache.iterdir())
+        assert jax.config.jax_enable_compilation_cache  # on again
+        jax.jit(lambda x: x * 3.0).lower(jax.numpy.ones(3)).compile()
+        assert any(cache.iterdir())  # the cache itself works: only the timing skipped it
+    finally:
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()

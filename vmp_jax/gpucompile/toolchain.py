@@ -147,6 +147,8 @@ def run_worker(task: dict, *, timeout: float = 3600, dump: bool = False) -> Work
         env = dict(os.environ)
         env.update(
             JAX_PLATFORMS="cpu",
+            # Figures come from ptxas' log of a real compile: never from a cached program.
+            JAX_ENABLE_COMPILATION_CACHE="false",
             PYTHONPATH=os.pathsep.join([folder, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
             TF_CPP_MIN_LOG_LEVEL="0",
             TF_CPP_VMODULE="subprocess_compilation=3",
