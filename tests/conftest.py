@@ -1,11 +1,27 @@
-"""Test set-up: 8 fake CPU devices (for sharding tests) before jax starts, hypothesis profiles,
-and the `seed` fixture: fresh random inputs every run, each failure reproducible."""
+"""Test set-up: 8 fake CPU devices (for sharding tests) before jax starts, a compilation cache
+for the session, hypothesis profiles, and the `seed` fixture: fresh random inputs every run,
+each failure reproducible."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
+
+# Programs compiled once per session and shared: the tests train the same tiny runs in several
+# processes (`vmp train` in a subprocess, the same run restarted, 2 processes against 1), and
+# every run builds its jitted steps anew. The first process to import this file (pytest's
+# main process) makes a fresh directory, which the xdist workers and every process the tests
+# start inherit through the environment, and removes it at exit: nothing carries over from one
+# session to the next. A cache the caller set is used as it is.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _session_cache = tempfile.mkdtemp(prefix="vmp-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -40,6 +56,30 @@ def pytest_runtest_makereport(item, call):
     drawn = getattr(item, "vmp_seed", None)
     if report.failed and drawn is not None:
         report.sections.append(("random seed", f"{SEED_ENV}={drawn} replays this test's inputs"))
+
+
+# The files that take longest (tests/README.md), run first: `make test` hands whole files to its
+# two workers in collection order, and a long file started last would leave one worker idle.
+SLOWEST_FIRST = (
+    "tests/ssm/test_algorithms.py",
+    "tests/gpucompile/test_compile.py",
+    "tests/multihost/test_multihost.py",
+    "tests/models/test_model.py",
+    "tests/pallas/test_selective_scan.py",
+    "tests/interop/test_torch_model.py",
+    "tests/train/test_diagnostics.py",
+    "tests/interop/test_import.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {path: i for i, path in enumerate(SLOWEST_FIRST)}
+    root = config.rootpath
+
+    def file_rank(item):
+        return rank.get(item.path.relative_to(root).as_posix(), len(rank))
+
+    items.sort(key=file_rank)  # stable: the order within and among other files is kept
 
 
 @pytest.fixture(scope="session")

@@ -49,20 +49,27 @@ def test_kernels_compile_without_spills_at_a_quarter_occupancy(target, shape, ca
         assert segments == -(-L // 16)  # as many as there are chunks: still under a wave
 
 
-@pytest.mark.parametrize("config", [DEMO, TI], ids=["demo", "vmp_ti"])
-def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config):
-    """At 16 clips per GPU; and 8 GPUs hold no more per device than one: each runs the Pallas
-    kernels on its own shard of the batch (a custom kernel left to XLA's partitioner makes
-    every device gather the whole batch)."""
+@pytest.mark.parametrize(
+    ("config", "depth"), [(DEMO, None), (TI, None), (TI, 2)], ids=["demo", "vmp_ti", "vmp_ti_2"]
+)
+def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config, depth):
+    """At 16 clips per GPU, one GPU: the train step compiles and fits. Eight GPUs hold no more
+    per device than one: each runs the Pallas kernels on its own shard of the batch (a custom
+    kernel left to XLA's partitioner makes every device gather the whole batch, GiBs more in
+    every block). That is a property of the sharding, not of the depth, so VMP-Ti checks it
+    with 2 of its 24 blocks (every width and the sequence length as in the recipe); the full
+    model compiles for one GPU, as the demo compiles for both."""
+    overrides = [] if depth is None else [f"model.depth={depth}"]
     per_device = {}
-    for devices in (1, 8):
-        figures = train.compile_train(config, [], "h100", devices, 16)
+    for devices in (1,) if config == TI and depth is None else (1, 8):
+        figures = train.compile_train(config, overrides, "h100", devices, 16)
         assert figures.compiled, figures.error
         assert figures.fits and 0 < figures.per_device_bytes < figures.usable_bytes
         assert figures.per_device_batch == 16 and figures.devices == devices
         assert figures.algorithm == "pallas" and figures.triton_calls > 0  # native kernels
         per_device[devices] = figures.per_device_bytes
-    assert per_device[8] < 1.1 * per_device[1] + 2**26, per_device  # + collective buffers
+    if 8 in per_device:
+        assert per_device[8] < 1.1 * per_device[1] + 2**26, per_device  # + collective buffers
     keys = {"compiled", "error", "devices", "per_device_bytes", "device_memory_bytes"}
     assert keys | {"fits", "algorithm"} <= set(figures.as_json())
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from flax import nnx
 
+from vmp_jax.engine.state import flat_params, set_params
 from vmp_jax.interop import state_dict
 from vmp_jax.interop.torch_model import VideoMambaPro, selective_scan
 from vmp_jax.models.config import ModelConfig, preset
 from vmp_jax.models.videomamba import VideoMamba
 from vmp_jax.ssm import selective_scan as jax_scan
-from vmp_jax.engine.state import flat_params, set_params
 
 SWITCHES = list(itertools.product([False, True], repeat=3))
 
@@ -92,11 +92,13 @@ def test_ti_8x224_logit_parity(pro, tmp_path, seed):
     model = _perturbed_model(preset("ti", pro=pro, num_classes=400, scan_layers=pro), seed)
     twin = _twin(model, tmp_path)
     video = np.random.default_rng(seed).standard_normal((1, 8, 224, 224, 3)).astype(np.float32)
-    _assert_parity(*_logits(model, twin, video))
     hidden, residual = model.features(jnp.asarray(video))
     ours = np.asarray(model.norm_f(residual + hidden))  # (1, 1569, 192)
-    with torch.no_grad():
-        theirs = twin.tokens(torch.from_numpy(video).permute(0, 4, 1, 2, 3)).numpy()
+    with torch.no_grad():  # one pass: forward is classify(tokens(video))
+        tokens = twin.tokens(torch.from_numpy(video).permute(0, 4, 1, 2, 3))
+        their_logits = twin.classify(tokens).numpy()
+    _assert_parity(np.asarray(model(jnp.asarray(video))), their_logits)
+    theirs = tokens.numpy()
     assert ours.shape == theirs.shape == (1, 1569, 192)
     assert np.abs(ours - theirs).max() <= 1e-4 * np.abs(ours).max()
 

@@ -1,5 +1,6 @@
 """Shared pieces of the scan tests: random inputs, the SPEC recurrence in float64, comparisons."""
 
+import functools
 import itertools
 from typing import NamedTuple
 
@@ -80,11 +81,20 @@ def scan_args(x: ScanInputs, dtype) -> dict:
 
 
 def value_and_grads(fn, args: dict, cotangent, **options):
-    """y and d(sum(cotangent * y))/d(every argument) for fn(**args, **options)."""
+    """y and d(sum(cotangent * y))/d(every argument) for fn(**args, **options), compiled as one
+    program, once per fn, options and shapes (the reference is shared by every algorithm
+    checked at the same shapes and options)."""
+    return _value_and_grads(fn, tuple(sorted(options.items())))(args, cotangent)
 
-    def loss(a):
-        y = fn(**a, **options)
+
+@functools.cache
+def _value_and_grads(fn, options: tuple):
+    def loss(a, cotangent):
+        y = fn(**a, **dict(options))
         return jnp.sum(cotangent * y.astype(jnp.float32 if y.dtype == jnp.bfloat16 else y.dtype)), y
 
-    (_, y), grads = jax.value_and_grad(loss, has_aux=True)(args)
-    return y, grads
+    def run(args, cotangent):
+        (_, y), grads = jax.value_and_grad(loss, has_aux=True)(args, cotangent)
+        return y, grads
+
+    return jax.jit(run)

@@ -222,8 +222,12 @@ class VideoMambaPro(nn.Module):
             hidden, residual = layer(hidden, residual)
         return self.norm_f(residual + self.drop_path(hidden))
 
+    def classify(self, tokens):
+        """tokens after the final norm (b, 1 + T*P, embed_dim) -> logits (b, num_classes)."""
+        return self.head(self.head_drop(tokens[:, 0]))
+
     def forward(self, video):
-        return self.head(self.head_drop(self.forward_features(video)))
+        return self.classify(self.tokens(video))
 
     @classmethod
     def from_exported(cls, path, *, map_location="cpu"):
