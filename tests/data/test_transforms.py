@@ -72,8 +72,18 @@ def test_crop_resize_and_erasing_are_the_same_on_every_frame():
 
 
 def test_normalize_uses_imagenet_statistics():
+    """(x - mean) / std per channel, with ImageNet's mean (0.485, 0.456, 0.406) and std
+    (0.229, 0.224, 0.225) in 0..255 units: the mean maps to 0, black and white to the values
+    VideoMamba's torchvision Normalize gives."""
     clip = np.broadcast_to(np.array([124, 116, 104], np.uint8), (1, 2, 2, 3))
     np.testing.assert_allclose(transforms.normalize(clip), 0.0, atol=0.01)
+    black_white = np.array([0, 255], np.uint8)[:, None, None, None] * np.ones(
+        (2, 1, 1, 3), np.uint8
+    )
+    out = transforms.normalize(black_white)[:, 0, 0]  # (2, 3)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(out[0], -mean / std, rtol=1e-6)  # -2.118, -2.036, -1.804
+    np.testing.assert_allclose(out[1], (1 - mean) / std, rtol=1e-6)  # 2.249, 2.429, 2.640
 
 
 def test_eval_crops_cover_start_centre_and_end_of_the_long_side():

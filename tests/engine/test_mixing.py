@@ -37,6 +37,19 @@ def test_targets_match_the_mixed_pixels(mixup, cutmix, step):
         )
 
 
+def test_kind_names_what_the_step_does():
+    """Cutmix pastes pixels, so a cut one-hot video holds only 0s and 1s; mixup blends them."""
+    videos, labels = jnp.asarray(_one_hot_videos()), jnp.asarray(LABELS)
+    both = Mixing(K, mixup=0.8, cutmix=1.0, switch_prob=0.5, seed=3)
+    kinds = [both.kind(step) for step in range(10)]
+    assert set(kinds) == {"mixup", "cutmix"}
+    for step, kind in enumerate(kinds):
+        pixels = np.asarray(both(videos, labels, step)[0])
+        assert np.isin(pixels, (0.0, 1.0)).all() == (kind == "cutmix"), (step, kind)
+    assert Mixing(K, mixup=0.8).kind(0) == "mixup" and Mixing(K, cutmix=1.0).kind(0) == "cutmix"
+    assert Mixing(K).kind(0) == "none"
+
+
 def test_draws_depend_on_seed_and_step_only():
     videos, labels = jnp.asarray(_one_hot_videos()), jnp.asarray(LABELS)
     mixing = Mixing(K, mixup=0.8, cutmix=1.0, seed=3)

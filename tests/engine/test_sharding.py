@@ -1,5 +1,6 @@
 """One train step on a mesh of 8 fake CPU devices (data=2 x fsdp=4, and data=8) gives the same
-loss and parameters as on one device; FSDP really splits the parameters."""
+loss and parameters as on one device, with mixup or cutmix over the global batch; FSDP really
+splits the parameters."""
 
 import jax
 import ml_collections
@@ -25,8 +26,14 @@ SMALL = [
 ]
 
 
-def _run(mesh_shape, devices, batch, accum_steps=1):
-    config = load_config(REPO_ROOT / "configs" / "demo.py", SMALL)
+# The demo trains without mixing: these turn it on, one kind each (data.mixup and data.cutmix
+# both on pick one per step).
+MIXUP = ["data.mixup=0.8", "data.cutmix=0.0"]
+CUTMIX = ["data.mixup=0.0", "data.cutmix=1.0"]
+
+
+def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
+    config = load_config(REPO_ROOT / "configs" / "demo.py", [*SMALL, *mixing])
     mesh = sharding.make_mesh(ml_collections.ConfigDict(mesh_shape), devices)
     trainer = Trainer(model_config(config), optim.make_optimizer(config, 4), mesh, ema_decay=0.5)
     state = trainer.init()
@@ -34,7 +41,7 @@ def _run(mesh_shape, devices, batch, accum_steps=1):
         trainer,
         accum_steps=accum_steps,
         schedule=optim.schedule(config, 4),
-        mixing=Mixing.from_config(config),  # the demo's mixup and cutmix, over the global batch
+        mixing=Mixing.from_config(config),  # over the global batch
     )
     placed = jax.device_put(batch, sharding.batch_sharding(mesh))
     for _ in range(2):
@@ -58,12 +65,16 @@ def _floats(state):
     ]
 
 
-@pytest.mark.parametrize("mesh_shape", [dict(data=2, fsdp=4), dict(data=8, fsdp=1)])
-def test_sharded_step_equals_one_device(mesh_shape):
+@pytest.mark.parametrize(
+    ("mesh_shape", "mixing"),
+    [(dict(data=2, fsdp=4), MIXUP), (dict(data=8, fsdp=1), CUTMIX)],
+    ids=["data2-fsdp4-mixup", "data8-cutmix"],
+)
+def test_sharded_step_equals_one_device(mesh_shape, mixing):
     assert len(jax.devices()) == 8, "tests/conftest.py sets 8 fake CPU devices"
     batch = _batch()
-    _, one_state, one = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch)
-    trainer, state, many = _run(mesh_shape, jax.devices(), batch)
+    _, one_state, one = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, mixing=mixing)
+    trainer, state, many = _run(mesh_shape, jax.devices(), batch, mixing=mixing)
     for key in ("loss", "accuracy", "grad_norm"):
         np.testing.assert_allclose(many[key], one[key], rtol=1e-5)
     for a, b in zip(_floats(state), _floats(one_state), strict=True):
@@ -74,9 +85,10 @@ def test_sharded_step_equals_one_device(mesh_shape):
 
 
 def test_accumulated_gradients_equal_one_big_batch():
+    """Mixing is over the global batch, before it is cut into micro-batches."""
     batch = _batch(1)
-    _, a, ma = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, accum_steps=1)
-    _, b, mb = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, accum_steps=4)
+    _, a, ma = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, 1, MIXUP)
+    _, b, mb = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, 4, MIXUP)
     np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-5)
     for x, y in zip(_floats(a), _floats(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=2e-5, atol=2e-6)

@@ -12,7 +12,7 @@ import pytest
 from tests.data.conftest import broken_files
 from tests.train.test_train_cli import DEMO, _args
 from vmp_jax import cli
-from vmp_jax.data import labels
+from vmp_jax.data import labels, synthetic
 from vmp_jax.evaluate import metrics
 from vmp_jax.evaluate.predict import Predictor
 from vmp_jax.experiment import load_saved_config
@@ -93,7 +93,8 @@ def test_predictor_api_and_list_input(trained, tmp_path, capsys):
     for r in results:
         assert r.ok and r.probabilities.shape == (4,)
         np.testing.assert_allclose(r.probabilities.sum(), 1.0, rtol=1e-5)
-    assert predictor.class_names == ["right", "left", "down", "up"][: len(predictor.class_names)]
+    # The names the generated dataset wrote to classes.txt, in class order.
+    assert predictor.class_names == synthetic.class_names(4) == ["right", "left", "down", "up"]
     root = load_saved_config(trained).data.data_root
     listed = tmp_path / "list.txt"
     listed.write_text("".join(f"{name} 0\n" for name, _ in videos))

@@ -147,6 +147,26 @@ def test_other_frame_counts_and_resolutions_interpolate_the_embeddings():
     np.testing.assert_allclose(resize_temporal(image, 8), jnp.repeat(image, 8, 0), rtol=1e-6)
 
 
+def test_embedding_interpolation_values(seed):
+    """Bicubic in space (Keys' kernel, a = -0.5, half-pixel centres): the same values as PIL's
+    bicubic resize when enlarging (224 to 256 px is a 14 to 16 patch grid); linear in time with
+    half-pixel centres (PyTorch's align_corners=False): 2 frames to 3 are the first, their
+    midpoint and the last."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for g, grid in ((2, (3, 4)), (14, (16, 18))):
+        pos = rng.standard_normal((1 + g * g, 3)).astype(np.float32)
+        ours = np.asarray(resize_spatial(jnp.asarray(pos), grid))[1:].reshape(*grid, 3)
+        for c in range(3):
+            image = Image.fromarray(pos[1:, c].reshape(g, g), mode="F")
+            want = np.asarray(image.resize((grid[1], grid[0]), Image.Resampling.BICUBIC))
+            np.testing.assert_allclose(ours[..., c], want, atol=1e-5, rtol=1e-5)
+    temporal = rng.standard_normal((2, 5)).astype(np.float32)
+    three = np.stack([temporal[0], (temporal[0] + temporal[1]) / 2, temporal[1]])
+    np.testing.assert_allclose(resize_temporal(jnp.asarray(temporal), 3), three, rtol=1e-6)
+
+
 def test_initialisation_is_mambas():
     cfg = ModelConfig(**TINY)
     model = VideoMamba(cfg, rngs=nnx.Rngs(0))

@@ -20,6 +20,7 @@ import pytest
 
 from tests.tiny_run import tiny_overrides
 from vmp_jax.engine.checkpoint import checkpoint_dir, restore_state
+from vmp_jax.engine.mixing import Mixing
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
 
@@ -28,8 +29,10 @@ LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
 
 
 def _settings(root: str) -> list[str]:
-    # 6 steps (2 epochs of 3) on a mesh spanning both processes
-    return tiny_overrides(root, optim__epochs=2, mesh__data=2, mesh__fsdp=4)
+    # 6 steps (2 epochs of 3) on a mesh spanning both processes, mixing over the global batch
+    return tiny_overrides(
+        root, optim__epochs=2, mesh__data=2, mesh__fsdp=4, data__mixup=0.8, data__cutmix=1.0
+    )
 
 
 # The runs share their compiled programs (the restarted run and the evals compile what an earlier
@@ -89,6 +92,9 @@ def two_process_run(motion_dataset, tmp_path_factory) -> str:
 def test_two_processes_train_as_one_process_of_eight_devices(
     motion_dataset, two_process_run, tmp_path
 ):
+    # The mixing that must come out the same on 1 and 2 processes: both kinds are drawn.
+    mixing = Mixing.from_config(load_config(DEMO, _settings(motion_dataset)))
+    assert {mixing.kind(step) for step in range(6)} == {"mixup", "cutmix"}
     one = str(tmp_path / "one")
     _train(motion_dataset, one, processes=1)
     (two_leaves, two_step), (one_leaves, one_step) = (
@@ -195,9 +201,12 @@ def test_an_unreachable_coordinator_is_an_error_naming_the_address():
 
 def test_mismatched_process_counts_are_an_error_naming_both():
     address = f"127.0.0.1:{_free_port()}"
-    first = _join("--coordinator", address, "--num-processes", "2", "--process-id", "0")
-    second = _join("--coordinator", address, "--num-processes", "3", "--process-id", "1")
-    outs = [p.communicate(timeout=120)[0] for p in (first, second)]
+    # Each reports the mismatch as soon as both have joined: the timeout only bounds how long
+    # one waits for the other to start (a slow import on a busy machine took over 5 s).
+    flags = ("--coordinator", address)
+    first = _join(*flags, "--num-processes", "2", "--process-id", "0", timeout=120)
+    second = _join(*flags, "--num-processes", "3", "--process-id", "1", timeout=120)
+    outs = [p.communicate(timeout=200)[0] for p in (first, second)]
     for run, out in zip((first, second), outs, strict=True):
         assert run.returncode != 0, out
     assert "was started with --num-processes 3, but the coordinator" in outs[1]

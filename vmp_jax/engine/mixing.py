@@ -47,17 +47,29 @@ class Mixing:
         targets float32 (B, K))."""
         if self.mixup <= 0 and self.cutmix <= 0:  # no key: the program does not hold the seed
             return video, smooth_one_hot(label, self.num_classes, self.smoothing)
-        key = jax.random.fold_in(jax.random.key(self.seed), step)
         return mix_batch(
             video,
             label,
-            key,
+            self._key(step),
             num_classes=self.num_classes,
             mixup=self.mixup,
             cutmix=self.cutmix,
             switch_prob=self.switch_prob,
             smoothing=self.smoothing,
         )
+
+    def _key(self, step) -> jax.Array:
+        return jax.random.fold_in(jax.random.key(self.seed), step)
+
+    def kind(self, step: int) -> str:
+        """What the train step does to the batch at optimiser step `step`: "mixup", "cutmix"
+        or "none" (the draw `mix_batch` makes, on the host)."""
+        if self.mixup <= 0 and self.cutmix <= 0:
+            return "none"
+        if self.mixup <= 0 or self.cutmix <= 0:
+            return "mixup" if self.cutmix <= 0 else "cutmix"
+        switch_key = jax.random.split(self._key(step), 3)[0]
+        return "cutmix" if bool(_draws_cutmix(switch_key, self.switch_prob)) else "mixup"
 
 
 def mix_batch(video, label, key, *, num_classes, mixup, cutmix, switch_prob, smoothing):
@@ -81,9 +93,13 @@ def mix_batch(video, label, key, *, num_classes, mixup, cutmix, switch_prob, smo
     elif mixup <= 0:
         video, lam = paste(None)
     else:
-        use_cutmix = jax.random.uniform(switch_key) < switch_prob
-        video, lam = jax.lax.cond(use_cutmix, paste, blend, None)
+        video, lam = jax.lax.cond(_draws_cutmix(switch_key, switch_prob), paste, blend, None)
     return video, target * lam + target[::-1] * (1.0 - lam)
+
+
+def _draws_cutmix(switch_key, switch_prob) -> jax.Array:
+    """Whether a step with both mixup and cutmix on takes cutmix."""
+    return jax.random.uniform(switch_key) < switch_prob
 
 
 def _cutmix(video, flipped, lam, key):
