@@ -20,7 +20,7 @@ os.environ["XLA_FLAGS"] = (
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _session_cache = tempfile.mkdtemp(prefix="vmp-test-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _session_cache
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     atexit.register(shutil.rmtree, _session_cache, ignore_errors=True)
 
 import numpy as np  # noqa: E402
