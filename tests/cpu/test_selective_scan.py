@@ -120,3 +120,26 @@ def test_the_library_is_built_once_per_machine_and_shared(tmp_path, monkeypatch)
     monkeypatch.setenv("CXX", "no-such-compiler")
     with pytest.raises(build.KernelUnavailable, match="no C\\+\\+ compiler found"):
         build.build()
+
+
+def test_the_kernels_exp_is_within_2_ulp():
+    """Two tokens, one state: with u_1 = delta_1 = B_1 = C_2 = 1 and u_2 = 0, the second output
+    is exactly a_2 = exp(delta_2 A) as the kernel computes it (delta_2 A rounded to float32
+    first, as there). Over exponents from 0 to -87 its error is within 2 float32 ulp."""
+    exponents = -np.linspace(0.0, 87.0, 8191, dtype=np.float32)  # 128 tasks of 64 channels
+    A = np.array([-1.0, -3.7], np.float32)[None, :].repeat(len(exponents) // 2 + 1, 0).ravel()
+    A = A[: len(exponents), None]  # (d, 1): -1 and -3.7 alternating
+    delta2 = (exponents / A[:, 0]).astype(np.float32)
+    ones = np.ones((1, 2, len(exponents)), np.float32)
+    delta = ones.copy()
+    delta[0, 1] = delta2
+    u = ones.copy()
+    u[0, 1] = 0.0
+    B = C = jnp.ones((1, 2, 1))
+    args = (jnp.asarray(u), jnp.asarray(delta), jnp.asarray(A), B, C)
+    y = kernels.scan(*args, mask_diagonal=False, residual=False)
+    got = np.asarray(y)[0, 1]
+    want = np.exp((delta2 * A[:, 0]).astype(np.float32).astype(np.float64))
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    assert np.isfinite(got).all() and got.min() > 0
+    assert (np.abs(got - want) / ulp).max() <= 2.0

@@ -2,6 +2,8 @@
 workdir's files, the eval report, bad config keys stopping before any work, and a run killed
 with SIGKILL and restarted ending bit-identical to an uninterrupted one."""
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from tests.tiny_run import tiny_overrides
 from vmp_jax import cli
@@ -37,10 +40,20 @@ def _final_state(root: str, workdir: str):
     return [np.asarray(x) for x in leaves], step
 
 
-def test_train_then_eval(motion_dataset, tmp_path, capsys):
-    workdir = str(tmp_path / "run")
-    assert cli.main(["train", *_args(motion_dataset, workdir)]) == 0
-    assert "val: top1" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def straight_run(motion_dataset, tmp_path_factory) -> tuple[str, str]:
+    """An uninterrupted tiny run (12 steps), and what `vmp train` printed: the workdir the eval
+    test reads and the run the SIGKILLed one must end equal to."""
+    workdir = str(tmp_path_factory.mktemp("straight") / "run")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli.main(["train", *_args(motion_dataset, workdir)]) == 0
+    return workdir, printed.getvalue()
+
+
+def test_train_then_eval(motion_dataset, straight_run, capsys):
+    workdir, printed = straight_run
+    assert "val: top1" in printed
     for name in ("metrics.jsonl", "curves.png", "tensorboard", "checkpoints"):
         assert os.path.exists(os.path.join(workdir, name)), name
     kept = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
@@ -69,9 +82,8 @@ def test_bad_config_key_stops_before_any_work(motion_dataset, tmp_path, capsys):
     assert "eval.batch_size (3) does not split over 8 devices" in capsys.readouterr().err
 
 
-def test_sigkill_and_resume_is_bit_identical(motion_dataset, tmp_path):
-    straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
-    assert cli.main(["train", *_args(motion_dataset, straight)]) == 0
+def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_path):
+    straight, interrupted = straight_run[0], str(tmp_path / "interrupted")
     command = [sys.executable, "-m", "vmp_jax.cli", "train", *_args(motion_dataset, interrupted)]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
