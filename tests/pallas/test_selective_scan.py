@@ -19,6 +19,7 @@ from tests.ssm.cases import (
     OPTION_IDS,
     TOLERANCE,
     assert_close,
+    check_batch_sharded,
     random_inputs,
     scan_args,
     value_and_grads,
@@ -145,27 +146,7 @@ def test_bad_arguments_are_named():
             selective_scan(**x64, interpret=True)
 
 
-def test_batch_sharded_kernels_match_in_value_and_gradient():
+def test_batch_sharded_kernels_match_in_value_and_gradient(seed):
     """Under `batch_sharded(mesh)` each of the 8 devices runs the kernels on its shard of the
     batch (shard_map); the replicated A and D get their cotangents summed over the devices."""
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
-    from vmp_jax.ssm import batch_sharded
-
-    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
-    args = scan_args(random_inputs(5, 8, 9, 4, 3), jnp.float32)
-    cotangent = jnp.asarray(np.random.default_rng(2).normal(size=args["u"].shape), jnp.float32)
-    options = dict(reverse=True, mask_diagonal=True, residual=True, algorithm="pallas")
-    y_ref, grads_ref = value_and_grads(dispatch, args, cotangent, **options)
-
-    def sharded(**a):
-        with batch_sharded(mesh):
-            return dispatch(**a, **options)
-
-    batch = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-    whole = NamedSharding(mesh, PartitionSpec())
-    placed = {k: jax.device_put(v, batch if v.ndim == 3 else whole) for k, v in args.items()}
-    y, grads = value_and_grads(sharded, placed, cotangent)
-    assert_close(y, y_ref, TOLERANCE["float32"], "sharded y")
-    for key in args:
-        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"sharded d{key}")
+    check_batch_sharded("pallas", seed)

@@ -98,3 +98,39 @@ def _value_and_grads(fn, options: tuple):
         return y, grads
 
     return jax.jit(run)
+
+
+def runs_here(algorithm: str) -> bool:
+    """Whether `algorithm` runs on the default backend (`cpu` only on a CPU; whether its kernels
+    built is not asked: a machine that cannot build them must fail, not lose the tests)."""
+    from vmp_jax.ssm import api
+
+    return api.ONLY_ON.get(algorithm, jax.default_backend()) == jax.default_backend()
+
+
+def check_batch_sharded(algorithm: str, seed: int) -> str:
+    """A custom kernel under `batch_sharded(mesh)` of the 8 test devices: each device scans its
+    shard of the batch, and the value and the gradients (A's and D's summed over the devices)
+    equal the unsharded ones. Returns the sharded program's lowered text."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from vmp_jax.ssm import batch_sharded, selective_scan
+
+    mesh = Mesh(np.asarray(jax.devices()[:8]).reshape(4, 2), ("data", "fsdp"))
+    args = scan_args(random_inputs(seed, 8, 9, 4, 3), jnp.float32)
+    cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=args["u"].shape), jnp.float32)
+    options = dict(reverse=True, mask_diagonal=True, residual=True, algorithm=algorithm)
+    y_ref, grads_ref = value_and_grads(selective_scan, args, cotangent, **options)
+
+    def sharded(**a):
+        with batch_sharded(mesh):
+            return selective_scan(**a, **options)
+
+    batch = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    whole = NamedSharding(mesh, PartitionSpec())
+    placed = {k: jax.device_put(v, batch if v.ndim == 3 else whole) for k, v in args.items()}
+    y, grads = value_and_grads(sharded, placed, cotangent)
+    assert_close(y, y_ref, TOLERANCE["float32"], "sharded y")
+    for key in args:
+        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"sharded d{key}")
+    return jax.jit(sharded).lower(**placed).as_text()

@@ -54,9 +54,9 @@ NO_FLOAT64 = frozenset({"pallas", "cpu"})
 
 # What "auto" resolves to per backend.
 # cpu: the fastest in forward and forward+backward in `vmp bench-scan` (benchmarks/RESULTS.md:
-#   at (2, 1569, 384, 16) the `cpu` kernels' forward is within 1.1x (plain) and 1.5x (VMP's
-#   options) of an exp over the same elements, and forward+backward 10x faster than
-#   `sequential`, the fastest XLA algorithm there).
+#   at (2, 1569, 384, 16) the `cpu` kernels' forward takes 1.2x (plain) and 1.5x (VMP's
+#   options) the time of an exp over the same elements, and forward+backward is 11-12x faster
+#   than `sequential`, the fastest XLA algorithm there).
 # gpu: no GPU has timed these yet, so the choice is by static figures (`vmp gpu-compile`,
 #   benchmarks/RESULTS.md): `pallas` is the algorithm whose VMP-Ti train step (batch 16 on
 #   one H100) needs the least memory in both dtypes (bf16 8.9 GiB, float32 13.6; `chunked`
