@@ -3,6 +3,7 @@ for the session, hypothesis profiles, and the `seed` fixture: fresh random input
 each failure reproducible."""
 
 import atexit
+import collections
 import os
 import shutil
 import tempfile
@@ -56,6 +57,54 @@ def pytest_runtest_makereport(item, call):
     drawn = getattr(item, "vmp_seed", None)
     if report.failed and drawn is not None:
         report.sections.append(("random seed", f"{SEED_ENV}={drawn} replays this test's inputs"))
+    if item.config.getoption("compile_times"):
+        report.user_properties.append((COMPILE_PROPERTY, _compile_seconds.pop()))
+        _compile_seconds.append(0.0)
+
+
+# `--compile-times`: how much of each file's time is XLA compiling (jax's own compile event,
+# which a persistent-cache hit also reports, with the time the load took), in this process:
+# what `vmp train` and the other subprocesses compile is not counted.
+COMPILE_PROPERTY = "xla_compile_s"
+_compile_seconds = [0.0]
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--compile-times",
+        action="store_true",
+        help="print each test file's XLA compile seconds beside its total (tests/README.md)",
+    )
+
+
+def pytest_configure(config):
+    if config.getoption("compile_times"):
+        import jax.monitoring
+
+        def on_duration(event: str, seconds: float, **_) -> None:
+            if event == "/jax/core/compile/backend_compile_duration":
+                _compile_seconds[-1] += seconds
+
+        jax.monitoring.register_event_duration_secs_listener(on_duration)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if not config.getoption("compile_times"):
+        return
+    total, compiling = collections.Counter(), collections.Counter()
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                file = report.nodeid.split("::")[0]
+                total[file] += report.duration
+                compiling[file] += dict(report.user_properties).get(COMPILE_PROPERTY, 0.0)
+    terminalreporter.write_sep("=", "XLA compile time in the test processes, per file")
+    terminalreporter.write_line("| file | tests s | of which compiling s |")
+    terminalreporter.write_line("|---|---:|---:|")
+    for file, seconds in total.most_common():
+        terminalreporter.write_line(f"| {file} | {seconds:.0f} | {compiling[file]:.0f} |")
+    all_s, all_c = sum(total.values()), sum(compiling.values())
+    terminalreporter.write_line(f"| all | {all_s:.0f} | {all_c:.0f} ({all_c / all_s:.0%}) |")
 
 
 # The files that take longest (tests/README.md), run first: `make test` hands whole files to its

@@ -36,6 +36,19 @@ def set_params(model: VideoMamba, params: dict) -> None:
     nnx.update(model, nnx.from_flat_state({p: v.replace(jnp.asarray(params[p])) for p, v in flat}))
 
 
+def model_with_params(cfg: ModelConfig, params: dict, *, seed: int = 0) -> VideoMamba:
+    """The model `VideoMamba(cfg, rngs=nnx.Rngs(seed))` builds, holding `params` ({path: array},
+    per-block layout) in place of initial weights, which are never drawn: the structure comes
+    from `nnx.eval_shape`, and only the RNG streams (drop path, dropout) are computed, by a
+    program from which XLA drops every initialiser. An eager initialisation compiles and runs
+    each initialiser only for its weights to be overwritten (seconds, at every `vmp predict`)."""
+    build = lambda: VideoMamba(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
+    model = nnx.eval_shape(build)
+    nnx.update(model, nnx.jit(lambda: nnx.state(build(), nnx.RngState))())
+    set_params(model, params)
+    return model
+
+
 class Parts(nnx.Module):
     """What the state holds; `ema` is None without EMA."""
 

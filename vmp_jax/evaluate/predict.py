@@ -24,7 +24,7 @@ from flax import nnx
 from vmp_jax.data import labels, listing, pipeline
 from vmp_jax.data.decode import DecodeError
 from vmp_jax.engine import checkpoint
-from vmp_jax.engine.state import set_params
+from vmp_jax.engine.state import model_with_params
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import load_config, load_saved_config, model_config
 from vmp_jax.models.videomamba import VideoMamba
@@ -53,8 +53,7 @@ def load_model(config, path: str, *, weights: str = "auto") -> tuple[VideoMamba,
     checkpoints/ or one step directory): (model, step, whether the EMA copy was taken).
     Only the weights are read, not the optimiser state."""
     params, step, ema = multiview.restore_weights(config, path, weights=weights)
-    model = VideoMamba(model_config(config), rngs=nnx.Rngs(0))
-    set_params(model, params)
+    model = model_with_params(model_config(config), params)
     model.eval()
     return model, step, ema
 

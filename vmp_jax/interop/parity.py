@@ -15,10 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vmp_jax.engine.state import set_params
+from vmp_jax.engine.state import model_with_params
 from vmp_jax.experiment import model_config
 from vmp_jax.interop import convert, state_dict
-from vmp_jax.models.videomamba import VideoMamba
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +44,7 @@ def models(config, checkpoint_path=None, *, seed=0):
     torch = state_dict.require_torch()
     cfg = model_config(config)
     params = convert.model_params(config, checkpoint_path, seed=seed)
-    model = VideoMamba(cfg, rngs=nnx.Rngs(0))
-    set_params(model, params)
+    model = model_with_params(cfg, params)
     model.eval()
     twin = VideoMambaPro(**dataclasses.asdict(cfg))
     tensors = state_dict.to_state_dict(params, cfg)
