@@ -1,5 +1,6 @@
 """Every `vmp` command line written in README.md and docs/ parses with the real command line, so
-the docs cannot drift from the CLI: a renamed flag or subcommand fails here."""
+the docs cannot drift from the CLI: a renamed flag or subcommand fails here. Every link to a
+file of the repository resolves."""
 
 import re
 import shlex
@@ -10,6 +11,11 @@ from vmp_jax import cli
 from vmp_jax.experiment import REPO_ROOT
 
 PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+PAGES_WITH_LINKS = [
+    *PAGES,
+    REPO_ROOT / "tests" / "README.md",
+    REPO_ROOT / "benchmarks" / "RESULTS.md",
+]
 # What may stand before `vmp` on a line: a prompt, SLURM's launcher, the venv's path.
 PREFIX = re.compile(r"^(?:\S*\$ )?(?:srun .*?\\?\s*)?(?:\.venv/bin/)?(?=vmp )")
 
@@ -73,3 +79,21 @@ def test_a_drifted_command_is_caught():
     page = "```python\nx = 1\n```\n\n```bash\n"
     page += "vmp eval --config c \\\n  --checkpoint runs/x  # note\n```\n"
     assert command_lines(page) == [["vmp", "eval", "--config", "c", "--checkpoint", "runs/x"]]
+
+
+def local_links(text: str) -> list[str]:
+    """The targets of a page's Markdown links and images that are files of the repository (no
+    URL, no in-page anchor), anchors dropped."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [t.split("#")[0] for t in targets if not re.match(r"[a-z]+:|#", t)]
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_LINKS, ids=lambda p: p.name)
+def test_every_local_link_resolves(page):
+    broken = [t for t in local_links(page.read_text()) if not (page.parent / t).exists()]
+    assert not broken, f"{page.name} links to missing files: {broken}"
+
+
+def test_a_broken_link_is_caught():
+    text = "[a](docs/x.md#part) [b](https://x.org) [c](#here) ![d](../img.png)"
+    assert local_links(text) == ["docs/x.md", "../img.png"]
