@@ -58,15 +58,16 @@ def pytest_runtest_makereport(item, call):
     if report.failed and drawn is not None:
         report.sections.append(("random seed", f"{SEED_ENV}={drawn} replays this test's inputs"))
     if item.config.getoption("compile_times"):
-        report.user_properties.append((COMPILE_PROPERTY, _compile_seconds.pop()))
-        _compile_seconds.append(0.0)
+        # This phase's compile seconds (setup, call or teardown), then start counting anew.
+        report.user_properties.append((COMPILE_PROPERTY, _compile_seconds[0]))
+        _compile_seconds[0] = 0.0
 
 
 # `--compile-times`: how much of each file's time is XLA compiling (jax's own compile event,
 # which a persistent-cache hit also reports, with the time the load took), in this process:
 # what `vmp train` and the other subprocesses compile is not counted.
 COMPILE_PROPERTY = "xla_compile_s"
-_compile_seconds = [0.0]
+_compile_seconds = [0.0]  # since the last report, in this process
 
 
 def pytest_addoption(parser):
@@ -83,7 +84,7 @@ def pytest_configure(config):
 
         def on_duration(event: str, seconds: float, **_) -> None:
             if event == "/jax/core/compile/backend_compile_duration":
-                _compile_seconds[-1] += seconds
+                _compile_seconds[0] += seconds
 
         jax.monitoring.register_event_duration_secs_listener(on_duration)
 

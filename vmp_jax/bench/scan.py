@@ -149,9 +149,9 @@ def _compile(algorithm, args, options: Options, blocks, max_temp_bytes: int) -> 
     return _Program(_label(algorithm), forward, fwd_bwd, temp, temp <= max_temp_bytes)
 
 
-def exp_floor(args) -> object:
-    """The compiled exp floor of a length's inputs: sum(exp(delta A)) over its (b, l, d, n)."""
-    _, delta, A, *_ = args
+def exp_floor(delta, A) -> object:
+    """The compiled exp floor of a length's delta (b, l, d) and A (d, n): sum(exp(delta A))
+    over the (b, l, d, n) elements; call it with (delta, A)."""
     floor = jax.jit(lambda delta, A: jnp.sum(jnp.exp(delta.astype(jnp.float32)[..., None] * A)))
     return floor.lower(delta, A).compile()
 
@@ -186,7 +186,8 @@ def measure(
     Programs whose forward+backward needs more than max_temp_bytes are compiled but not run."""
     programs = [_compile(name, args, options, blocks, max_temp_bytes) for name in algorithms]
     runnable = [p for p in programs if p.runnable]
-    floor, floor_args = exp_floor(args), args[1:3]
+    floor_args = args[1:3]  # (delta, A)
+    floor = exp_floor(*floor_args)
     _time_ms(floor, floor_args)
     for p in runnable:  # warm-up
         _time_ms(p.forward, args), _time_ms(p.fwd_bwd, args)
