@@ -1,8 +1,15 @@
 """The tiny training run of the end-to-end tests: the demo config shrunk to a 2-block model on
 4-frame 32 px clips of the session's generated dataset (`motion_dataset`: 24 train videos,
-3 steps an epoch at batch 8), checkpointing every 2 steps and logging every step."""
+3 steps an epoch at batch 8), checkpointing every 2 steps and logging every step; and the state
+a run ends with, read back for comparing runs leaf by leaf."""
 
 import os
+
+import jax
+import numpy as np
+
+from vmp_jax.engine.checkpoint import restore_state
+from vmp_jax.train import loop
 
 
 def tiny_overrides(root: str, **extra) -> list[str]:
@@ -30,3 +37,16 @@ def tiny_overrides(root: str, **extra) -> list[str]:
     }
     settings |= {key.replace("__", "."): value for key, value in extra.items()}
     return [f"--config.{k}={v}" for k, v in settings.items()]
+
+
+def as_numpy(x) -> np.ndarray:
+    """An array as numpy; a PRNG key array as its key data (keys have no numpy form)."""
+    is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return np.asarray(jax.random.key_data(x) if is_key else x)
+
+
+def final_state(config, workdir: str) -> tuple[list[np.ndarray], int]:
+    """The leaves of the workdir's latest state as numpy, restored in this (8-device) process
+    for `config`, and its step."""
+    state, step = restore_state(workdir, loop.setup(config).trainer.abstract_placed())
+    return [as_numpy(x) for x in jax.tree.leaves(state)], step

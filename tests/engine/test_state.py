@@ -5,19 +5,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.tiny_run import as_numpy
 from vmp_jax.engine.state import flat_params, model_with_params, set_params
 from vmp_jax.models import ModelConfig, VideoMamba
 
 TINY = dict(depth=2, num_frames=2, img_size=32, num_classes=5, embed_dim=32, d_state=4)
 
 
-def _as_data(x):
-    return jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-
-
 def _leaves(model: VideoMamba) -> dict:
     """{path: numpy array} of every variable (weights and RNG keys and counts)."""
-    return {path: np.asarray(_as_data(v[...])) for path, v in nnx.to_flat_state(nnx.state(model))}
+    return {path: as_numpy(v[...]) for path, v in nnx.to_flat_state(nnx.state(model))}
 
 
 @pytest.mark.parametrize("scan_layers", [False, True], ids=["looped", "scanned"])

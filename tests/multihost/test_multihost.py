@@ -14,12 +14,11 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from tests.tiny_run import tiny_overrides
-from vmp_jax.engine.checkpoint import checkpoint_dir, restore_state
+from tests.tiny_run import final_state, tiny_overrides
+from vmp_jax.engine.checkpoint import checkpoint_dir
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
@@ -71,13 +70,7 @@ def _train(root: str, workdir: str, processes: int) -> str:
 
 def _final_state(root: str, workdir: str):
     """The leaves of the workdir's latest state, restored in this (8-device) process."""
-    config = load_config(DEMO, _settings(root))
-    state, step = restore_state(workdir, loop.setup(config).trainer.abstract_placed())
-    leaves = [
-        jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-        for x in jax.tree.leaves(state)
-    ]
-    return [np.asarray(x) for x in leaves], step
+    return final_state(load_config(DEMO, _settings(root)), workdir)
 
 
 @pytest.fixture(scope="module")

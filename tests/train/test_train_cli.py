@@ -10,15 +10,12 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
-from tests.tiny_run import tiny_overrides
+from tests.tiny_run import final_state, tiny_overrides
 from vmp_jax import cli
-from vmp_jax.engine.checkpoint import restore_state
 from vmp_jax.experiment import REPO_ROOT, load_config
-from vmp_jax.train import loop
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 
@@ -30,14 +27,7 @@ def _args(root: str, workdir: str) -> list[str]:
 
 def _final_state(root: str, workdir: str):
     argv = _args(root, workdir)
-    config = load_config(DEMO, [a for a in argv if a.startswith("--config.")])
-    setup = loop.setup(config)
-    state, step = restore_state(workdir, setup.trainer.abstract_placed())
-    leaves = [
-        jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-        for x in jax.tree.leaves(state)
-    ]
-    return [np.asarray(x) for x in leaves], step
+    return final_state(load_config(DEMO, [a for a in argv if a.startswith("--config.")]), workdir)
 
 
 @pytest.fixture(scope="module")
