@@ -11,10 +11,10 @@ import os
 import time
 from collections.abc import Sequence
 
+from vmp_jax.bench import DEFAULT_DATA_CONFIG
 from vmp_jax.data import pipeline, sources, synthetic
-from vmp_jax.experiment import REPO_ROOT, load_config
+from vmp_jax.experiment import load_config
 
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "k400_vmp_ti_f8.py"
 VIDEO = dict(frames=300, height=320, width=428, fps=30)
 
 
@@ -50,7 +50,7 @@ def run(
     workers: Sequence[int],
     batches: int,
     batch_size: int,
-    config_path: str = str(DEFAULT_CONFIG),
+    config_path: str = str(DEFAULT_DATA_CONFIG),
     overrides: Sequence[str] = (),
     echo=print,
 ) -> list[tuple[int, float, float]]:

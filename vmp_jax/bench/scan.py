@@ -28,10 +28,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from cpu_kernels import build as cpu_build
+from vmp_jax.bench import DEFAULT_LENGTHS
 from vmp_jax.ssm import VARIANTS, ScanBlocks, resolve_algorithm, selective_scan
 
-# Tokens of a 224 px VMP: an image (1 + 196), 8 frames (1 + 8 * 196), 16 frames (1 + 16 * 196).
-DEFAULT_LENGTHS = (197, 1569, 3137)
 XLA_ALGORITHMS = ("sequential", "associative", "chunked")
 PALLAS_VARIANTS = tuple(f"pallas:{v}" for v in VARIANTS)
 UNSPLIT = "pallas:sequential:1"  # on a GPU: what the segments buy, in the same run

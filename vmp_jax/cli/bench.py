@@ -2,6 +2,8 @@
 
 import argparse
 
+from vmp_jax.bench import DEFAULT_DATA_CONFIG, DEFAULT_LENGTHS
+
 
 def scan_blocks(text: str):
     """argparse type of --blocks: 'q,c,w[,s[,g]]' as a `ScanBlocks`."""
@@ -32,8 +34,6 @@ def _bench_scan(args: argparse.Namespace) -> int:
 
 
 def _add_bench_scan(subparsers) -> None:
-    from vmp_jax.bench.scan import DEFAULT_LENGTHS
-
     p = subparsers.add_parser(
         "bench-scan",
         help="time and memory of every selective-scan algorithm",
@@ -89,8 +89,6 @@ def _bench_data(args: argparse.Namespace) -> int:
 
 
 def _add_bench_data(subparsers) -> None:
-    from vmp_jax.bench.data import DEFAULT_CONFIG
-
     p = subparsers.add_parser(
         "bench-data",
         help="training-pipeline clips/s on 320p H.264 video, per worker count",
@@ -103,7 +101,7 @@ def _add_bench_data(subparsers) -> None:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--batches", type=int, default=8, help="timed batches after a warm-up one")
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch")
-    p.add_argument("--config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--config", default=str(DEFAULT_DATA_CONFIG))
     p.set_defaults(func=_bench_data, accepts_overrides=True)
 
 

@@ -3,6 +3,7 @@ the loss and accuracy curves at the end."""
 
 import json
 import os
+import sys
 
 
 class MetricsLog:
@@ -14,9 +15,7 @@ class MetricsLog:
         self.enabled = enabled
         self._writer = None
         if enabled:
-            from tensorboardX import SummaryWriter
-
-            self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            self._writer = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
@@ -37,6 +36,23 @@ class MetricsLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch. tensorboardX tries `import torch`
+    only to accept torch tensors (we write floats), and that import costs about 2 s of every
+    training process; where torch is installed (the interop extra), it is kept out for the
+    length of tensorboardX's import and importable again afterwards."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def plot_curves(records: list[dict], path: str) -> str:
