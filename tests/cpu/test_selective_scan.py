@@ -11,19 +11,17 @@ import pytest
 from cpu_kernels import build
 from cpu_kernels import selective_scan as kernels
 from tests.ssm.cases import (
-    GRAD_TOLERANCE,
     OPTION_COMBOS,
     OPTION_IDS,
-    TOLERANCE,
+    SharedSweeps,
     assert_close,
+    assert_matches,
     check_batch_sharded,
     random_inputs,
     scan_args,
-    value_and_grads,
+    sweep_against_reference,
 )
 from vmp_jax.ssm import api, compiling_for, resolve_algorithm, selective_scan
-
-XLA_ARGS = ("u", "delta", "A", "B", "C")
 
 # The kernels run where jax's default backend is the CPU (on a GPU machine `auto` is `pallas`,
 # and tests/pallas runs natively there).
@@ -32,21 +30,27 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+# The 8 option combinations run as one program; each test checks its part.
+SWEEPS = SharedSweeps()
+
+
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
-def test_many_tasks_and_blocks_with_partial_ends_match_reference(reverse, mask, residual, seed):
+def test_many_tasks_and_blocks_with_partial_ends_match_reference(
+    request, reverse, mask, residual, seed
+):
     """130 channels: two full 64-lane tasks and a partial one; 29 tokens in blocks of 4: seven
     full blocks and a partial one, taken from the end when reversed."""
-    x = random_inputs(seed, 2, 29, 130, 3, with_D=False, with_z=False)
-    args = scan_args(x, jnp.float32)
-    cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
-    options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
-    y, grads = value_and_grads(kernels.scan, args, cotangent, block=4, **options)
-    y_ref, grads_ref = value_and_grads(
-        selective_scan, args, cotangent, algorithm="reference", **options
-    )
-    assert_close(y, y_ref, TOLERANCE["float32"], "y")
-    for key in XLA_ARGS:
-        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE["float32"], f"d{key}")
+
+    def sweeps(seed):
+        args = scan_args(
+            random_inputs(seed, 2, 29, 130, 3, with_D=False, with_z=False), jnp.float32
+        )
+        cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=(2, 29, 130)), jnp.float32)
+        return args, *sweep_against_reference(kernels.scan, args, cotangent, block=4)
+
+    args, got, want = SWEEPS.get(request, seed, (), sweeps)
+    name = OPTION_IDS[OPTION_COMBOS.index((reverse, mask, residual))]
+    assert_matches(args, got[name], want[name], f"cpu {name}")
 
 
 def test_the_block_size_changes_nothing_but_time(seed):

@@ -14,14 +14,14 @@ import pytest
 from pallas_kernels.blocks import ScanBlocks
 from pallas_kernels.selective_scan import VARIANTS, selective_scan
 from tests.ssm.cases import (
-    GRAD_TOLERANCE,
     OPTION_COMBOS,
     OPTION_IDS,
-    TOLERANCE,
-    assert_close,
+    SharedSweeps,
+    assert_matches,
     check_batch_sharded,
     random_inputs,
     scan_args,
+    sweep_against_reference,
     value_and_grads,
 )
 from vmp_jax.ssm import selective_scan as dispatch
@@ -47,25 +47,29 @@ def _compare(x, dtype, mode, *, reverse=True, mask_diagonal=True, residual=True,
     def kernel(**a):
         return selective_scan(**a, **options, **kernel_args, interpret=mode == "interpret")
 
-    y, grads = value_and_grads(kernel, args, cotangent)
-    y_ref, grads_ref = value_and_grads(dispatch, args, cotangent, algorithm="reference", **options)
-    name = jnp.dtype(dtype).name
-    assert y.dtype == dtype and y.shape == x.u.shape
-    assert_close(y, y_ref, TOLERANCE[name], "pallas y")
-    assert grads.keys() == args.keys()
-    for key in args:
-        assert grads[key].dtype == args[key].dtype, key
-        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE[name], f"pallas d{key}")
+    got = value_and_grads(kernel, args, cotangent)
+    want = value_and_grads(dispatch, args, cotangent, algorithm="reference", **options)
+    assert_matches(args, got, want, "pallas")
+
+
+# The 8 option combinations of a mode and variant run as one program; each test checks its part.
+SWEEPS = SharedSweeps()
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
-def test_matches_reference_float32(mode, variant, reverse, mask, residual, seed):
-    # L = 11: two chunks of 4 and a partial one; D = 5 pads to 6, n = 3 pads to 4.
-    x = random_inputs(seed, 2, 11, 5, 3)
-    options = {"reverse": reverse, "mask_diagonal": mask, "residual": residual}
-    _compare(x, jnp.float32, mode, **options, variant=variant)
+def test_matches_reference_float32(request, mode, variant, reverse, mask, residual, seed):
+    def sweeps(seed):
+        # L = 11: two chunks of 4 and a partial one; D = 5 pads to 6, n = 3 pads to 4.
+        args = scan_args(random_inputs(seed, 2, 11, 5, 3), jnp.float32)
+        cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=(2, 11, 5)), jnp.float32)
+        kernel_args = {"blocks": SMALL, "variant": variant, "interpret": mode == "interpret"}
+        return args, *sweep_against_reference(selective_scan, args, cotangent, **kernel_args)
+
+    args, got, want = SWEEPS.get(request, seed, (mode, variant), sweeps)
+    name = OPTION_IDS[OPTION_COMBOS.index((reverse, mask, residual))]
+    assert_matches(args, got[name], want[name], f"pallas {name}")
 
 
 @pytest.mark.parametrize("mode", MODES)

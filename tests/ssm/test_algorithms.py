@@ -11,10 +11,13 @@ from tests.ssm.cases import (
     OPTION_COMBOS,
     OPTION_IDS,
     TOLERANCE,
+    SharedSweeps,
     assert_close,
+    assert_matches,
     random_inputs,
     runs_here,
     scan_args,
+    sweep_against_reference,
     value_and_grads,
 )
 from vmp_jax.ssm import ALGORITHMS, ScanBlocks, chunked, selective_scan
@@ -28,17 +31,27 @@ XLA_ALGORITHMS = [name for name in FAST_ALGORITHMS if name != "pallas"]
 def _check_against_reference(x, algorithm, dtype, **options):
     args = scan_args(x, dtype)
     cotangent = jnp.asarray(np.random.default_rng(0).normal(size=x.u.shape), jnp.float32)
-    y, grads = value_and_grads(selective_scan, args, cotangent, algorithm=algorithm, **options)
-    y_ref, grads_ref = value_and_grads(
-        selective_scan, args, cotangent, algorithm="reference", **options
-    )
-    name = jnp.dtype(dtype).name
-    assert y.dtype == dtype and y.shape == x.u.shape
-    assert_close(y, y_ref, TOLERANCE[name], f"{algorithm} y")
-    assert grads.keys() == grads_ref.keys() == args.keys()
-    for key in args:
-        assert grads[key].dtype == args[key].dtype
-        assert_close(grads[key], grads_ref[key], GRAD_TOLERANCE[name], f"{algorithm} d{key}")
+    got = value_and_grads(selective_scan, args, cotangent, algorithm=algorithm, **options)
+    want = value_and_grads(selective_scan, args, cotangent, algorithm="reference", **options)
+    assert_matches(args, got, want, algorithm)
+
+
+# At fixed shapes, all 8 option combinations of an algorithm run as one program, and each of the
+# 8 tests (one a combination) checks its part (tests/ssm/cases.SharedSweeps).
+SWEEPS = SharedSweeps()
+
+
+def _check_combination(request, seed, algorithm, dtype, shape, combination):
+    def sweeps(seed):
+        x = random_inputs(seed, *shape)
+        args = scan_args(x, dtype)
+        cotangent = jnp.asarray(np.random.default_rng(seed).normal(size=x.u.shape), jnp.float32)
+        return args, *sweep_against_reference(selective_scan, args, cotangent, algorithm=algorithm)
+
+    group = (algorithm, jnp.dtype(dtype).name, shape)
+    args, got, want = SWEEPS.get(request, seed, group, sweeps)
+    name = OPTION_IDS[OPTION_COMBOS.index(combination)]
+    assert_matches(args, got[name], want[name], f"{algorithm} {name}")
 
 
 @pytest.mark.parametrize("algorithm", XLA_ALGORITHMS)
@@ -67,20 +80,16 @@ def test_matches_reference_float32(
 @pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
 @pytest.mark.parametrize("l", [1, 53])
-def test_matches_reference_at_edge_lengths(algorithm, reverse, mask, residual, l, seed):
-    x = random_inputs(seed, 2, l, 3, 2)
-    _check_against_reference(
-        x, algorithm, jnp.float32, reverse=reverse, mask_diagonal=mask, residual=residual
-    )
+def test_matches_reference_at_edge_lengths(request, algorithm, reverse, mask, residual, l, seed):
+    combination = (reverse, mask, residual)
+    _check_combination(request, seed, algorithm, jnp.float32, (2, l, 3, 2), combination)
 
 
 @pytest.mark.parametrize("algorithm", FAST_ALGORITHMS)
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
-def test_matches_reference_bfloat16(algorithm, reverse, mask, residual, seed):
-    x = random_inputs(seed, 2, 21, 4, 3)
-    _check_against_reference(
-        x, algorithm, jnp.bfloat16, reverse=reverse, mask_diagonal=mask, residual=residual
-    )
+def test_matches_reference_bfloat16(request, algorithm, reverse, mask, residual, seed):
+    combination = (reverse, mask, residual)
+    _check_combination(request, seed, algorithm, jnp.bfloat16, (2, 21, 4, 3), combination)
 
 
 @pytest.mark.parametrize(("reverse", "mask", "residual"), OPTION_COMBOS, ids=OPTION_IDS)
