@@ -6,7 +6,10 @@ count`), or on a GPU machine the i-th group of K GPUs (CUDA_VISIBLE_DEVICES). Th
 printed line by line behind `[i] ` (less Gloo's connection messages). When a process fails,
 the others are stopped (SIGTERM, then SIGKILL) and the launcher exits with the first failure's
 code (128 + N for a process killed by signal N), so one dead host never leaves the rest
-waiting in a collective.
+waiting in a collective. A process that has joined jax.distributed catches SIGTERM (jax's
+preemption notifier) and goes on: stopped because another failed, it could only wait in a
+collective, so it gets a short grace before SIGKILL; stopped because the launcher was, it gets
+STOP_GRACE_S.
 """
 
 import contextlib
@@ -20,7 +23,8 @@ import threading
 import time
 
 PLATFORMS = ("cpu", "gpu")
-STOP_GRACE_S = 10
+STOP_GRACE_S = 10  # the launcher stopped (SIGTERM, Ctrl-C): time to finish a step
+PEER_FAILED_GRACE_S = 2  # another process failed: nothing collective can finish
 # Gloo's C++ prints a line per connection it opens; they say nothing a user can act on.
 NOISE = re.compile(
     r"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. "
@@ -101,10 +105,12 @@ def launch(
         pump = threading.Thread(target=_pump, args=(child.stdout, f"[{i}] ", out, lock))
         pump.start()
         pumps.append(pump)
+    grace = STOP_GRACE_S
     try:
         code = _wait(children, out, lock)
+        grace = PEER_FAILED_GRACE_S
     finally:
-        _stop(children)
+        _stop(children, grace)
         for pump in pumps:
             pump.join()
     return code
@@ -125,13 +131,14 @@ def _wait(children, out, lock) -> int:
         time.sleep(0.1)
 
 
-def _stop(children) -> None:
+def _stop(children, grace_s: float) -> None:
+    """SIGTERM to every process still running, SIGKILL to those still running `grace_s` later."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         for child in children:
             if child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.pid, signum)
-        deadline = time.monotonic() + STOP_GRACE_S
+        deadline = time.monotonic() + grace_s
         while any(c.poll() is None for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
     for child in children:
