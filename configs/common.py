@@ -94,9 +94,10 @@ def experiment(
     config.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1))
     # log_every: steps between logged means; save_every: extra checkpoints every N steps (0:
     # only at epoch ends); keep: last checkpoints kept besides the best; eval_every: epochs;
-    # init_from: a checkpoint (e.g. of `vmp import`) whose model weights start a new run.
+    # init_from: a checkpoint (e.g. of `vmp import`) whose model weights start a new run;
+    # max_nonfinite: non-finite steps in a row (each skipped) that stop the run with exit code 3.
     config.train = ml_collections.ConfigDict(
-        dict(log_every=20, save_every=0, keep=3, eval_every=1, init_from="")
+        dict(log_every=20, save_every=0, keep=3, eval_every=1, init_from="", max_nonfinite=10)
     )
     return config
 

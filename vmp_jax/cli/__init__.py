@@ -28,4 +28,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
         print(f"vmp {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)  # 3: non-finite steps (vmp_jax.train.nonfinite)

@@ -67,12 +67,18 @@ class Checkpoints:
             enable_async_checkpointing=async_save,
             create=True,
         )
+        self.directory = checkpoint_dir(workdir)
         self.manager = ocp.CheckpointManager(
-            checkpoint_dir(workdir), item_names=(STATE, DATA), options=options
+            self.directory, item_names=(STATE, DATA), options=options
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def latest(self) -> str | None:
+        """The directory of the latest checkpoint saved, or None."""
+        step = self.latest_step()
+        return None if step is None else os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, data_iterator=None, metrics: dict | None = None) -> None:
         items = {STATE: ocp.args.StandardSave(state)}

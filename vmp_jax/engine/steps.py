@@ -3,8 +3,10 @@
 train_step: mixup/cutmix and label smoothing over the global batch (`mixing.Mixing`),
 soft-target cross-entropy, the gradient summed over `accum_steps` micro-batches by a scan (one
 optimiser update per global batch, the activations of one micro-batch alive at a time), the
-optimiser update, and the EMA update. The state is donated. eval_step: the softmax of every
-view, averaged per video.
+optimiser update, and the EMA update. A step whose loss, gradients or updated weights are not
+all finite changes nothing of the state (weights, optimiser moments and step, EMA, RNG counts)
+and reports `nonfinite` 1; the decision is made on global values, so every process takes the
+same one. The state is donated. eval_step: the softmax of every view, averaged per video.
 """
 
 import jax
@@ -55,11 +57,31 @@ def _gradients(model, batch: dict, accum_steps: int):
     return loss / accum_steps, correct, jax.tree.map(lambda g: g / accum_steps, grads)
 
 
+def all_finite(*trees) -> jax.Array:
+    """One boolean: whether every element of every floating-point array in `trees` is finite."""
+    leaves = [x for t in trees for x in jax.tree.leaves(t) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def keep_unless(finite: jax.Array, new, old):
+    """`new` where `finite`, else `old`, leaf by leaf (the select fuses into the update's own
+    loops: no copy of the state). PRNG keys are taken from `new`: a step never changes them."""
+
+    def pick(n, o):
+        if jax.dtypes.issubdtype(n.dtype, jax.dtypes.prng_key):
+            return n
+        return jnp.where(finite, n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
 def make_train_step(trainer: Trainer, *, accum_steps: int, schedule, mixing: Mixing):
     """(state, batch) -> (state, metrics); batch: video (B, T, S, S, 3), label (B,), sharded
-    over the batch axes (B, the global batch)."""
+    over the batch axes (B, the global batch). metrics: loss, accuracy, grad_norm, lr and
+    nonfinite (1: the state came back unchanged)."""
 
     def train_step(state, batch):
+        before = jax.tree.map(lambda x: x, state)  # new Variables: `parts` updates the given ones
         parts = trainer.parts(state, train=True)
         step = parts.optimizer.step[...]
         video, target = mixing(batch["video"], batch["label"], step)
@@ -75,13 +97,15 @@ def make_train_step(trainer: Trainer, *, accum_steps: int, schedule, mixing: Mix
                 nnx.state(parts.model, nnx.Param),
             )
             nnx.update(parts.ema, ema)
+        finite = all_finite(loss, grads, nnx.state(parts.model, nnx.Param))
         metrics = {
             "loss": loss,
             "accuracy": correct / batch["label"].shape[0],
             "grad_norm": optax.tree.norm(grads),
             "lr": schedule(step),
+            "nonfinite": 1 - finite.astype(jnp.int32),
         }
-        return nnx.state(parts), metrics
+        return keep_unless(finite, nnx.state(parts), before), metrics
 
     data = sharding.batch_sharding(trainer.mesh)
     return jax.jit(

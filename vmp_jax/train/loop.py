@@ -6,9 +6,11 @@ built; the state is created in its shards; the config is saved as WORKDIR/config
 WORKDIR/checkpoints holds a checkpoint, the state and the data iterator are restored from the
 latest one and training continues from its step.
 
-Each step: a global batch (each host reads its shard), one jitted train step. Every
-`train.log_every` steps: loss, accuracy, lr, grad norm, clips/s and skipped videos to the
-progress bar, metrics.jsonl and TensorBoard. At each epoch end (every `train.eval_every`
+Each step: a global batch (each host reads its shard), one jitted train step. A step that is
+not finite changes nothing and is logged; `train.max_nonfinite` in a row stop the run
+(`nonfinite`). Every `train.log_every` steps: loss, accuracy, lr, grad norm (means over the
+finite steps), non-finite steps, clips/s and skipped videos to the progress bar, metrics.jsonl
+and TensorBoard. At each epoch end (every `train.eval_every`
 epochs): multi-view validation, and a checkpoint with its top-1; also every `train.save_every`
 steps, and at the end. Last: curves.png.
 """
@@ -29,7 +31,7 @@ from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import metrics_log
+from vmp_jax.train import metrics_log, nonfinite
 
 
 @dataclasses.dataclass
@@ -125,24 +127,29 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
     c = s.config.train
     final, pending, clips, skipped = {}, [], 0, 0
     bar = tqdm(total=s.total_steps, initial=start, unit="step", disable=not first_host)
+    watch = nonfinite.Watch(c.max_nonfinite, bar.write if first_host else silent, ckpt.latest)
     tick = time.perf_counter()
     for step in range(start, s.total_steps):
         batch = next(data)
         skipped += int(batch["skipped"].sum())
         clips += len(batch["video"]) * jax.process_count()
         state, metrics = train_step(state, device_batch(batch, s.trainer.mesh))
-        pending.append(metrics)
         done = step + 1
+        watch.dispatched(done, metrics["nonfinite"])
+        pending.append(metrics)
         if done % c.log_every == 0 or done == s.total_steps:
+            watch.flush()
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
             skipped_all = collect.sum_over_processes(skipped)  # every process takes part
             record = _mean(pending) | {"clips_per_s": clips / elapsed, "skipped": skipped_all}
             pending, clips = [], 0
             log.write(done, "train", record)
+            shown = {"nonfinite": watch.total} if watch.total else {}
             bar.set_postfix(
                 loss=f"{record['loss']:.3f}",
                 lr=f"{record['lr']:.2e}",
                 clips_s=f"{record['clips_per_s']:.1f}",
+                **shown,
             )
             final["train"] = record
         bar.update(1)
@@ -162,6 +169,7 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             tick = time.perf_counter()
         if epoch_end or (c.save_every and done % c.save_every == 0):
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
+    watch.flush()
     bar.close()
     return state, final
 
@@ -173,5 +181,18 @@ def _validate(s: Setup, state, eval_step) -> dict:
     return multiview.summary(predictions) | {"skipped": skipped}
 
 
+# Metrics of the batch's values: meant over the finite steps alone (NaN if there were none).
+OF_FINITE_STEPS = ("loss", "accuracy", "grad_norm")
+
+
 def _mean(records: list[dict]) -> dict:
-    return {k: float(np.mean([float(r[k]) for r in records])) for k in records[0]}
+    """The mean of each metric over the steps (see OF_FINITE_STEPS), and the count of
+    non-finite ones."""
+    values = [{k: float(v) for k, v in r.items()} for r in records]
+    finite = [r for r in values if not r["nonfinite"]]
+
+    def mean(key: str) -> float:
+        over = finite if key in OF_FINITE_STEPS else values
+        return float(np.mean([r[key] for r in over])) if over else np.nan
+
+    return {key: mean(key) for key in values[0]} | {"nonfinite": len(values) - len(finite)}

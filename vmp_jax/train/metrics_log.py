@@ -2,6 +2,7 @@
 the loss and accuracy curves at the end."""
 
 import json
+import logging
 import os
 import sys
 
@@ -16,6 +17,8 @@ class MetricsLog:
         self._writer = None
         if enabled:
             self._writer = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
+            # A window of non-finite steps has a NaN loss: written as it is, without a warning.
+            logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
