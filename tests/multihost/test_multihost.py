@@ -10,6 +10,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -99,9 +100,10 @@ def test_two_processes_train_as_one_process_of_eight_devices(
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
-def test_a_process_killed_mid_run_resumes_bit_identical(motion_dataset, two_process_run, tmp_path):
-    workdir = str(tmp_path / "killed")
-    command = ["vmp", "train", "--config", DEMO, *_settings(motion_dataset), "--workdir", workdir]
+def _train_until_first_checkpoint(root: str, workdir: str):
+    """A 2-process run of `_settings`, once its first checkpoint (step 2) is complete: the
+    launcher, its output so far and the processes' pids."""
+    command = ["vmp", "train", "--config", DEMO, *_settings(root), "--workdir", workdir]
     run = _launch(2, command)
     pids, lines = {}, []
     first = os.path.join(checkpoint_dir(workdir), "2")
@@ -115,21 +117,50 @@ def test_a_process_killed_mid_run_resumes_bit_identical(motion_dataset, two_proc
         lines.append(line)
         if m := re.match(r"\[launch\] process (\d) of 2: pid (\d+)", line):
             pids[int(m[1])] = int(m[2])
+    return run, "".join(lines), pids
+
+
+def _resume_and_compare(root: str, workdir: str, straight: str, resumed_from: str) -> None:
+    """The run resumed in `workdir` ends bit-identical to the uninterrupted `straight`."""
+    resumed = _train(root, workdir, processes=2)
+    assert re.search(rf"^\[0\] resumed from .*/checkpoints/{resumed_from}$", resumed, re.M), resumed
+    (got, step), (want, _) = (_final_state(root, w) for w in (workdir, straight))
+    assert step == 6
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_process_killed_mid_run_resumes_bit_identical(motion_dataset, two_process_run, tmp_path):
+    workdir = str(tmp_path / "killed")
+    run, lines, pids = _train_until_first_checkpoint(motion_dataset, workdir)
     os.kill(pids[1], 9)
     killed = time.monotonic()
     out, _ = run.communicate(timeout=120)
-    assert run.returncode == 128 + 9, "".join(lines) + out  # the first failure: the kill
+    assert run.returncode == 128 + 9, lines + out  # the first failure: the kill
     # Process 0 catches SIGTERM (jax's preemption notifier): SIGKILLed after the short grace.
     assert time.monotonic() - killed < launch.STOP_GRACE_S
     assert "process 1 exited with 137: stopping the others" in out
     assert not os.path.isdir(os.path.join(checkpoint_dir(workdir), "6"))  # it was mid-run
+    _resume_and_compare(motion_dataset, workdir, two_process_run, "[24]")
 
-    resumed = _train(motion_dataset, workdir, processes=2)
-    assert re.search(r"^\[0\] resumed from .*/checkpoints/[24]$", resumed, re.M), resumed
-    (got, step), (want, _) = (_final_state(motion_dataset, w) for w in (workdir, two_process_run))
-    assert step == 6
-    for a, b in zip(got, want, strict=True):
-        np.testing.assert_array_equal(a, b)
+
+def test_a_sigterm_to_one_process_saves_every_process_at_one_step(
+    motion_dataset, two_process_run, tmp_path
+):
+    """A preempted host: SIGTERM to process 1 alone; both finish their step, save at the step
+    jax's preemption sync point names, and exit 0; the same command resumes bit-identical."""
+    workdir = str(tmp_path / "preempted")
+    run, lines, pids = _train_until_first_checkpoint(motion_dataset, workdir)
+    os.kill(pids[1], signal.SIGTERM)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, lines + out
+    stopped = re.search(r"^\[0\] stopped after step (\d) of 6 \(SIGTERM to a process\)", out, re.M)
+    assert stopped, lines + out
+    step = stopped[1]
+    assert f"saved {checkpoint_dir(workdir)}/{step}; the same command resumes" in out
+    assert os.path.isdir(os.path.join(checkpoint_dir(workdir), step))
+    assert not re.search(r"^\[1\] stopped", out, re.M)  # reports come from process 0
+    _resume_and_compare(motion_dataset, workdir, two_process_run, step)
 
 
 def _eval(root: str, checkpoint: str, out_dir: str, processes: int) -> str:

@@ -1,10 +1,12 @@
 """`vmp train` and `vmp eval` end to end on the generated dataset with a tiny model: the
 workdir's files, the eval report, bad config keys stopping before any work, and a run killed
-with SIGKILL and restarted ending bit-identical to an uninterrupted one."""
+with SIGKILL, or stopped with SIGTERM, and restarted ending bit-identical to an uninterrupted
+one."""
 
 import contextlib
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,13 +74,12 @@ def test_bad_config_key_stops_before_any_work(motion_dataset, tmp_path, capsys):
     assert "eval.batch_size (3) does not split over 8 devices" in capsys.readouterr().err
 
 
-def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_path):
-    straight, interrupted = straight_run[0], str(tmp_path / "interrupted")
-    command = [sys.executable, "-m", "vmp_jax.cli", "train", *_args(motion_dataset, interrupted)]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    checkpoints = os.path.join(interrupted, "checkpoints")
+def _train_until_step_4(root: str, workdir: str, **popen) -> subprocess.Popen:
+    """`vmp train` of the tiny run in a subprocess, once a checkpoint of step 4 or later is
+    complete (Orbax renames a step's directory when it is)."""
+    command = [sys.executable, "-m", "vmp_jax.cli", "train", *_args(root, workdir)]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, **popen)
+    checkpoints = os.path.join(workdir, "checkpoints")
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
         done = (
@@ -89,16 +90,48 @@ def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_p
         if any(int(s) >= 4 for s in done):
             break
         time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = max(int(s) for s in os.listdir(checkpoints) if s.isdigit())
-    assert 4 <= killed_at < 12
-    assert cli.main(["train", *_args(motion_dataset, interrupted)]) == 0
-    (a, step_a), (b, step_b) = (
-        _final_state(motion_dataset, straight),
-        _final_state(motion_dataset, interrupted),
-    )
+    assert process.poll() is None, "the run ended before it could be stopped"
+    return process
+
+
+def _resume_and_compare(root: str, straight: str, interrupted: str) -> None:
+    assert cli.main(["train", *_args(root, interrupted)]) == 0
+    (a, step_a), (b, step_b) = _final_state(root, straight), _final_state(root, interrupted)
     assert step_a == step_b == 12
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_path):
+    interrupted = str(tmp_path / "interrupted")
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = _train_until_step_4(motion_dataset, interrupted, **popen)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoints = os.path.join(interrupted, "checkpoints")
+    killed_at = max(int(s) for s in os.listdir(checkpoints) if s.isdigit())
+    assert 4 <= killed_at < 12
+    _resume_and_compare(motion_dataset, straight_run[0], interrupted)
+
+
+def test_sigterm_saves_the_step_reached_and_resumes_bit_identical(
+    motion_dataset, straight_run, tmp_path
+):
+    """Preemption: the step under way finishes, a checkpoint of it is saved, exit code 0."""
+    interrupted = str(tmp_path / "preempted")
+    with open(tmp_path / "output.txt", "w+") as output:  # a file: a full pipe would block it
+        popen = {"stdout": output, "stderr": subprocess.STDOUT}
+        process = _train_until_step_4(motion_dataset, interrupted, **popen)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=300)
+        output.seek(0)
+        out = output.read()
+    assert process.returncode == 0, out
+    stopped = re.search(
+        r"stopped after step (\d+) of 12 \(SIGTERM to a process\): saved (\S+);", out
+    )
+    assert stopped, out
+    assert 4 <= int(stopped[1]) < 12
+    assert stopped[2] == os.path.join(interrupted, "checkpoints", stopped[1])
+    assert os.path.isdir(stopped[2])
+    _resume_and_compare(motion_dataset, straight_run[0], interrupted)

@@ -12,7 +12,8 @@ not finite changes nothing and is logged; `train.max_nonfinite` in a row stop th
 finite steps), non-finite steps, clips/s and skipped videos to the progress bar, metrics.jsonl
 and TensorBoard. At each epoch end (every `train.eval_every`
 epochs): multi-view validation, and a checkpoint with its top-1; also every `train.save_every`
-steps, and at the end. Last: curves.png.
+steps, and at the end. On SIGTERM or SIGINT: a checkpoint after the current step (the same step
+on every process) and a clean exit (`preemption`). Last: curves.png.
 """
 
 import dataclasses
@@ -31,7 +32,7 @@ from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import metrics_log, nonfinite
+from vmp_jax.train import metrics_log, nonfinite, preemption
 
 
 @dataclasses.dataclass
@@ -98,10 +99,14 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         f"global batch {config.data.batch_size}, mesh {dict(s.trainer.mesh.shape)}"
     )
     final = {}
+    preempt = preemption.Preemption()
     try:
-        state, final = _loop(s, state, data, train_step, eval_step, ckpt, log, start, first_host)
+        state, final = _loop(
+            s, state, data, train_step, eval_step, ckpt, log, start, first_host, preempt
+        )
         ckpt.wait()  # the loop saved the last step
     finally:
+        preempt.close()
         data.close()
         ckpt.close()
         log.close()
@@ -123,7 +128,7 @@ def _init_from(trainer, state, path: str, echo):
     return trainer.with_params(state, params)
 
 
-def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_host):
+def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_host, preempt):
     c = s.config.train
     final, pending, clips, skipped = {}, [], 0, 0
     bar = tqdm(total=s.total_steps, initial=start, unit="step", disable=not first_host)
@@ -137,7 +142,8 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         done = step + 1
         watch.dispatched(done, metrics["nonfinite"])
         pending.append(metrics)
-        if done % c.log_every == 0 or done == s.total_steps:
+        stop = preempt.reached(done)  # every process, every step
+        if done % c.log_every == 0 or done == s.total_steps or stop:
             watch.flush()
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
             skipped_all = collect.sum_over_processes(skipped)  # every process takes part
@@ -167,8 +173,16 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             if first_host:
                 bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
             tick = time.perf_counter()
-        if epoch_end or (c.save_every and done % c.save_every == 0):
+        if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
+        if stop:
+            if first_host:
+                signal = preempt.signal_name or "SIGTERM"
+                bar.write(
+                    f"stopped after step {done} of {s.total_steps} ({signal} to a process): "
+                    f"saved {ckpt.directory}/{done}; the same command resumes"
+                )
+            break
     watch.flush()
     bar.close()
     return state, final

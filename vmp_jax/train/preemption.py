@@ -1,0 +1,53 @@
+"""Preemption: on SIGTERM or SIGINT a run finishes its current step, every process stops after
+the same step, saves a checkpoint there and exits 0; the same command resumes it.
+
+Spot and preemptible VMs get a SIGTERM and about 30 s. One process: handlers of ours set a flag
+that the loop reads after each step. Several processes (jax.distributed): jax's preemption
+notifier already catches SIGTERM (a handler of ours would replace it) and tells the coordination
+service, whose sync point (`multihost_utils.reached_preemption_sync_point`, asked after every
+step) names one step for all processes; a SIGINT is passed on to it as a SIGTERM. A second
+signal of the same kind stops the process at once, as without this module.
+"""
+
+import os
+import signal
+import threading
+
+import jax
+
+
+class Preemption:
+    """Whether the loop should save and stop after a step."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._several = jax.process_count() > 1
+        self._previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python takes signal handlers in the main thread only
+        wanted = (signal.SIGINT,) if self._several else (signal.SIGTERM, signal.SIGINT)
+        for signum in wanted:
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.signal_name == signal.Signals(signum).name:  # the second one: stop now
+            signal.signal(signum, self._previous.pop(signum))
+            signal.raise_signal(signum)
+            return
+        self.signal_name = signal.Signals(signum).name
+        if self._several:
+            os.kill(os.getpid(), signal.SIGTERM)  # to jax's notifier, which tells the others
+
+    def reached(self, step: int) -> bool:
+        """Called after every step, with its number, by every process."""
+        if self._several:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.signal_name is not None
+
+    def close(self) -> None:
+        """Puts back the handlers that were there before."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
