@@ -4,9 +4,11 @@ with SIGKILL, or stopped with SIGTERM, and restarted ending bit-identical to an 
 one."""
 
 import contextlib
+import glob
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +19,9 @@ import pytest
 
 from tests.tiny_run import final_state, tiny_overrides
 from vmp_jax import cli
+from vmp_jax.engine import checkpoint
 from vmp_jax.experiment import REPO_ROOT, load_config
+from vmp_jax.train import loop
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 
@@ -135,3 +139,74 @@ def test_sigterm_saves_the_step_reached_and_resumes_bit_identical(
     assert stopped[2] == os.path.join(interrupted, "checkpoints", stopped[1])
     assert os.path.isdir(stopped[2])
     _resume_and_compare(motion_dataset, straight_run[0], interrupted)
+
+
+def _copy_run(straight: str, tmp_path) -> str:
+    copy = str(tmp_path / "copy")
+    shutil.copytree(straight, copy)
+    return copy
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_one_before_resumes(
+    motion_dataset, straight_run, tmp_path, capsys, damage
+):
+    workdir = _copy_run(straight_run[0], tmp_path)
+    latest = os.path.join(workdir, "checkpoints", "12")
+    arrays = glob.glob(os.path.join(latest, "state", "ocdbt.process_0", "d", "*"))
+    biggest = max(arrays, key=os.path.getsize)
+    if damage == "deleted":
+        os.remove(biggest)
+    else:
+        os.truncate(biggest, os.path.getsize(biggest) // 2)
+    assert cli.main(["train", *_args(motion_dataset, workdir)]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {latest} does not restore (" in out and "moved it aside" in out
+    assert re.search(r"^resumed from .*/checkpoints/10$", out, re.M), out
+    assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", "12"))  # kept
+    (a, step_a), (b, step_b) = (_final_state(motion_dataset, w) for w in (straight_run[0], workdir))
+    assert step_a == step_b == 12
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# `vmp` in a process whose files fail to grow past a size (EFBIG), as they would on a full disk
+# (a limit, not a small filesystem: no mount needed, and root is bound by it too).
+LIMITED_VMP = """
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of the process
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.argv = ["vmp", *sys.argv[2:]]
+runpy.run_module("vmp_jax.cli", run_name="__main__")
+"""
+
+
+def test_a_failed_save_stops_the_run_naming_the_directory_and_keeps_the_others(
+    motion_dataset, straight_run, tmp_path
+):
+    workdir = _copy_run(straight_run[0], tmp_path)
+    before = sorted(s for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    argv = [*_args(motion_dataset, workdir), "--config.optim.epochs=6"]  # 6 more steps
+    limit = str(128 * 1024)  # the tiny state's largest array file is about 250 KB
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITED_VMP, limit, "train", *argv],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    checkpoints = os.path.join(workdir, "checkpoints")
+    error = re.search(
+        r"^vmp train: error: saving the checkpoint of step \d+ .*$", done.stderr, re.M
+    )
+    assert error, done.stderr
+    assert f"under {checkpoints} failed: " in error[0] and "File too large" in error[0]
+    assert "the checkpoints already written are intact" in error[0]
+    after = sorted(s for s in os.listdir(checkpoints) if s.isdigit())
+    assert after == before
+    config = load_config(DEMO, [a for a in argv if a.startswith("--config.")])
+    abstract = loop.setup(config).trainer.abstract_placed()
+    for step in before:
+        _, restored = checkpoint.restore_state(os.path.join(checkpoints, step), abstract)
+        assert restored == int(step)

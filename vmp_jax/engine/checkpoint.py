@@ -81,10 +81,68 @@ class Checkpoints:
         return None if step is None else os.path.join(self.directory, str(step))
 
     def save(self, step: int, state, data_iterator=None, metrics: dict | None = None) -> None:
+        """Starts saving `step` (asynchronously); a failure of this or of the save before it
+        (disk full, directory not writable) is raised as CheckpointSaveError."""
         items = {STATE: ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items[DATA] = grain.checkpoint.CheckpointSave(data_iterator)
-        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+        with self._saving(step):
+            self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics)
+
+    @contextlib.contextmanager
+    def _saving(self, step: int | None):
+        try:
+            yield
+        except (
+            Exception
+        ) as error:  # Orbax and TensorStore report I/O failures in kinds of their own
+            what = f"step {step}" if step is not None else "the last step"
+            raise CheckpointSaveError(
+                f"saving the checkpoint of {what} (or the one before it) under {self.directory} "
+                f"failed: {type(error).__name__}: {error}; the checkpoints already written are "
+                "intact: free space or fix the directory's permissions, then run the same "
+                "command to resume"
+            ) from error
+
+    def restore_latest(self, abstract_state, data_iterator=None, warn=print):
+        """(state, step) of the newest checkpoint that every process restores, or (None, None)
+        when there is none. A newer one that does not restore (files missing or truncated) is
+        moved to WORKDIR/damaged_checkpoints/<step> (kept, out of the way of the steps to
+        come) with a warning naming it. When none restores, nothing is moved and the newest's
+        error is raised: a config that does not fit the saved state is not damage."""
+        damaged, first_error = [], None
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state, error = self.restore(step, abstract_state, data_iterator), None
+            except ProcessCountError:
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever a damaged checkpoint raises
+                state, error = None, e
+            if _everywhere(error is None):
+                for bad, cause in damaged:
+                    warn(f"checkpoint {bad} does not restore ({cause}): moved it aside")
+                    self._move_aside(bad)
+                return state, step
+            first_error = first_error or error
+            cause = _short(error) if error else "it failed on another process"
+            damaged.append((os.path.join(self.directory, str(step)), cause))
+        if first_error is not None:
+            raise first_error
+        if damaged:  # restored here, failed on another process
+            raise RuntimeError(f"no checkpoint under {self.directory} restores on every process")
+        return None, None
+
+    def _move_aside(self, path: str) -> None:
+        """path -> WORKDIR/damaged_checkpoints/<step>[.<n>], by process 0, then all reload."""
+        if jax.process_index() == 0:
+            folder = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
+            os.makedirs(folder, exist_ok=True)
+            target, n = os.path.join(folder, os.path.basename(path)), 1
+            while os.path.exists(target):
+                target, n = os.path.join(folder, f"{os.path.basename(path)}.{n}"), n + 1
+            os.rename(path, target)
+        _everywhere(True)  # every process waits for the move
+        self.manager.reload()
 
     def restore(self, step: int, abstract_state, data_iterator=None):
         """The state at `step`, placed as `abstract_state`'s shardings; the data iterator (if
@@ -111,16 +169,42 @@ class Checkpoints:
             return
         files = (re.fullmatch(r"process_\d+-of-(\d+)\.json", n) for n in os.listdir(saved))
         counts = sorted({m[1] for m in files if m})
-        raise ValueError(
+        if not counts:
+            raise FileNotFoundError(f"no data iterator state in {saved}")
+        raise ProcessCountError(
             f"checkpoint step {step} holds the data iterator states of {' or '.join(counts)} "
             f"processes, this run has {count}: resume with the same number of processes"
         )
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._saving(None):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written; the message names the directory and the cause."""
+
+
+class ProcessCountError(ValueError):
+    """A checkpoint saved by another number of processes than this run has."""
+
+
+def _everywhere(ok: bool) -> bool:
+    """Whether `ok` holds on every process (a collective: every process calls it)."""
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.process_allgather(np.int32(ok)).all())
+
+
+def _short(error: Exception) -> str:
+    """An error's kind and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def workdir_of(path: str) -> str:

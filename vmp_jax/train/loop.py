@@ -78,11 +78,13 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
     ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
     data = iter(pipeline.train_dataset(config, s.train_source))
-    start = ckpt.latest_step() or 0
-    if start:  # restored straight into its shards; no fresh state is built first
-        state = ckpt.restore(start, s.trainer.abstract_placed(), data)
+    # Restored straight into its shards (no fresh state is built first); a damaged newest
+    # checkpoint is moved aside with a warning and the one before it is taken.
+    state, start = ckpt.restore_latest(s.trainer.abstract_placed(), data, warn=echo)
+    if state is not None:
         echo(f"resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
     else:
+        start = 0
         state = s.trainer.init()
         if config.train.init_from:
             state = _init_from(s.trainer, state, config.train.init_from, echo)
