@@ -119,6 +119,8 @@ SLOWEST_FIRST = (
     "tests/interop/test_torch_model.py",
     "tests/train/test_diagnostics.py",
     "tests/interop/test_import.py",
+    "tests/train/test_train_cli.py",
+    "tests/models/test_bfloat16_long.py",
 )
 
 
