@@ -170,6 +170,18 @@ def test_a_damaged_latest_checkpoint_is_moved_aside_and_the_one_before_resumes(
         np.testing.assert_array_equal(x, y)
 
 
+def test_a_config_no_checkpoint_fits_is_an_error_and_moves_nothing(
+    motion_dataset, straight_run, tmp_path, capsys
+):
+    workdir = _copy_run(straight_run[0], tmp_path)
+    argv = ["train", *_args(motion_dataset, workdir), "--config.model.embed_dim=48"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    checkpoints = os.path.join(workdir, "checkpoints")
+    assert f"no checkpoint under {checkpoints} restores into this run's state; the newest, " in err
+    assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
+
+
 # `vmp` in a process whose files fail to grow past a size (EFBIG), as they would on a full disk
 # (a limit, not a small filesystem: no mount needed, and root is bound by it too).
 LIMITED_VMP = """

@@ -91,11 +91,11 @@ class Checkpoints:
 
     @contextlib.contextmanager
     def _saving(self, step: int | None):
+        """Any error of the block as a CheckpointSaveError naming the directory (Orbax and
+        TensorStore report I/O failures in kinds of their own)."""
         try:
             yield
-        except (
-            Exception
-        ) as error:  # Orbax and TensorStore report I/O failures in kinds of their own
+        except Exception as error:
             what = f"step {step}" if step is not None else "the last step"
             raise CheckpointSaveError(
                 f"saving the checkpoint of {what} (or the one before it) under {self.directory} "
@@ -108,9 +108,10 @@ class Checkpoints:
         """(state, step) of the newest checkpoint that every process restores, or (None, None)
         when there is none. A newer one that does not restore (files missing or truncated) is
         moved to WORKDIR/damaged_checkpoints/<step> (kept, out of the way of the steps to
-        come) with a warning naming it. When none restores, nothing is moved and the newest's
-        error is raised: a config that does not fit the saved state is not damage."""
-        damaged, first_error = [], None
+        come) with a warning naming it. When none restores, nothing is moved and a RuntimeError
+        names the newest and its error: a config that does not fit the saved state is not
+        damage."""
+        damaged, first_error = [], None  # [(path, cause)], newest first
         for step in sorted(self.manager.all_steps(), reverse=True):
             try:
                 state, error = self.restore(step, abstract_state, data_iterator), None
@@ -126,10 +127,12 @@ class Checkpoints:
             first_error = first_error or error
             cause = _short(error) if error else "it failed on another process"
             damaged.append((os.path.join(self.directory, str(step)), cause))
-        if first_error is not None:
-            raise first_error
-        if damaged:  # restored here, failed on another process
-            raise RuntimeError(f"no checkpoint under {self.directory} restores on every process")
+        if damaged:  # none restores: a config that does not fit them, not damage
+            newest, cause = damaged[0]
+            raise RuntimeError(
+                f"no checkpoint under {self.directory} restores into this run's state; the "
+                f"newest, {newest}: {cause}"
+            ) from first_error
         return None, None
 
     def _move_aside(self, path: str) -> None:
