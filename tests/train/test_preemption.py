@@ -1,12 +1,17 @@
 """The preemption watch of one process on its own: SIGTERM and SIGINT ask for a stop after the
-step, a second signal of the kind stops at once, and the previous handlers come back."""
+step, a second signal of the kind stops at once, and the previous handlers come back; a
+preempted `loop.train` raises once its checkpoint is saved."""
 
 import os
 import signal
 
 import pytest
 
-from vmp_jax.train.preemption import Preemption
+from tests.tiny_run import tiny_overrides
+from vmp_jax.engine import checkpoint
+from vmp_jax.experiment import REPO_ROOT, load_config
+from vmp_jax.train import loop
+from vmp_jax.train.preemption import Preempted, Preemption
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -31,3 +36,16 @@ def test_a_second_sigint_interrupts_at_once():
     finally:
         watch.close()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_preempted_run_raises_after_saving_so_nothing_takes_it_as_finished(
+    motion_dataset, tmp_path, monkeypatch
+):
+    """`loop.train` raises Preempted once the checkpoint is saved: `vmp ablate` and the
+    diagnostics suite then stop instead of evaluating a half-trained run as a finished one."""
+    monkeypatch.setattr(Preemption, "reached", lambda self, step: step == 2)
+    config = load_config(REPO_ROOT / "configs" / "demo.py", tiny_overrides(motion_dataset))
+    workdir = str(tmp_path / "run")
+    with pytest.raises(Preempted, match=r"stopped after step 2 of 12 \(SIGTERM to a process\)"):
+        loop.train(config, workdir, echo=loop.silent)
+    assert sorted(os.listdir(checkpoint.checkpoint_dir(workdir))) == ["2"]

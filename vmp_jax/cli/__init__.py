@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from vmp_jax import xla_flags
 from vmp_jax.cli import bench, data, evaluate, gpu, interop, launch, model, train
+from vmp_jax.train.preemption import Preempted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         return args.func(args)
+    except Preempted:  # the run saved where it stopped and said so
+        return Preempted.exit_code
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
         print(f"vmp {args.command}: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)  # 3: non-finite steps (vmp_jax.train.nonfinite)

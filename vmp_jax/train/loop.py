@@ -112,6 +112,8 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         data.close()
         ckpt.close()
         log.close()
+    if "stopped" in final:
+        raise preemption.Preempted(final["stopped"])
     if first_host:
         final["curves"] = metrics_log.plot_curves(
             log.records(), os.path.join(workdir, "curves.png")
@@ -178,12 +180,13 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
         if stop:
+            signal = preempt.signal_name or "SIGTERM"
+            final["stopped"] = (
+                f"stopped after step {done} of {s.total_steps} ({signal} to a process): "
+                f"saved {ckpt.directory}/{done}; the same command resumes"
+            )
             if first_host:
-                signal = preempt.signal_name or "SIGTERM"
-                bar.write(
-                    f"stopped after step {done} of {s.total_steps} ({signal} to a process): "
-                    f"saved {ckpt.directory}/{done}; the same command resumes"
-                )
+                bar.write(final["stopped"])
             break
     watch.flush()
     bar.close()

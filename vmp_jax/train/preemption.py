@@ -13,13 +13,21 @@ import os
 import signal
 import threading
 
-import jax
+
+class Preempted(Exception):
+    """Raised by `loop.train` once the preempted run's checkpoint is saved, so that nothing
+    after it (an ablation's evaluation, the next run of a suite) takes the run as finished;
+    `vmp` exits with this code."""
+
+    exit_code = 0
 
 
 class Preemption:
     """Whether the loop should save and stop after a step."""
 
     def __init__(self):
+        import jax
+
         self.signal_name: str | None = None
         self._several = jax.process_count() > 1
         self._previous = {}
