@@ -82,7 +82,7 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     # checkpoint is moved aside with a warning and the one before it is taken.
     state, start = ckpt.restore_latest(s.trainer.abstract_placed(), data, warn=echo)
     if state is not None:
-        echo(f"resumed from {checkpoint.checkpoint_dir(workdir)}/{start}")
+        echo(f"resumed from {ckpt.directory}/{start}")
     else:
         start = 0
         state = s.trainer.init()
@@ -148,7 +148,7 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         pending.append(metrics)
         stop = preempt.reached(done)  # every process, every step
         if done % c.log_every == 0 or done == s.total_steps or stop:
-            watch.flush()
+            watch.flush()  # the last step too: a log is written at the last step and at a stop
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
             skipped_all = collect.sum_over_processes(skipped)  # every process takes part
             record = _mean(pending) | {"clips_per_s": clips / elapsed, "skipped": skipped_all}
@@ -188,7 +188,6 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             if first_host:
                 bar.write(final["stopped"])
             break
-    watch.flush()
     bar.close()
     return state, final
 
