@@ -2,9 +2,10 @@
 with its own fake CPU devices and Gloo collectives, started by `vmp launch`.
 
 2 processes x 4 devices train to the parameters of 1 process x 8 devices; one process
-SIGKILLed mid-run and all restarted end bit-identical to the uninterrupted run; a 2-process
-eval writes the predictions of the 1-process eval, once; bad cluster settings end in a clear
-error within a bounded time."""
+SIGKILLed mid-run and all restarted end bit-identical to the uninterrupted run; a SIGTERM to one
+process stops both at one step (training, saved) or one batch (eval, nothing written); a
+2-process eval writes the predictions of the 1-process eval, once; bad cluster settings end in
+a clear error within a bounded time."""
 
 import os
 import re
@@ -154,12 +155,14 @@ def test_a_sigterm_to_one_process_saves_every_process_at_one_step(
     os.kill(pids[1], signal.SIGTERM)
     out, _ = run.communicate(timeout=300)
     assert run.returncode == 0, lines + out
-    stopped = re.search(r"^\[0\] stopped after step (\d) of 6 \(SIGTERM to a process\)", out, re.M)
+    stopped = re.search(
+        r"^\[0\] vmp train: stopped after step (\d) of 6 \(SIGTERM to a process\)", out, re.M
+    )
     assert stopped, lines + out
     step = stopped[1]
     assert f"saved {checkpoint_dir(workdir)}/{step}; the same command resumes" in out
     assert os.path.isdir(os.path.join(checkpoint_dir(workdir), step))
-    assert not re.search(r"^\[1\] stopped", out, re.M)  # reports come from process 0
+    assert not re.search(r"^\[1\] vmp train: stopped", out, re.M)  # reports come from process 0
     _resume_and_compare(motion_dataset, workdir, two_process_run, step)
 
 
@@ -196,6 +199,46 @@ def test_two_process_eval_writes_the_one_process_predictions_once(
                 np.array(scores_y.split(","), float),
                 rtol=1e-5,
             )
+
+
+# `vmp` whose process 1 sends itself a SIGTERM in its first eval step: a preempted host. The
+# notice reaches the other process through the coordination service; the batch waits 2 s for
+# it, as a notice amid a long evaluation would have (3 tiny batches end in a blink, and jax
+# then names a sync point after the last).
+SIGTERM_IN_EVAL = """
+import itertools, os, signal, sys, time
+from vmp_jax.cli import main
+from vmp_jax.engine import steps
+make = steps.make_eval_step
+def make_eval_step(*args, **kwargs):
+    eval_step, calls = make(*args, **kwargs), itertools.count()
+    def signalling(state, video):
+        if next(calls) == 0 and os.environ["JAX_PROCESS_ID"] == "1":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(2)
+        return eval_step(state, video)
+    return signalling
+steps.make_eval_step = make_eval_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigterm_to_one_process_stops_every_process_of_eval_after_one_batch(
+    motion_dataset, two_process_run, tmp_path
+):
+    """Both processes stop after the batch jax's preemption sync point names (not in a
+    collective the other left), write nothing and exit 0. The 24 training videos as the test
+    set: 3 batches."""
+    out_dir = str(tmp_path / "eval")
+    command = [sys.executable, "-c", SIGTERM_IN_EVAL, "eval", "--config", DEMO]
+    command += [*_settings(motion_dataset), f"--config.data.val_list={motion_dataset}/train.txt"]
+    run = _launch(2, command + ["--checkpoint", two_process_run, "--out", out_dir])
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, out
+    said = r"^\[(\d)\] vmp eval: evaluation stopped after batch [12] \(SIGTERM to a process\)"
+    stopped = re.findall(said, out, re.M)
+    assert stopped == ["0"], out  # said once, by process 0 (not after the last batch: 3)
+    assert not os.path.exists(out_dir) and "top-1" not in out
 
 
 def _join(*flags: str, timeout: int = 5) -> subprocess.Popen:

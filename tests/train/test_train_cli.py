@@ -1,11 +1,12 @@
 """`vmp train` and `vmp eval` end to end on the generated dataset with a tiny model: the
-workdir's files, the eval report, bad config keys stopping before any work, and a run killed
-with SIGKILL, or stopped with SIGTERM, and restarted ending bit-identical to an uninterrupted
-one."""
+workdir's files, the eval report, an eval stopped by SIGTERM, bad config keys stopping before
+any work, a run killed with SIGKILL, or stopped with SIGTERM, and restarted ending
+bit-identical to an uninterrupted one, and damaged checkpoints and failed saves."""
 
 import contextlib
 import glob
 import io
+import itertools
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ import pytest
 
 from tests.tiny_run import final_state, tiny_overrides
 from vmp_jax import cli
-from vmp_jax.engine import checkpoint
+from vmp_jax.engine import checkpoint, steps
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
 
@@ -64,6 +65,40 @@ def test_train_then_eval(motion_dataset, straight_run, capsys):
     with open(os.path.join(motion_dataset, "val.txt")) as f:
         listed = sorted(line.split()[0] for line in f if line.strip())
     assert sorted(row.split(",")[0] for row in rows[1:]) == listed  # keyed by list path
+
+
+def test_a_sigterm_stops_eval_after_a_batch_writing_nothing_and_a_rerun_evaluates(
+    motion_dataset, straight_run, tmp_path, monkeypatch, capsys
+):
+    """`vmp eval` on SIGTERM: the batch under way finishes, nothing is written, exit code 0;
+    the same command then evaluates. The signal is real: the eval step sends it to this
+    process on its first call. The 24 training videos as the test set: 3 batches of 8."""
+    workdir, out = straight_run[0], str(tmp_path / "eval")
+    argv = [a for a in _args(motion_dataset, workdir) if a not in ("--workdir", workdir)]
+    argv += [f"--config.data.val_list={motion_dataset}/train.txt", "--out", out]
+    make = steps.make_eval_step
+
+    def make_eval_step(*args, **kwargs):
+        eval_step, calls = make(*args, **kwargs), itertools.count()
+
+        def signalling(state, video):
+            if next(calls) == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return eval_step(state, video)
+
+        return signalling
+
+    with monkeypatch.context() as patch:
+        patch.setattr(steps, "make_eval_step", make_eval_step)
+        assert cli.main(["eval", *argv, "--checkpoint", workdir]) == 0
+    printed = capsys.readouterr().out
+    assert "vmp eval: evaluation stopped after batch 1 (SIGTERM to a process): nothing " in printed
+    assert not os.path.exists(out) and "top-1" not in printed
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone again
+    assert cli.main(["eval", *argv, "--checkpoint", workdir]) == 0
+    assert "24 videos x 1 views" in capsys.readouterr().out
+    with open(os.path.join(out, "predictions.csv")) as f:
+        assert len(f.read().splitlines()) == 25
 
 
 def test_bad_config_key_stops_before_any_work(motion_dataset, tmp_path, capsys):

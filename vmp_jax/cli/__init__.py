@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from vmp_jax import xla_flags
 from vmp_jax.cli import bench, data, evaluate, gpu, interop, launch, model, train
-from vmp_jax.train.preemption import Preempted
+from vmp_jax.engine.preemption import Preempted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or args.overrides)}")
     try:
         return args.func(args)
-    except Preempted:  # the run saved where it stopped and said so
+    except Preempted as stopped:  # a run saved where it stopped; an evaluation wrote nothing
+        from vmp_jax.multihost import join
+
+        if join.is_primary():
+            print(f"vmp {args.command}: {stopped}", flush=True)
         return Preempted.exit_code
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
         print(f"vmp {args.command}: error: {error}", file=sys.stderr)

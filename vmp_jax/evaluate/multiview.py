@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from vmp_jax.data import pipeline, sources
-from vmp_jax.engine import checkpoint, sharding, steps
+from vmp_jax.engine import checkpoint, preemption, sharding, steps
 from vmp_jax.engine.state import Trainer
 from vmp_jax.evaluate import metrics
 from vmp_jax.experiment import model_config
@@ -49,13 +49,16 @@ def restore_weights(config, path: str, *, weights: str = "auto"):
     return params, step, ema
 
 
-def predict(trainer, state, config, source=None, *, eval_step=None):
+def predict(trainer, state, config, source=None, *, eval_step=None, preempt=None):
     """(Predictions of the valid videos, number of videos skipped as unreadable).
 
     Args:
       source: the validation items (opened from the config if not given).
       eval_step: from `steps.make_eval_step` (made here if not given; pass one to reuse its
         compilation across evaluations).
+      preempt: a `preemption.Preemption` asked after each batch: on a SIGTERM or SIGINT every
+        process stops after the same batch and `Preempted` is raised (the validation inside
+        training passes none: the train loop asks after its step).
     """
     source = sources.open_source(config.data, "val") if source is None else source
     eval_step = eval_step or steps.make_eval_step(trainer)
@@ -63,7 +66,7 @@ def predict(trainer, state, config, source=None, *, eval_step=None):
     indices, labels, scores, skipped = [], [], [], 0
     iterator = iter(pipeline.test_dataset(config, source))
     try:
-        for batch in iterator:
+        for number, batch in enumerate(iterator, 1):
             video = jax.make_array_from_process_local_data(data, batch["video"])
             probs = np.asarray(eval_step(state, video))  # (global B, K)
             local = _local_rows(probs, len(batch["video"]))
@@ -72,6 +75,11 @@ def predict(trainer, state, config, source=None, *, eval_step=None):
             labels.append(batch["label"][keep])
             scores.append(local[keep])
             skipped += int(batch["skipped"].sum())
+            if preempt is not None and preempt.reached(number):  # every process, every batch
+                raise preemption.Preempted(
+                    f"evaluation stopped after batch {number} ({preempt.signal_name or 'SIGTERM'}"
+                    " to a process): nothing written; the same command evaluates again"
+                )
     finally:
         iterator.close()
     k = trainer.cfg.num_classes
@@ -105,7 +113,8 @@ def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
     trainer = Trainer.from_config(config)
     sharding.per_device(config.eval.batch_size, "eval.batch_size", trainer.mesh.size)
     state = trainer.with_params(trainer.init(), params)  # the chosen weights as the model
-    predictions, skipped = predict(trainer, state, config, source)
+    with preemption.Preemption() as preempt:  # SIGTERM or SIGINT: stop after a batch
+        predictions, skipped = predict(trainer, state, config, source, preempt=preempt)
     return predictions, skipped, step, ema
 
 

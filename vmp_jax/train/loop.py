@@ -25,14 +25,14 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax.data import pipeline, sources
-from vmp_jax.engine import checkpoint, optim, sharding, steps
+from vmp_jax.engine import checkpoint, optim, preemption, sharding, steps
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import metrics_log, nonfinite, preemption
+from vmp_jax.train import metrics_log, nonfinite
 
 
 @dataclasses.dataclass
@@ -101,14 +101,13 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         f"global batch {config.data.batch_size}, mesh {dict(s.trainer.mesh.shape)}"
     )
     final = {}
-    preempt = preemption.Preemption()
     try:
-        state, final = _loop(
-            s, state, data, train_step, eval_step, ckpt, log, start, first_host, preempt
-        )
-        ckpt.wait()  # the loop saved the last step
+        with preemption.Preemption() as preempt:
+            state, final = _loop(
+                s, state, data, train_step, eval_step, ckpt, log, start, first_host, preempt
+            )
+            ckpt.wait()  # the loop saved the last step
     finally:
-        preempt.close()
         data.close()
         ckpt.close()
         log.close()
@@ -181,12 +180,10 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
         if stop:
             signal = preempt.signal_name or "SIGTERM"
-            final["stopped"] = (
+            final["stopped"] = (  # said by `vmp` once the save is complete
                 f"stopped after step {done} of {s.total_steps} ({signal} to a process): "
                 f"saved {ckpt.directory}/{done}; the same command resumes"
             )
-            if first_host:
-                bar.write(final["stopped"])
             break
     bar.close()
     return state, final

@@ -1,5 +1,7 @@
 """Preemption: on SIGTERM or SIGINT a run finishes its current step, every process stops after
-the same step, saves a checkpoint there and exits 0; the same command resumes it.
+the same step, saves a checkpoint there and exits 0; the same command resumes it. An evaluation
+(`vmp eval`, and the one `vmp ablate` runs after each variant) stops the same way after a batch,
+writes nothing and exits 0; the same command evaluates again from the start.
 
 Spot and preemptible VMs get a SIGTERM and about 30 s. One process: handlers of ours set a flag
 that the loop reads after each step. Several processes (jax.distributed): jax's preemption
@@ -15,9 +17,10 @@ import threading
 
 
 class Preempted(Exception):
-    """Raised by `loop.train` once the preempted run's checkpoint is saved, so that nothing
-    after it (an ablation's evaluation, the next run of a suite) takes the run as finished;
-    `vmp` exits with this code."""
+    """Raised by `loop.train` once the preempted run's checkpoint is saved, and by an evaluation
+    that stopped, so that nothing after them (an ablation's evaluation, the next run of a suite,
+    a report) takes the work as finished; `vmp` prints the message (where to resume) and exits
+    with this code."""
 
     exit_code = 0
 
@@ -46,8 +49,15 @@ class Preemption:
         if self._several:
             os.kill(os.getpid(), signal.SIGTERM)  # to jax's notifier, which tells the others
 
+    def __enter__(self) -> "Preemption":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
     def reached(self, step: int) -> bool:
-        """Called after every step, with its number, by every process."""
+        """Called after every step (or batch), with its number, by every process; the numbers
+        grow by one from call to call."""
         if self._several:
             from jax.experimental import multihost_utils
 

@@ -9,9 +9,9 @@ import pytest
 
 from tests.tiny_run import tiny_overrides
 from vmp_jax.engine import checkpoint
+from vmp_jax.engine.preemption import Preempted, Preemption
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
-from vmp_jax.train.preemption import Preempted, Preemption
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
