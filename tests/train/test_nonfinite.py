@@ -1,6 +1,9 @@
-"""Non-finite steps in a real run: a batch with a NaN pixel is skipped, counted and logged, and
-the run ends as one in which that step made no update; a learning rate that blows up stops
-the run with exit code 3, every checkpoint on disk holding finite weights."""
+"""Non-finite steps in a real run: batches with a NaN or an inf pixel are skipped, counted and
+logged, and the run ends as one in which those steps made no update (weights, Adam moments,
+EMA and RNG counts: the tiny run has drop path, so a count a skipped step advanced would change
+every later step); a learning rate that blows up stops the run with exit code 3, every
+checkpoint on disk holding finite weights. The runs are the tiny run of tests/train/
+test_train_cli.py (12 steps), whose compiled programs the session's cache holds."""
 
 import itertools
 import json
@@ -17,31 +20,33 @@ from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
-BAD_STEP = 4  # of 6: 2 epochs of 3 steps
+BAD_STEPS = {4: np.nan, 7: np.inf}  # of 12: 4 epochs of 3 steps
 
 
-def _poison_step(monkeypatch, bad: int) -> None:
-    """The batch of step `bad` gets one NaN pixel (a test hook: no config reaches it)."""
+def _poison_steps(monkeypatch, bad: dict) -> None:
+    """The batch of each step in `bad` gets one pixel of its value (a test hook: no config
+    reaches it)."""
     place, calls = loop.device_batch, itertools.count(1)
 
     def device_batch(batch, mesh):
-        if next(calls) == bad:
+        step = next(calls)
+        if step in bad:
             batch = dict(batch, video=batch["video"].copy())
-            batch["video"][0, 1, 2, 3, 0] = np.nan
+            batch["video"][0, 1, 2, 3, 0] = bad[step]
         return place(batch, mesh)
 
     monkeypatch.setattr(loop, "device_batch", device_batch)
 
 
-def _skip_step(monkeypatch, bad: int) -> None:
-    """Step `bad` makes no update: the train step is not called for its batch."""
+def _skip_steps(monkeypatch, bad) -> None:
+    """The steps in `bad` make no update: the train step is not called for their batches."""
     make, calls = steps.make_train_step, itertools.count(1)
 
     def make_train_step(*args, **kwargs):
         train_step = make(*args, **kwargs)
 
         def maybe(state, batch):
-            if next(calls) != bad:
+            if next(calls) not in bad:
                 return train_step(state, batch)
             nan = jnp.float32(jnp.nan)
             return state, dict(loss=nan, accuracy=nan, grad_norm=nan, lr=nan, nonfinite=1)
@@ -51,24 +56,25 @@ def _skip_step(monkeypatch, bad: int) -> None:
     monkeypatch.setattr(steps, "make_train_step", make_train_step)
 
 
-def test_a_nan_batch_is_skipped_as_a_step_without_update(
+def test_nan_and_inf_batches_are_skipped_as_steps_without_update(
     motion_dataset, tmp_path, monkeypatch, capsys
 ):
-    config = load_config(DEMO, tiny_overrides(motion_dataset, optim__epochs=2))
+    config = load_config(DEMO, tiny_overrides(motion_dataset))
     poisoned, skipped = str(tmp_path / "poisoned"), str(tmp_path / "skipped")
     with monkeypatch.context() as patch:
-        _poison_step(patch, BAD_STEP)
+        _poison_steps(patch, BAD_STEPS)
         loop.train(config, poisoned)
     out = capsys.readouterr().out
-    assert f"step {BAD_STEP}: non-finite loss, gradients or weights: update skipped" in out
+    for step in BAD_STEPS:
+        assert f"step {step}: non-finite loss, gradients or weights: update skipped" in out
     with open(os.path.join(poisoned, "metrics.jsonl")) as f:
         train = [r for r in map(json.loads, f) if r["split"] == "train"]
-    assert [r["nonfinite"] for r in train] == [int(r["step"] == BAD_STEP) for r in train]
+    assert [r["nonfinite"] for r in train] == [int(r["step"] in BAD_STEPS) for r in train]
     with monkeypatch.context() as patch:
-        _skip_step(patch, BAD_STEP)
+        _skip_steps(patch, BAD_STEPS)
         loop.train(config, skipped)
     (got, step), (want, _) = final_state(config, poisoned), final_state(config, skipped)
-    assert step == 6
+    assert step == 12
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
         assert not np.issubdtype(a.dtype, np.floating) or np.isfinite(a).all()

@@ -232,8 +232,11 @@ def test_a_failed_save_stops_the_run_naming_the_directory_and_keeps_the_others(
     motion_dataset, straight_run, tmp_path
 ):
     workdir = _copy_run(straight_run[0], tmp_path)
-    before = sorted(s for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
-    argv = [*_args(motion_dataset, workdir), "--config.optim.epochs=6"]  # 6 more steps
+    checkpoints = os.path.join(workdir, "checkpoints")
+    for step in ("10", "12"):  # the run resumes from step 9 and saves next at 10
+        shutil.rmtree(os.path.join(checkpoints, step))
+    before = sorted(s for s in os.listdir(checkpoints) if s.isdigit())
+    argv = _args(motion_dataset, workdir)  # the straight run's programs: compiled already
     limit = str(128 * 1024)  # the tiny state's largest array file is about 250 KB
     done = subprocess.run(
         [sys.executable, "-c", LIMITED_VMP, limit, "train", *argv],
@@ -243,7 +246,6 @@ def test_a_failed_save_stops_the_run_naming_the_directory_and_keeps_the_others(
         timeout=300,
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    checkpoints = os.path.join(workdir, "checkpoints")
     error = re.search(
         r"^vmp train: error: saving the checkpoint of step \d+ .*$", done.stderr, re.M
     )
