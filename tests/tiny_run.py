@@ -45,8 +45,8 @@ def as_numpy(x) -> np.ndarray:
     return np.asarray(jax.random.key_data(x) if is_key else x)
 
 
-def final_state(config, path: str) -> tuple[list[np.ndarray], int]:
-    """The leaves of a workdir's latest state (or of one step's directory) as numpy, restored in
-    this (8-device) process for `config`, and its step."""
-    state, step = restore_state(path, loop.setup(config).trainer.abstract_placed())
+def final_state(config, workdir: str) -> tuple[list[np.ndarray], int]:
+    """The leaves of the workdir's latest state as numpy, restored in this (8-device) process
+    for `config`, and its step."""
+    state, step = restore_state(workdir, loop.setup(config).trainer.abstract_placed())
     return [as_numpy(x) for x in jax.tree.leaves(state)], step
