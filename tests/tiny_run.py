@@ -1,13 +1,18 @@
 """The tiny training run of the end-to-end tests: the demo config shrunk to a 2-block model on
 4-frame 32 px clips of the session's generated dataset (`motion_dataset`: 24 train videos,
-3 steps an epoch at batch 8), checkpointing every 2 steps and logging every step; and the state
-a run ends with, read back for comparing runs leaf by leaf."""
+3 steps an epoch at batch 8), checkpointing every 2 steps and logging every step; the state
+a run ends with, read back for comparing runs leaf by leaf; and the hook that preempts an
+evaluation of it."""
 
+import itertools
 import os
+import signal
+import time
 
 import jax
 import numpy as np
 
+from vmp_jax.engine import steps
 from vmp_jax.engine.checkpoint import restore_state
 from vmp_jax.train import loop
 
@@ -50,3 +55,23 @@ def final_state(config, workdir: str) -> tuple[list[np.ndarray], int]:
     for `config`, and its step."""
     state, step = restore_state(workdir, loop.setup(config).trainer.abstract_placed())
     return [as_numpy(x) for x in jax.tree.leaves(state)], step
+
+
+def sigterm_in_first_eval_step(wait_s: float = 0.0) -> None:
+    """From now on in this process, `steps.make_eval_step` makes eval steps that send this
+    process a real SIGTERM on their first call (a preempted host), then wait `wait_s` before
+    computing (time for jax's notifier to tell the other processes)."""
+    make = steps.make_eval_step
+
+    def make_eval_step(*args, **kwargs):
+        eval_step, calls = make(*args, **kwargs), itertools.count()
+
+        def signalling(state, video):
+            if next(calls) == 0:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(wait_s)
+            return eval_step(state, video)
+
+        return signalling
+
+    steps.make_eval_step = make_eval_step

@@ -205,20 +205,13 @@ def test_two_process_eval_writes_the_one_process_predictions_once(
 # notice reaches the other process through the coordination service; the batch waits 2 s for
 # it, as a notice amid a long evaluation would have (3 tiny batches end in a blink, and jax
 # then names a sync point after the last).
-SIGTERM_IN_EVAL = """
-import itertools, os, signal, sys, time
+SIGTERM_IN_EVAL = f"""
+import os, sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from tests.tiny_run import sigterm_in_first_eval_step
 from vmp_jax.cli import main
-from vmp_jax.engine import steps
-make = steps.make_eval_step
-def make_eval_step(*args, **kwargs):
-    eval_step, calls = make(*args, **kwargs), itertools.count()
-    def signalling(state, video):
-        if next(calls) == 0 and os.environ["JAX_PROCESS_ID"] == "1":
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(2)
-        return eval_step(state, video)
-    return signalling
-steps.make_eval_step = make_eval_step
+if os.environ["JAX_PROCESS_ID"] == "1":
+    sigterm_in_first_eval_step(wait_s=2)
 sys.exit(main(sys.argv[1:]))
 """
 

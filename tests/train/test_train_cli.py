@@ -6,7 +6,6 @@ bit-identical to an uninterrupted one, and damaged checkpoints and failed saves.
 import contextlib
 import glob
 import io
-import itertools
 import os
 import re
 import shutil
@@ -18,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.tiny_run import final_state, tiny_overrides
+from tests.tiny_run import final_state, sigterm_in_first_eval_step, tiny_overrides
 from vmp_jax import cli
 from vmp_jax.engine import checkpoint, steps
 from vmp_jax.experiment import REPO_ROOT, load_config
@@ -76,20 +75,9 @@ def test_a_sigterm_stops_eval_after_a_batch_writing_nothing_and_a_rerun_evaluate
     workdir, out = straight_run[0], str(tmp_path / "eval")
     argv = [a for a in _args(motion_dataset, workdir) if a not in ("--workdir", workdir)]
     argv += [f"--config.data.val_list={motion_dataset}/train.txt", "--out", out]
-    make = steps.make_eval_step
-
-    def make_eval_step(*args, **kwargs):
-        eval_step, calls = make(*args, **kwargs), itertools.count()
-
-        def signalling(state, video):
-            if next(calls) == 0:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return eval_step(state, video)
-
-        return signalling
-
     with monkeypatch.context() as patch:
-        patch.setattr(steps, "make_eval_step", make_eval_step)
+        patch.setattr(steps, "make_eval_step", steps.make_eval_step)  # put back afterwards
+        sigterm_in_first_eval_step()
         assert cli.main(["eval", *argv, "--checkpoint", workdir]) == 0
     printed = capsys.readouterr().out
     assert "vmp eval: evaluation stopped after batch 1 (SIGTERM to a process): nothing " in printed

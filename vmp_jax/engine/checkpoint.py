@@ -25,6 +25,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from vmp_jax.engine import relayout
 from vmp_jax.models import layers
+from vmp_jax.multihost import collect
 
 STATE, DATA = "state", "data"
 
@@ -119,7 +120,7 @@ class Checkpoints:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever a damaged checkpoint raises
                 state, error = None, e
-            if _everywhere(error is None):
+            if collect.on_every_process(error is None):
                 for bad, cause in damaged:
                     warn(f"checkpoint {bad} does not restore ({cause}): moved it aside")
                     self._move_aside(bad)
@@ -144,7 +145,7 @@ class Checkpoints:
             while os.path.exists(target):
                 target, n = os.path.join(folder, f"{os.path.basename(path)}.{n}"), n + 1
             os.rename(path, target)
-        _everywhere(True)  # every process waits for the move
+        collect.on_every_process(True)  # every process waits for the move
         self.manager.reload()
 
     def restore(self, step: int, abstract_state, data_iterator=None):
@@ -193,15 +194,6 @@ class CheckpointSaveError(RuntimeError):
 
 class ProcessCountError(ValueError):
     """A checkpoint saved by another number of processes than this run has."""
-
-
-def _everywhere(ok: bool) -> bool:
-    """Whether `ok` holds on every process (a collective: every process calls it)."""
-    if jax.process_count() == 1:
-        return ok
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.process_allgather(np.int32(ok)).all())
 
 
 def _short(error: Exception) -> str:

@@ -55,6 +55,12 @@ class Preemption:
     def __exit__(self, *_) -> None:
         self.close()
 
+    @property
+    def cause(self) -> str:
+        """What stopped the run, for the messages: the signal this process got, or, on one that
+        got none, the SIGTERM that jax's notifier passed on from another."""
+        return f"{self.signal_name or 'SIGTERM'} to a process"
+
     def reached(self, step: int) -> bool:
         """Called after every step (or batch), with its number, by every process; the numbers
         grow by one from call to call."""

@@ -77,8 +77,8 @@ def predict(trainer, state, config, source=None, *, eval_step=None, preempt=None
             skipped += int(batch["skipped"].sum())
             if preempt is not None and preempt.reached(number):  # every process, every batch
                 raise preemption.Preempted(
-                    f"evaluation stopped after batch {number} ({preempt.signal_name or 'SIGTERM'}"
-                    " to a process): nothing written; the same command evaluates again"
+                    f"evaluation stopped after batch {number} ({preempt.cause}): nothing "
+                    "written; the same command evaluates again"
                 )
     finally:
         iterator.close()

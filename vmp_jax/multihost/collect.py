@@ -18,3 +18,8 @@ def sum_over_processes(value: int) -> int:
     if jax.process_count() == 1:
         return value
     return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
+
+
+def on_every_process(ok: bool) -> bool:
+    """Whether `ok` holds on every process (a collective: every process calls it)."""
+    return sum_over_processes(int(not ok)) == 0

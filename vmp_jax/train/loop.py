@@ -179,9 +179,8 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
         if stop:
-            signal = preempt.signal_name or "SIGTERM"
             final["stopped"] = (  # said by `vmp` once the save is complete
-                f"stopped after step {done} of {s.total_steps} ({signal} to a process): "
+                f"stopped after step {done} of {s.total_steps} ({preempt.cause}): "
                 f"saved {ckpt.directory}/{done}; the same command resumes"
             )
             break
