@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.data.conftest import broken_files
-from vmp_jax.data import decode
+from vmp_jax.data import decode, sampling
 from vmp_jax.data.encode import write_video
 
 # (file name, codec, (width, height)): the sizes span 176x144 (QCIF) to 1280x720.
@@ -113,3 +113,68 @@ def test_negative_indices_are_rejected(tmp_path):
 def test_write_video_rejects_bad_frames(tmp_path):
     with pytest.raises(ValueError, match=r"uint8 \(T, H, W, 3\)"):
         write_video(str(tmp_path / "x.mp4"), np.zeros((2, 8, 8), np.uint8))
+
+
+def _moving_texture(frames: int, width: int, height: int, seed: int) -> np.ndarray:
+    """A random texture panning a pixel a frame (motion, so that x264 codes B-frames)."""
+    rng = np.random.default_rng(seed)
+    texture = _random_video(1, width + frames, height, seed=int(rng.integers(1 << 30)))[0]
+    return np.stack([texture[:, t : t + width] for t in range(frames)])
+
+
+SELECTIVE = [
+    ("h264-bframes.mp4", "libx264", {"g": "30", "bframes": "3"}),
+    ("vp9.webm", "libvpx-vp9", {"g": "30", "deadline": "realtime", "cpu-used": "8"}),
+]
+
+
+@pytest.mark.parametrize("name,codec,options", SELECTIVE, ids=[f[0] for f in SELECTIVE])
+def test_selective_decoding_is_bit_identical_to_a_full_decode(tmp_path, name, codec, options):
+    """Seeking to keyframes and not decoding unwanted non-reference frames returns exactly the
+    frames of a full in-order decode: fresh random index sets, training plans, and frames on
+    either side of each keyframe (where a seek can land wrong)."""
+    path = str(tmp_path / name)
+    write_video(path, _moving_texture(120, 64, 48, seed=None), fps=30, codec=codec, options=options)
+    reference = _all_frames(path)  # (120, H, W, 3)
+    rng = np.random.default_rng()
+    plans = [[29, 30, 31], [59, 60, 89, 90], [0, 119], [119], list(range(120))]
+    plans += [
+        sorted(rng.choice(120, size=k, replace=False)) for k in (1, 2, 4, 8) for _ in range(4)
+    ]
+    plans += [
+        sampling.train_indices(s, 120, 8, 4, rng) for s in ("segment", "dense") for _ in range(4)
+    ]
+    for plan in plans:
+        frames, _ = decode.read_frames(path, plan)
+        np.testing.assert_array_equal(frames, reference[plan], err_msg=f"{name} {list(plan)}")
+
+
+def test_selective_decoding_decodes_fewer_frames(tmp_path, monkeypatch):
+    """An 8-frame segment plan over 120 frames coded with B-frames leaves the unwanted
+    non-reference ones undecoded: decoding in order up to the last wanted frame (112) takes
+    113 frames, this about 60."""
+    path = str(tmp_path / "b.mp4")
+    write_video(path, _moving_texture(120, 64, 48, seed=3), fps=30, options={"bframes": "3"})
+    decoded, frames_of = [], decode._frames
+
+    def counting(*args):
+        for item in frames_of(*args):
+            decoded.append(item[0])
+            yield item
+
+    monkeypatch.setattr(decode, "_frames", counting)
+    decode.read_frames(path, sampling.test_indices("segment", 120, 8, 4, 0, 1))
+    assert 8 <= len(decoded) < 90, decoded
+
+
+def test_a_seek_that_lands_past_its_target_is_retried_from_further_back(tmp_path, monkeypatch):
+    """A container index that is off (here: every seek aimed 40 frames late, past the next
+    keyframe) still gives the exact frames: the landing is checked and the seek repeated."""
+    path = str(tmp_path / "g.mp4")
+    write_video(path, _moving_texture(120, 64, 48, seed=4), fps=30, options={"g": "30"})
+    reference = _all_frames(path)
+    true_pts = decode._Timeline.pts
+    monkeypatch.setattr(decode._Timeline, "pts", lambda self, i: true_pts(self, i + 40))
+    plan = [35, 70, 100]
+    frames, _ = decode.read_frames(path, plan)
+    np.testing.assert_array_equal(frames, reference[plan])
