@@ -110,9 +110,9 @@ def data_section(dataset, d, r) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(
             name=dataset,
-            source="list",  # list | video_folder | image_folder | tfds
+            source="list",  # list | video_folder | image_folder | tfds | frames (vmp make-frames)
             data_root="",  # list paths are relative to it; the TFDS data_dir for "tfds"
-            train_list="",  # a list file, or for *_folder a <class>/<file> folder
+            train_list="",  # a list file; *_folder: a <class>/<file> folder; frames: a store
             val_list="",
             frame_template="img_{:05d}.jpg",  # frame-folder lines (1-based)
             tfds_name="",  # e.g. video_list/k400 (vmp make-tfds) or imagenet2012

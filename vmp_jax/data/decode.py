@@ -45,6 +45,7 @@ REASONS = (
     "corrupt video data",
     "no frame could be decoded",
     "truncated",
+    "corrupt stored frame",  # a frame store's record (vmp_jax.data.frame_store)
 )
 
 

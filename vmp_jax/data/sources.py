@@ -6,6 +6,8 @@
   image_folder  `<class>/<image>` folders (ImageNet), as clips of one frame
   tfds          TFDS datasets through `tfds.data_source`: `vmp make-tfds` video records, or
                 image datasets such as imagenet2012
+  frames        frame stores of `vmp make-frames` (JPEG frames in ArrayRecord shards,
+                `vmp_jax.data.frame_store`); train_list / val_list name the store directories
 
 Every item has a label, a `video_id` string (the path as listed; a TFDS record's key) and
 `read(plan)` (see `listing`).
@@ -13,6 +15,7 @@ Every item has a label, a `video_id` string (the path as listed; a TFDS record's
 
 import os
 
+from vmp_jax.data import frame_store
 from vmp_jax.data.listing import (
     EncodedVideo,
     FrameFolder,
@@ -25,7 +28,7 @@ from vmp_jax.data.listing import (
     read_videos,
 )
 
-SOURCES = ("list", "video_folder", "image_folder", "tfds")
+SOURCES = ("list", "video_folder", "image_folder", "tfds", "frames")
 
 
 class TfdsSource:
@@ -74,6 +77,10 @@ def open_source(data, split: str):
         tfds_split = data.train_split if split == "train" else data.val_split
         return TfdsSource(data.tfds_name, tfds_split, data.data_root)
     where = list_path(data, split)
+    if data.source == "frames":
+        store = frame_store.open_store(where)
+        frame_store.check_fits(store, data)
+        return store
     if data.source in ("image_folder", "video_folder"):
         return read_class_folder(where, data.source.removesuffix("_folder"))
     return read_list_file(where, data.data_root, data.frame_template)

@@ -1,0 +1,173 @@
+"""The frame store (`vmp make-frames`, `data.source=frames`): clips equal the video files' up to
+JPEG error, the nearest stored frame with --every, the same training batches as from the video
+files, resumable packing, broken videos listed, corrupt records skipped and counted, and a store
+unfit for the config named before any work."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.data.conftest import broken_files
+from tests.data.test_pipeline import _config, _take
+from vmp_jax import cli
+from vmp_jax.data import frame_packing, frame_store, listing, pipeline, sampling, sources
+
+SMALL = frame_packing.Settings(videos_per_shard=4)
+
+
+def _pack(root: str, out: str, settings=SMALL, split="train.txt"):
+    items = listing.read_list_file(os.path.join(root, split), root)
+    return items, frame_packing.pack(items, out, settings, workers=1)
+
+
+@pytest.fixture(scope="module")
+def store(motion_dataset, tmp_path_factory) -> str:
+    """The motion dataset's 24 train videos packed by the command, 4 videos a shard."""
+    out = str(tmp_path_factory.mktemp("store") / "train")
+    argv = ["make-frames", "--list", os.path.join(motion_dataset, "train.txt")]
+    argv += ["--data-root", motion_dataset, "--out", out, "--videos-per-shard", "4"]
+    assert cli.main([*argv, "--workers", "1"]) == 0
+    return out
+
+
+def test_stored_clips_equal_the_video_clips_up_to_jpeg_error(motion_dataset, store):
+    videos = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
+    stored = frame_store.open_store(store)
+    assert [v.video_id for v in stored] == [v.video_id for v in videos]
+    assert [v.label for v in stored] == [v.label for v in videos]
+    rng = np.random.default_rng()
+    for i in rng.choice(len(videos), 4, replace=False):
+        plan = sampling.train_indices("segment", 16, 8, 1, rng)
+        from_store = stored[i].read(plan).astype(np.float32)  # (8, 48, 48, 3)
+        from_video = videos[i].read(plan).astype(np.float32)
+        other = videos[(i + 1) % len(videos)].read(plan).astype(np.float32)
+        round_trip = [
+            frame_store.decode_jpeg(frame_store.encode_jpeg(f, 90), "")
+            for f in from_video.astype(np.uint8)
+        ]
+        np.testing.assert_array_equal(from_store, np.stack(round_trip))  # (no resize at 48 px)
+        # JPEG q90 4:2:0 on a 48 px texture: ~3 of 255 on average, against ~20 between videos.
+        assert np.abs(from_store - from_video).mean() < 4
+        assert np.abs(other - from_video).mean() > 12
+
+
+def test_every_kth_frame_reads_the_nearest_stored_one(motion_dataset, store, tmp_path):
+    _, summary = _pack(motion_dataset, str(tmp_path / "k3"), frame_packing.Settings(every=3))
+    assert summary["records"] == 24 * 6  # frames 0, 3, ..., 15 of 16
+    all_frames, every_3rd = frame_store.open_store(store), frame_store.open_store(tmp_path / "k3")
+    indices = np.arange(16)
+    nearest = np.minimum(np.round(indices / 3), 5).astype(int) * 3  # 0 0 3 3 3 6 ...
+    for i in (0, 7):
+        np.testing.assert_array_equal(every_3rd[i].read(indices), all_frames[i].read(nearest))
+        assert not np.array_equal(every_3rd[i].read([1, 2]), all_frames[i].read([1, 2]))
+
+
+def test_training_batches_from_the_store_match_the_video_files(motion_dataset, store):
+    """Everything else of the recipe is unchanged: the same videos, labels and augmentation
+    draws, the pixels within JPEG error."""
+    settings = {"data.repeated_aug": 2, "data.randaug_n": 2, "data.erase_prob": 0.0}
+    from_videos = _take(pipeline.train_dataset(_config(motion_dataset, **settings)), 2)
+    config = _config(motion_dataset, **settings, **{"data.source": "frames"})
+    config.data.train_list = store
+    from_store = _take(pipeline.train_dataset(config), 2)
+    for a, b in zip(from_videos, from_store, strict=True):
+        np.testing.assert_array_equal(a["index"], b["index"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+        assert np.abs(a["video"] - b["video"]).mean() < 0.1  # normalised units (std ~ 58)
+
+
+def test_an_interrupted_packing_resumes_where_it_stopped(
+    motion_dataset, store, tmp_path, monkeypatch
+):
+    out = str(tmp_path / "resumed")
+    write_shard = frame_packing._write_shard
+
+    def crash_after_two(out_, shard, results):
+        if shard == 2:
+            raise KeyboardInterrupt  # interrupted while packing the third shard
+        write_shard(out_, shard, results)
+
+    monkeypatch.setattr(frame_packing, "_write_shard", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _pack(motion_dataset, out)
+    with pytest.raises(frame_store.StoreError, match="unfinished.*make-frames"):
+        frame_store.open_store(out)
+    monkeypatch.setattr(frame_packing, "_write_shard", write_shard)
+    packed = []
+    pack_video = frame_packing.pack_video
+    monkeypatch.setattr(
+        frame_packing, "pack_video", lambda job: packed.append(1) or pack_video(job)
+    )
+    _pack(motion_dataset, out)
+    assert len(packed) == 24 - 8  # the two finished shards were kept
+    for name in sorted(os.listdir(store)):  # the same bytes as an uninterrupted packing
+        with open(os.path.join(store, name), "rb") as a, open(os.path.join(out, name), "rb") as b:
+            assert a.read() == b.read(), name
+
+    with pytest.raises(frame_store.StoreError, match=r"other settings.*quality: 90 -> 80"):
+        _pack(motion_dataset, out, frame_packing.Settings(quality=80, videos_per_shard=4))
+
+
+def test_make_frames_leaves_broken_videos_out_and_lists_them(motion_dataset, tmp_path, capsys):
+    bad = broken_files(str(tmp_path))
+    good = os.path.join(motion_dataset, "videos", "right", "right_0005.mp4")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("".join(f"{p} 0\n" for p in [good, *bad.values(), good]))
+    out = str(tmp_path / "store")
+    assert cli.main(["make-frames", "--list", str(mixed), "--out", out, "--workers", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "unreadable: 4 videos, left out" in printed
+    for reason, path in bad.items():
+        assert printed.count(f"{path}: {reason}") == 1
+    assert "stored 2 videos (32 frames" in printed
+    assert len(frame_store.open_store(out)) == 2
+
+
+def test_a_corrupt_record_is_skipped_and_counted(motion_dataset, store, tmp_path):
+    copy = tmp_path / "corrupt"
+    copy.mkdir()
+    for name in os.listdir(store):
+        with open(os.path.join(store, name), "rb") as f:
+            data = bytearray(f.read())
+        if name == "shard-00000.array_record":
+            data[100:4000] = bytes(3900)  # the first frames of the first video
+        (copy / name).write_bytes(bytes(data))
+    config = _config(motion_dataset, **{"data.source": "frames", "data.batch_size": 24})
+    config.data.train_list = str(copy)
+    (batch,) = _take(pipeline.train_dataset(config), 1)
+    assert batch["skipped"].sum() >= 1
+    assert "corrupt stored frame" in "\n".join(batch["errors"])
+    assert batch["video"].shape[0] == 24
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"data.img_size": 64, "model.img_size": 64, "data.short_side": 64},
+            "short side 48, below",
+        ),
+        ({"data.sampling": "dense", "data.sampling_rate": 2}, "every 4th frame.*sampling_rate=2"),
+        ({"data.num_frames": 8, "model.num_frames": 8}, r"right_\d+.mp4 keeps 4 frames"),
+    ],
+)
+def test_a_store_unfit_for_the_config_is_named_before_any_work(
+    motion_dataset, tmp_path, overrides, message
+):
+    _pack(motion_dataset, str(tmp_path / "k4"), frame_packing.Settings(every=4))
+    config = _config(motion_dataset, **{"data.source": "frames", **overrides})
+    config.data.train_list = str(tmp_path / "k4")
+    with pytest.raises(frame_store.StoreError, match=message):
+        sources.open_source(config.data, "train")
+
+
+def test_missing_store_and_bad_settings_are_named(tmp_path, capsys):
+    config = _config(str(tmp_path), **{"data.source": "frames"})
+    with pytest.raises(frame_store.StoreError, match=f"no frame store at {tmp_path}.*make-frames"):
+        sources.open_source(config.data, "val")
+    argv = ["make-frames", "--list", str(tmp_path / "none.txt"), "--out", str(tmp_path / "s")]
+    assert cli.main([*argv, "--quality", "0"]) == 2
+    assert "--quality must be in 1..100" in capsys.readouterr().err
+    assert cli.main(argv) == 2
+    assert "list file not found" in capsys.readouterr().err

@@ -1,0 +1,213 @@
+"""The frame store: a dataset's videos as JPEG frames in ArrayRecord shards (`data.source=frames`).
+
+Decoding H.264 on the CPU costs ~50-100 ms per training clip whatever the library; decoding the
+8 or 16 wanted frames from JPEG costs a few. So, as MMAction2's raw frames and DMVR/scenic's
+frame records do, `vmp make-frames` (vmp_jax.data.frame_packing) decodes every video once and
+stores its frames, resized to a short side, as JPEG. One record per frame (group size 1), so a
+clip reads only its own frames, from a local disk or a bucket.
+
+Layout of a store directory:
+    shard-00000.array_record   the frames of a run of videos, in list order, one JPEG a record
+    shard-00000.json           that shard's table (written once the shard is complete):
+                               {"videos": [{"video_id", "label", "num_frames", "fps", "height",
+                               "width", "count", "first"}], "unreadable": {name: error}, ...}
+    packing.json               the packing's settings (written first; a resume must match)
+    store.json                 written last: the settings and the totals; its presence marks a
+                               complete store
+
+A stored video keeps the source's frame count and every `every`-th frame (`count` of them), so
+sampling plans the same indices over it as over the video file and each index reads the stored
+frame nearest to it (source frame `round(i / every) * every`).
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from vmp_jax.data import decode
+
+FORMAT = 1
+STORE_FILE = "store.json"
+PACKING_FILE = "packing.json"
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+class StoreError(ValueError):
+    """A frame store that is missing, unfinished, or unfit for the config; names the store."""
+
+
+class _Records:
+    """The store's shards as one random-access sequence of JPEG records, opened on first use in
+    each process (the reader does not pickle; Grain's workers get their own)."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+        self._source = None
+
+    def __getstate__(self):
+        return {"paths": self.paths, "_source": None}
+
+    def read(self, indices: list[int]) -> list[bytes]:
+        if self._source is None:
+            from array_record.python.array_record_data_source import ArrayRecordDataSource
+
+            self._source = ArrayRecordDataSource(self.paths)
+        return self._source.__getitems__(indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredVideo:
+    """One video of a frame store; `read` takes the same plans as a video file's item."""
+
+    records: _Records
+    first: int  # its first record in the store
+    count: int  # stored frames
+    every: int  # the source frame of stored frame j is j * every
+    num_frames: int  # the source's frame count: what sampling plans over
+    label: int
+    video_id: str
+    store: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.store}:{self.video_id}"
+
+    def stored_index(self, index: int) -> int:
+        """The stored frame nearest to source frame `index`."""
+        return min(self.count - 1, int(round(index / self.every)))
+
+    def read(self, plan: decode.Plan) -> np.ndarray:
+        """uint8 (len(indices), H, W, 3): the stored frames nearest to the plan's indices, each
+        JPEG decoded once; a corrupt record raises DecodeError (skipped and counted)."""
+        indices = decode.plan_indices(plan, self.num_frames)
+        wanted = sorted({self.stored_index(int(i)) for i in indices})
+        try:
+            data = self.records.read([self.first + j for j in wanted])
+        except Exception as e:  # ArrayRecord raises RuntimeError/ValueError for bad chunks
+            raise decode.DecodeError(self.name, "corrupt stored frame", str(e)) from e
+        frames = {j: decode_jpeg(d, self.name) for j, d in zip(wanted, data, strict=True)}
+        return np.stack([frames[self.stored_index(int(i))] for i in indices])
+
+
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """uint8 (H, W, 3) RGB -> JPEG bytes (libjpeg-turbo, 4:2:0)."""
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality, "RGB", "420")
+
+
+def decode_jpeg(data: bytes, name: str) -> np.ndarray:
+    """JPEG bytes -> uint8 (H, W, 3) RGB (libjpeg-turbo); DecodeError naming `name` if corrupt."""
+    import simplejpeg
+
+    try:
+        return simplejpeg.decode_jpeg(data, "RGB")
+    except ValueError as e:
+        raise decode.DecodeError(name, "corrupt stored frame", str(e)) from e
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, value: dict) -> None:
+    """Written whole or not at all (a temporary file renamed), so a crash leaves no half file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameStore:
+    """A complete store, as a random-access sequence of `StoredVideo` (what `open_source`
+    gives the pipelines)."""
+
+    path: str
+    summary: dict  # store.json
+    videos: list[StoredVideo]
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> StoredVideo:
+        return self.videos[index]
+
+    @property
+    def short_side(self) -> int:
+        """The smallest short side of the stored frames."""
+        return self.summary["min_short_side"]
+
+    @property
+    def every(self) -> int:
+        return self.summary["every"]
+
+
+def open_store(path: str) -> FrameStore:
+    """Reads a store's tables; StoreError when `path` holds no complete store."""
+    summary_path = os.path.join(path, STORE_FILE)
+    if not os.path.isfile(summary_path):
+        if os.path.isfile(os.path.join(path, PACKING_FILE)):
+            raise StoreError(
+                f"frame store {path} is unfinished (no {STORE_FILE}): run the same "
+                "`vmp make-frames` command again to finish it"
+            )
+        raise StoreError(
+            f"no frame store at {path} (no {STORE_FILE}; build one with `vmp make-frames`)"
+        )
+    summary = read_json(summary_path)
+    if summary.get("format") != FORMAT:
+        raise StoreError(f"frame store {path}: format {summary.get('format')}, expected {FORMAT}")
+    paths, videos, offset = [], [], 0
+    records = _Records(paths)
+    for shard in summary["shards"]:
+        table = read_json(os.path.join(path, f"{shard}.json"))
+        paths.append(os.path.join(path, f"{shard}.array_record"))
+        for v in table["videos"]:
+            videos.append(
+                StoredVideo(
+                    records,
+                    offset + v["first"],
+                    v["count"],
+                    summary["every"],
+                    v["num_frames"],
+                    v["label"],
+                    v["video_id"],
+                    path,
+                )
+            )
+        offset += table["records"]
+    if not videos:
+        raise StoreError(f"frame store {path} holds no videos")
+    return FrameStore(path, summary, videos)
+
+
+def check_fits(store: FrameStore, data) -> None:
+    """StoreError, before any work, when the config's clips need what the store lacks: a short
+    side above the stored one, or frames more finely spaced than the stored ones."""
+    need = max(data.img_size or 0, data.short_side or 0)
+    if store.short_side < need:
+        raise StoreError(
+            f"frame store {store.path}: frames stored at short side {store.short_side}, below "
+            f"the config's data.short_side / data.img_size ({need}); repack with "
+            f"`vmp make-frames --short-side {need}` or more"
+        )
+    if store.every > 1 and data.sampling == "dense" and store.every > data.sampling_rate:
+        raise StoreError(
+            f"frame store {store.path} keeps every {store.every}th frame, but data.sampling=dense "
+            f"with data.sampling_rate={data.sampling_rate} needs frames {data.sampling_rate} "
+            "apart: repack with a smaller --every"
+        )
+    for video in store.videos:
+        if video.count < min(data.num_frames or 1, video.num_frames):
+            raise StoreError(
+                f"frame store {store.path}: video {video.video_id} keeps {video.count} frames "
+                f"(every {store.every}th of {video.num_frames}); a clip of data.num_frames="
+                f"{data.num_frames} needs {data.num_frames}: repack with a smaller --every"
+            )
