@@ -47,8 +47,8 @@ def test_stored_clips_equal_the_video_clips_up_to_jpeg_error(motion_dataset, sto
             for f in from_video.astype(np.uint8)
         ]
         np.testing.assert_array_equal(from_store, np.stack(round_trip))  # (no resize at 48 px)
-        # JPEG q90 4:2:0 on a 48 px texture: ~3 of 255 on average, against ~20 between videos.
-        assert np.abs(from_store - from_video).mean() < 4
+        # JPEG q90 4:2:0 on 48 px textures: 2-4.2 of 255 on average, 25-60 between videos.
+        assert np.abs(from_store - from_video).mean() < 6
         assert np.abs(other - from_video).mean() > 12
 
 
