@@ -1,6 +1,7 @@
 """The data commands as a user runs them: make-synthetic, data-check (with corrupt files mixed
 in), make-tfds and bench-data; bad input exits 2 with the problem named."""
 
+import json
 import os
 
 import pytest
@@ -95,14 +96,33 @@ def test_malformed_list_line_exits_2_with_file_and_line(tmp_path, capsys):
     assert f"{listing}:2: expected" in capsys.readouterr().err
 
 
-def test_bench_data_prints_a_row_per_worker_count(tmp_path, monkeypatch, capsys):
+def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
+    """A row per source and worker count, the frame store's ratio to the video files from the
+    same run, the CPU breakdown, and the same figures as JSON."""
     monkeypatch.setattr(bench_data, "VIDEO", dict(frames=24, height=48, width=64, fps=12))
     args = ["bench-data", "--folder", str(tmp_path), "--workers", "0", "--batches", "1"]
     small = [
+        "--batch-size",
+        "4",
         "--config.data.img_size=32",
         "--config.model.img_size=32",
         "--config.data.short_side=32",
     ]
-    assert cli.main([*args, "--batch-size", "4", *small]) == 0
-    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| 0 |")]
-    assert len(rows) == 1 and float(rows[0].split("|")[2]) > 0
+    assert cli.main([*args, *small]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    video = [r.split("|") for r in printed if r.startswith("| video | host | 0 |")]
+    frames = [r.split("|") for r in printed if r.startswith("| frames | host | 0 |")]
+    assert len(video) == len(frames) == 1
+    assert float(video[0][4]) > 0 and float(frames[0][4]) > 0
+    ratio = float(frames[0][4]) / float(video[0][4])
+    assert abs(float(frames[0][6]) - ratio) < 0.01 + 0.01 * ratio  # from the same run
+    rows = [r for r in printed if r.startswith(("| video | ", "| frames | "))]
+    assert len(rows) == 4  # and the breakdown
+
+    assert cli.main([*args, *small, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    keys = {"source", "augment_on", "workers", "clips_per_s", "clips_per_s_per_core"}
+    assert [r["source"] for r in result["rows"]] == ["video", "frames"]
+    assert all(keys <= set(r) and r["clips_per_s"] > 0 for r in result["rows"])
+    assert [b["source"] for b in result["breakdown"]] == ["video", "frames"]
+    assert all(b["decode"] > 0 for b in result["breakdown"])

@@ -6,6 +6,7 @@ bit-identical to an uninterrupted one, and damaged checkpoints and failed saves.
 import contextlib
 import glob
 import io
+import json
 import os
 import re
 import shutil
@@ -54,6 +55,10 @@ def test_train_then_eval(motion_dataset, straight_run, capsys):
         assert os.path.exists(os.path.join(workdir, name)), name
     kept = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
     assert kept[-1] == 12 and len(kept) <= 4  # the last 3 and the best
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    waits = [r["input_wait"] for r in logged if r["split"] == "train"]
+    assert waits and all(0 <= w <= 1 for w in waits), waits
     eval_args = [a for a in _args(motion_dataset, workdir) if a != "--workdir" and a != workdir]
     assert cli.main(["eval", *eval_args, "--checkpoint", workdir]) == 0
     out = capsys.readouterr().out

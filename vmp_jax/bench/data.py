@@ -1,47 +1,143 @@
-"""`vmp bench-data`: training-pipeline throughput on 320p H.264 video, per worker count.
+"""`vmp bench-data`: training-pipeline throughput per source (video files, the frame store).
 
-The videos are K400-like: 10 s at 30 fps, 428x320 (short side 320, as VideoMAE's resized
-Kinetics), generated once with the synthetic motion renderer and cached. Each row times the
-full training pipeline of a recipe config (segment sampling of the whole video, random resized
-crop to 224, flip, RandAugment, normalisation, random erasing, repeated augmentation, mixup and
-cutmix), after one warm-up batch that includes starting the worker processes.
+The videos are a folder of the user's (`--videos DIR`) or, by default, K400-like ones: 10 s at
+30 fps, 428x320 (short side 320, as VideoMAE's resized Kinetics), libx264's defaults (B-frames,
+250-frame GOPs), generated once with the synthetic motion renderer and cached. The frame store
+is packed from the same videos once (`vmp make-frames` defaults: short side 320, JPEG q90).
+
+Two tables, every figure measured in the same run:
+- per source and worker count, the recipe's whole training pipeline (segment sampling over the
+  whole video, random resized crop, flip, RandAugment, normalisation, erasing, repeated
+  augmentation) after a warm-up batch: clips/s, and clips per CPU-second of this process and its
+  workers ("per core"), with the ratio to video files at the same worker count;
+- per source, one process, where a clip's CPU time goes: read (file or records), decode (video
+  or JPEG), crop (crop and resize, what stays on the host when augmenting on the device) and
+  augment (the host's flip, RandAugment, normalisation and erasing).
 """
 
+import dataclasses
 import os
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from vmp_jax.bench import DEFAULT_DATA_CONFIG
-from vmp_jax.data import pipeline, sources, synthetic
+from vmp_jax.data import decode, frame_packing, frame_store, listing, pipeline, sources, synthetic
 from vmp_jax.experiment import load_config
 
 VIDEO = dict(frames=300, height=320, width=428, fps=30)
+SOURCES = ("video", "frames")
 
 
 def ensure_videos(folder: str, count: int) -> str:
     """The list file of `count` 320p videos under `folder`, written on first use."""
     per_class = -(-count // 2) + 1  # one of each class goes to val.txt
-    listing = os.path.join(folder, "train.txt")
-    if os.path.isfile(listing) and len(sources.read_list_file(listing, folder)) >= count:
-        return listing
+    listing_file = os.path.join(folder, "train.txt")
+    if os.path.isfile(listing_file) and len(sources.read_list_file(listing_file, folder)) >= count:
+        return listing_file
     spec = synthetic.Spec(folder, classes=2, videos_per_class=per_class, val_fraction=0.0, **VIDEO)
     print(f"writing {2 * per_class} videos of {VIDEO} to {folder} (once)")
     return synthetic.make_dataset(spec)["train"]
 
 
-def measure(config, source, batches: int) -> tuple[float, float]:
-    """(clips/s, seconds to the first batch) over `batches` batches after the first."""
+def user_videos(folder: str) -> list[listing.VideoFile]:
+    """Every video file under `folder` (any depth), sorted, as label-0 items."""
+    found = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.lower().endswith(listing.VIDEO_EXTENSIONS):
+                path = os.path.join(root, name)
+                found.append(listing.VideoFile(path, 0, os.path.relpath(path, folder)))
+    if not found:
+        raise FileNotFoundError(f"no videos under {folder} (extensions {listing.VIDEO_EXTENSIONS})")
+    return sorted(found, key=lambda v: v.path)
+
+
+def ensure_store(videos: list, folder: str, echo=print) -> frame_store.FrameStore:
+    """The frame store of `videos` under `folder`, packed on first use."""
+    if not os.path.isfile(os.path.join(folder, frame_store.STORE_FILE)):
+        echo(f"packing {len(videos)} videos into the frame store {folder} (once)")
+        frame_packing.pack(videos, folder, frame_packing.Settings())
+    return frame_store.open_store(folder)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its live child processes (the loader's workers)."""
+    total = time.process_time()
+    me = str(os.getpid())
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return total
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    source: str
+    augment_on: str
+    workers: int
+    clips_per_s: float
+    clips_per_s_per_core: float
+    first_batch_s: float
+    x_video: float | None = None  # clips/s over video files' at the same worker count
+
+
+def measure(config, source, batches: int) -> tuple[float, float, float]:
+    """(clips/s, clips per CPU-second, seconds to the first batch) over `batches` batches
+    after the first."""
     start = time.perf_counter()
     iterator = iter(pipeline.train_dataset(config, source))
     try:
         next(iterator)  # warm-up: starts the workers
-        warm = time.perf_counter()
+        warm, cpu = time.perf_counter(), cpu_seconds()
         clips = 0
         for _ in range(batches):
             clips += len(next(iterator)["video"])
-        return clips / (time.perf_counter() - warm), warm - start
+        wall, cpu = time.perf_counter() - warm, cpu_seconds() - cpu
+        return clips / wall, clips / max(cpu, 1e-9), warm - start
     finally:
         iterator.close()
+
+
+def breakdown(item, s: pipeline.ClipSettings, clips: int, seed: int = 0) -> dict[str, float]:
+    """CPU ms per clip of read, decode, crop and augment, over `clips` clips of one item, in
+    this process (`repeated_aug` clips share a read and a decode, as in the pipeline)."""
+    rng = np.random.default_rng(seed)
+    spent = dict.fromkeys(("read", "decode", "crop", "augment"), 0.0)
+    reads = max(1, clips // s.repeated_aug)
+    for _ in range(reads):
+        plan = pipeline.train_plan(s, rng)
+        t0 = time.process_time()
+        if isinstance(item, frame_store.StoredVideo):
+            indices = decode.plan_indices(plan, item.num_frames)
+            records = item.read_records(indices)
+            t1 = time.process_time()
+            frames = item.frames_from_records(indices, *records)
+        else:
+            with open(item.path, "rb") as f:
+                data = f.read()
+            t1 = time.process_time()
+            frames = decode.read_frames(data, plan, name=item.name)[0]
+        t2 = time.process_time()
+        cropped = [pipeline.crop_clip(c, s, rng) for c in np.split(frames, s.repeated_aug)]
+        t3 = time.process_time()
+        for clip in cropped:
+            pipeline.augment_clip(clip, s, rng)
+        t4 = time.process_time()
+        for key, dt in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            spent[key] += dt
+    return {k: 1000 * v / (reads * s.repeated_aug) for k, v in spent.items()}
 
 
 def run(
@@ -50,43 +146,67 @@ def run(
     workers: Sequence[int],
     batches: int,
     batch_size: int,
+    videos: str | None = None,
     config_path: str = str(DEFAULT_DATA_CONFIG),
     overrides: Sequence[str] = (),
     echo=print,
-) -> list[tuple[int, float, float]]:
-    listing = ensure_videos(folder, count=16)
-    rows = []
+) -> dict:
+    """Times each source; prints both tables; returns {"rows": [...], "breakdown": [...]}."""
+    if videos:
+        items = user_videos(videos)
+        store_dir = os.path.join(folder, f"frames-{os.path.basename(os.path.abspath(videos))}")
+    else:
+        listed = ensure_videos(folder, count=16)
+        items, store_dir = sources.read_list_file(listed, folder), os.path.join(folder, "frames")
+    by_source = {"video": items, "frames": ensure_store(items, store_dir, echo)}
+    frame_store.check_fits(by_source["frames"], load_config(config_path, list(overrides)).data)
+    rows, spent = [], []
     for n in workers:
-        settings = [
-            f"data.data_root={folder}",
-            f"data.train_list={listing}",
-            f"data.num_workers={n}",
-            f"data.batch_size={batch_size}",
-            *overrides,
-        ]
+        settings = [f"data.num_workers={n}", f"data.batch_size={batch_size}", *overrides]
         config = load_config(config_path, settings)
-        source = sources.open_source(config.data, "train")
-        clips_per_s, startup = measure(config, source, batches)
-        rows.append((n, clips_per_s, startup))
-    echo(format_table(rows, config))
-    return rows
+        for name in SOURCES:
+            rate, per_core, startup = measure(config, by_source[name], batches)
+            video = next((r.clips_per_s for r in rows if r.workers == n), None)
+            ratio = rate / video if video else None
+            rows.append(Row(name, "host", n, rate, per_core, startup, ratio))
+    s = pipeline.ClipSettings.from_config(config)
+    for name in SOURCES:
+        spent.append({"source": name} | breakdown(by_source[name][0], s, clips=4 * batch_size))
+    echo(format_tables(rows, spent, config, videos))
+    return {"rows": [dataclasses.asdict(r) for r in rows], "breakdown": spent}
 
 
-def format_table(rows, config) -> str:
+def format_tables(rows: list[Row], spent: list[dict], config, videos: str | None) -> str:
     d = config.data
+    what = videos or (
+        f"{VIDEO['width']}x{VIDEO['height']} H.264 ({VIDEO['frames']} frames, libx264 defaults)"
+    )
     lines = [
-        f"train pipeline, {d.num_frames}x{d.img_size} clips from {VIDEO['width']}x"
-        f"{VIDEO['height']} H.264 ({VIDEO['frames']} frames), sampling {d.sampling}, "
+        f"train pipeline, {d.num_frames}x{d.img_size} clips from {what}, sampling {d.sampling}, "
         f"RandAugment n={d.randaug_n} m={d.randaug_m}, repeated_aug {d.repeated_aug}, "
-        f"mixup {d.mixup} / cutmix {d.cutmix}, erase {d.erase_prob}, batch {d.batch_size}, "
-        f"{os.cpu_count()} cores",
+        f"erase {d.erase_prob}, batch {d.batch_size}, {os.cpu_count()} cores",
         "",
-        "| workers | clips/s | clips/s per worker | x 0 workers | first batch s |",
-        "|---|---|---|---|---|",
+        "| source | augment on | workers | clips/s | clips/s per core | x video files "
+        "| first batch s |",
+        "|---|---|---|---|---|---|---|",
     ]
-    base = next((r[1] for r in rows if r[0] == 0), None)
-    for n, rate, startup in rows:
-        per = f"{rate / n:.1f}" if n else "-"
-        ratio = f"{rate / base:.2f}" if base else "-"
-        lines.append(f"| {n} | {rate:.1f} | {per} | {ratio} | {startup:.2f} |")
+    for r in rows:
+        ratio = f"{r.x_video:.2f}" if r.x_video else "-"
+        lines.append(
+            f"| {r.source} | {r.augment_on} | {r.workers} | {r.clips_per_s:.1f} "
+            f"| {r.clips_per_s_per_core:.1f} | {ratio} | {r.first_batch_s:.2f} |"
+        )
+    lines += [
+        "",
+        "CPU ms per clip, one process:",
+        "",
+        "| source | read | decode | crop | augment | total | clips/s per core |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for b in spent:
+        total = b["read"] + b["decode"] + b["crop"] + b["augment"]
+        lines.append(
+            f"| {b['source']} | {b['read']:.1f} | {b['decode']:.1f} | {b['crop']:.1f} "
+            f"| {b['augment']:.1f} | {total:.1f} | {1000 / total:.1f} |"
+        )
     return "\n".join(lines)

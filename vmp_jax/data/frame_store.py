@@ -57,7 +57,9 @@ class _Records:
             from array_record.python.array_record_data_source import ArrayRecordDataSource
 
             self._source = ArrayRecordDataSource(self.paths)
-        return self._source.__getitems__(indices)
+        # One record at a time: __getitems__ reads through a thread pool, which Grain's worker
+        # processes may already have shut down ("cannot schedule new futures").
+        return [self._source[i] for i in indices]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +87,18 @@ class StoredVideo:
         """uint8 (len(indices), H, W, 3): the stored frames nearest to the plan's indices, each
         JPEG decoded once; a corrupt record raises DecodeError (skipped and counted)."""
         indices = decode.plan_indices(plan, self.num_frames)
+        return self.frames_from_records(indices, *self.read_records(indices))
+
+    def read_records(self, indices) -> tuple[list[int], list[bytes]]:
+        """(the stored frames that source frames `indices` need, sorted; their JPEG records)."""
         wanted = sorted({self.stored_index(int(i)) for i in indices})
         try:
-            data = self.records.read([self.first + j for j in wanted])
+            return wanted, self.records.read([self.first + j for j in wanted])
         except Exception as e:  # ArrayRecord raises RuntimeError/ValueError for bad chunks
             raise decode.DecodeError(self.name, "corrupt stored frame", str(e)) from e
+
+    def frames_from_records(self, indices, wanted: list[int], data: list[bytes]) -> np.ndarray:
+        """`read`'s frames from `read_records`' answer: uint8 (len(indices), H, W, 3)."""
         frames = {j: decode_jpeg(d, self.name) for j, d in zip(wanted, data, strict=True)}
         return np.stack([frames[self.stored_index(int(i))] for i in indices])
 

@@ -104,29 +104,42 @@ def check_label(item, s: ClipSettings) -> None:
         )
 
 
-def train_clip(item, s: ClipSettings, rng) -> np.ndarray:
-    """One decoded video -> float32 (R, T, S, S, 3): `repeated_aug` augmented clips of it."""
+def train_plan(s: ClipSettings, rng):
+    """The frame indices of `repeated_aug` random training clips, as a plan: num_frames ->
+    int (R * T,)."""
 
-    def plan(n: int) -> np.ndarray:  # (R * T,)
+    def plan(n: int) -> np.ndarray:
         draws = [
             sampling.train_indices(s.sampling, n, s.num_frames, s.sampling_rate, rng)
             for _ in range(s.repeated_aug)
         ]
         return np.concatenate(draws)
 
-    frames = item.read(plan)  # uint8 (R * T, H, W, 3)
-    clips = []
-    for clip in np.split(frames, s.repeated_aug):
-        _, h, w, _ = clip.shape
-        if s.crop == "random_resized":
-            box = transforms.random_resized_box(h, w, rng, scale=s.crop_scale)
-        else:
-            box = transforms.multi_scale_box(h, w, rng)
-        clip = transforms.crop_resize(clip, box, s.img_size)
-        if s.flip and rng.random() < 0.5:
-            clip = clip[:, :, ::-1]
-        clip = randaugment.rand_augment(clip, s.randaug_n, s.randaug_m, s.randaug_mstd, rng)
-        clips.append(transforms.random_erase(transforms.normalize(clip), s.erase_prob, rng))
+    return plan
+
+
+def crop_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, S, S, 3): the random (resized or multi-scale) crop."""
+    _, h, w, _ = clip.shape
+    if s.crop == "random_resized":
+        box = transforms.random_resized_box(h, w, rng, scale=s.crop_scale)
+    else:
+        box = transforms.multi_scale_box(h, w, rng)
+    return transforms.crop_resize(clip, box, s.img_size)
+
+
+def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
+    """uint8 (T, S, S, 3) -> float32 (T, S, S, 3): flip, RandAugment, normalisation, erasing."""
+    if s.flip and rng.random() < 0.5:
+        clip = clip[:, :, ::-1]
+    clip = randaugment.rand_augment(clip, s.randaug_n, s.randaug_m, s.randaug_mstd, rng)
+    return transforms.random_erase(transforms.normalize(clip), s.erase_prob, rng)
+
+
+def train_clip(item, s: ClipSettings, rng) -> np.ndarray:
+    """One decoded video -> float32 (R, T, S, S, 3): `repeated_aug` augmented clips of it."""
+    frames = item.read(train_plan(s, rng))  # uint8 (R * T, H, W, 3)
+    clips = [augment_clip(crop_clip(c, s, rng), s, rng) for c in np.split(frames, s.repeated_aug)]
     return np.stack(clips)
 
 

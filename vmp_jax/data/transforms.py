@@ -110,7 +110,10 @@ def eval_crops(video: np.ndarray, size: int, num_crops: int) -> np.ndarray:
 
 def normalize(video: np.ndarray) -> np.ndarray:
     """uint8 -> float32 with ImageNet mean and std per channel."""
-    return (video.astype(np.float32) - MEAN) / STD
+    out = video.astype(np.float32)  # one new array, the arithmetic in place (memory-bound)
+    out -= MEAN
+    out /= STD
+    return out
 
 
 def random_erase(video: np.ndarray, prob: float, rng, area=(0.02, 1 / 3), log_ratio=0.3):

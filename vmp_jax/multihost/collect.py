@@ -20,6 +20,13 @@ def sum_over_processes(value: int) -> int:
     return int(np.sum(multihost_utils.process_allgather(np.array([value]))))
 
 
+def mean_over_processes(value: float) -> float:
+    """The mean of a float over all processes."""
+    if jax.process_count() == 1:
+        return value
+    return float(np.mean(multihost_utils.process_allgather(np.array([value], np.float32))))
+
+
 def on_every_process(ok: bool) -> bool:
     """Whether `ok` holds on every process (a collective: every process calls it)."""
     return sum_over_processes(int(not ok)) == 0

@@ -9,8 +9,9 @@ latest one and training continues from its step.
 Each step: a global batch (each host reads its shard), one jitted train step. A step that is
 not finite changes nothing and is logged; `train.max_nonfinite` in a row stop the run
 (`nonfinite`). Every `train.log_every` steps: loss, accuracy, lr, grad norm (means over the
-finite steps), non-finite steps, clips/s and skipped videos to the progress bar, metrics.jsonl
-and TensorBoard. At each epoch end (every `train.eval_every`
+finite steps), non-finite steps, clips/s, the share of time spent waiting for input
+(`input_wait`, with a warning once when over 20%) and skipped videos to the progress bar,
+metrics.jsonl and TensorBoard. At each epoch end (every `train.eval_every`
 epochs): multi-view validation, and a checkpoint with its top-1; also every `train.save_every`
 steps, and at the end. On SIGTERM or SIGINT: a checkpoint after the current step (the same step
 on every process) and a clean exit (`preemption`). Last: curves.png.
@@ -32,7 +33,7 @@ from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import metrics_log, nonfinite
+from vmp_jax.train import input_wait, metrics_log, nonfinite
 
 
 @dataclasses.dataclass
@@ -136,9 +137,10 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
     final, pending, clips, skipped = {}, [], 0, 0
     bar = tqdm(total=s.total_steps, initial=start, unit="step", disable=not first_host)
     watch = nonfinite.Watch(c.max_nonfinite, bar.write if first_host else silent, ckpt.latest)
+    wait = input_wait.InputWait(bar.write if first_host else silent)
     tick = time.perf_counter()
     for step in range(start, s.total_steps):
-        batch = next(data)
+        batch = wait.next(data)
         skipped += int(batch["skipped"].sum())
         clips += len(batch["video"]) * jax.process_count()
         state, metrics = train_step(state, device_batch(batch, s.trainer.mesh))
@@ -150,7 +152,12 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             watch.flush()  # the last step too: a log is written at the last step and at a stop
             elapsed, tick = time.perf_counter() - tick, time.perf_counter()
             skipped_all = collect.sum_over_processes(skipped)  # every process takes part
-            record = _mean(pending) | {"clips_per_s": clips / elapsed, "skipped": skipped_all}
+            waiting = collect.mean_over_processes(wait.share(elapsed))
+            record = _mean(pending) | {
+                "clips_per_s": clips / elapsed,
+                "input_wait": waiting,
+                "skipped": skipped_all,
+            }
             pending, clips = [], 0
             log.write(done, "train", record)
             shown = {"nonfinite": watch.total} if watch.total else {}
@@ -158,6 +165,7 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
                 loss=f"{record['loss']:.3f}",
                 lr=f"{record['lr']:.2e}",
                 clips_s=f"{record['clips_per_s']:.1f}",
+                input_wait=f"{waiting:.0%}",
                 **shown,
             )
             final["train"] = record
