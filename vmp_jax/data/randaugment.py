@@ -10,7 +10,7 @@ VideoMamba use. Frames are PIL images, as in timm, so the ops match it pixel for
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-_MAX_LEVEL = 10.0
+MAX_LEVEL = 10.0
 _FILL = (128, 128, 128)
 
 
@@ -70,6 +70,12 @@ _OPS = {
 OPS = tuple(_OPS)
 
 
+def apply_op(name: str, video: np.ndarray, value) -> np.ndarray:
+    """One op of OPS at `value` (what its level gives), on every frame: uint8 (T, H, W, 3)."""
+    frames = _OPS[name][0]([Image.fromarray(f) for f in video], value)
+    return np.stack([np.asarray(f) for f in frames])
+
+
 def rand_augment(
     video: np.ndarray, num_layers: int, magnitude: float, magnitude_std: float, rng
 ) -> np.ndarray:
@@ -82,7 +88,7 @@ def rand_augment(
         if rng.random() >= 0.5:
             continue
         m = magnitude if magnitude_std <= 0 else rng.normal(magnitude, magnitude_std)
-        m = float(np.clip(m, 0.0, _MAX_LEVEL)) / _MAX_LEVEL
+        m = float(np.clip(m, 0.0, MAX_LEVEL)) / MAX_LEVEL
         op, level, signed = _OPS[name]
         value = level(m)
         if signed and rng.random() < 0.5:
