@@ -134,6 +134,7 @@ def data_section(dataset, d, r) -> ml_collections.ConfigDict:
             randaug_m=m,
             randaug_mstd=mstd,
             erase_prob=0.25,
+            augment_on="host",  # or device: flip, RandAugment, normalise, erase in the step
             mixup=0.8,
             cutmix=1.0,
             mixup_switch_prob=0.5,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.data.conftest import broken_files
-from vmp_jax.data import pipeline, sources
+from vmp_jax.data import pipeline, sources, transforms
 from vmp_jax.experiment import REPO_ROOT, load_config
 
 
@@ -212,3 +212,17 @@ def test_batch_size_must_split_over_hosts_and_repeats(motion_dataset):
     config = _config(motion_dataset, **{"data.batch_size": 5, "data.repeated_aug": 2})
     with pytest.raises(ValueError, match=r"data.batch_size \(5\) must be divisible"):
         pipeline.train_dataset(config)
+
+
+def test_augmenting_on_the_device_hands_uint8_crops(motion_dataset):
+    """data.augment_on=device: the loader only crops (uint8); without flip, RandAugment or
+    erasing drawn, normalising them gives the host path's batch exactly (the same crops)."""
+    plain = {"data.flip": False, "data.randaug_n": 0, "data.erase_prob": 0.0}
+    (host,) = _take(pipeline.train_dataset(_config(motion_dataset, **plain)), 1)
+    device = _config(motion_dataset, **plain, **{"data.augment_on": "device"})
+    (crops,) = _take(pipeline.train_dataset(device), 1)
+    assert crops["video"].dtype == np.uint8 and crops["video"].shape == host["video"].shape
+    np.testing.assert_array_equal(transforms.normalize(crops["video"]), host["video"])
+    np.testing.assert_array_equal(crops["index"], host["index"])
+    with pytest.raises(ValueError, match="data.augment_on must be one of"):
+        _config(motion_dataset, **{"data.augment_on": "gpu"})

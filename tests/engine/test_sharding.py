@@ -1,12 +1,14 @@
 """One train step on a mesh of 8 fake CPU devices (data=2 x fsdp=4, and data=8) gives the same
-loss and parameters as on one device, with mixup or cutmix over the global batch; FSDP really
-splits the parameters."""
+loss and parameters as on one device, with mixup or cutmix, and with the device augmentation,
+over the global batch; FSDP really splits the parameters."""
 
 import jax
 import ml_collections
 import numpy as np
 import pytest
 
+from vmp_jax.data import transforms
+from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import optim, sharding, steps
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
@@ -30,6 +32,8 @@ SMALL = [
 # both on pick one per step).
 MIXUP = ["data.mixup=0.8", "data.cutmix=0.0"]
 CUTMIX = ["data.mixup=0.0", "data.cutmix=1.0"]
+# uint8 batches flipped, RandAugmented, normalised and erased in the step (data.augment_on).
+ON_DEVICE = ["data.augment_on=device", "data.flip=True", "data.randaug_n=2", "data.erase_prob=0.5"]
 
 
 def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
@@ -42,6 +46,7 @@ def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
         accum_steps=accum_steps,
         schedule=optim.schedule(config, 4),
         mixing=Mixing.from_config(config),  # over the global batch
+        augment=DeviceAugment.for_config(config),
     )
     placed = jax.device_put(batch, sharding.batch_sharding(mesh))
     for _ in range(2):
@@ -49,9 +54,11 @@ def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
     return trainer, state, {k: float(v) for k, v in metrics.items()}
 
 
-def _batch(seed=0, b=8):
+def _batch(seed=0, b=8, dtype=np.float32):
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 4, b).astype(np.int32)
+    if dtype == np.uint8:
+        return {"video": rng.integers(0, 256, (b, 2, 32, 32, 3), np.uint8), "label": label}
     return {
         "video": rng.standard_normal((b, 2, 32, 32, 3)).astype(np.float32),
         "label": label,
@@ -67,12 +74,15 @@ def _floats(state):
 
 @pytest.mark.parametrize(
     ("mesh_shape", "mixing"),
-    [(dict(data=2, fsdp=4), MIXUP), (dict(data=8, fsdp=1), CUTMIX)],
-    ids=["data2-fsdp4-mixup", "data8-cutmix"],
+    [
+        (dict(data=2, fsdp=4), MIXUP),
+        (dict(data=8, fsdp=1), [*ON_DEVICE, *CUTMIX]),
+    ],
+    ids=["data2-fsdp4-mixup", "data8-augment-on-device-cutmix"],
 )
 def test_sharded_step_equals_one_device(mesh_shape, mixing):
     assert len(jax.devices()) == 8, "tests/conftest.py sets 8 fake CPU devices"
-    batch = _batch()
+    batch = _batch(dtype=np.uint8 if ON_DEVICE[0] in mixing else np.float32)
     _, one_state, one = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, mixing=mixing)
     trainer, state, many = _run(mesh_shape, jax.devices(), batch, mixing=mixing)
     for key in ("loss", "accuracy", "grad_norm"):
@@ -82,6 +92,20 @@ def test_sharded_step_equals_one_device(mesh_shape, mixing):
     if mesh_shape["fsdp"] > 1:  # the embedding dim of in_proj is split over fsdp
         kernel = trainer.parts(state).model.layers[0].mixer.in_proj.kernel[...]
         assert kernel.addressable_shards[0].data.shape == (32 // 4, kernel.shape[1])
+
+
+def test_a_step_augmenting_on_the_device_without_draws_equals_the_hosts_normalisation():
+    """uint8 clips normalised in the step (no flip, RandAugment or erasing drawn) train as the
+    host's float32 clips do: the device path changes where, not what."""
+    batch = _batch(2, dtype=np.uint8)
+    plain = ["data.flip=False", "data.randaug_n=0", "data.erase_prob=0.0", *MIXUP]
+    host = batch | {"video": transforms.normalize(batch["video"])}
+    _, a, ma = _run(dict(data=1, fsdp=1), jax.devices()[:1], host, 1, plain)
+    on_device = [*plain, "data.augment_on=device"]
+    _, b, mb = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, 1, on_device)
+    np.testing.assert_allclose(mb["loss"], ma["loss"], rtol=1e-6)
+    for x, y in zip(_floats(a), _floats(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
 
 
 def test_accumulated_gradients_equal_one_big_batch():

@@ -21,6 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax.data import pipeline, synthetic, transforms
+from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import optim, steps
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
@@ -49,8 +50,8 @@ class Result:
 
 
 def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dict]:
-    """`batches` host batches of learnable clips: video float32 (B, T, S, S, 3) normalised,
-    label (B,)."""
+    """`batches` host batches of learnable clips: video float32 (B, T, S, S, 3) normalised
+    (uint8, for the step to augment, with data.augment_on=device), label (B,)."""
     d, k = config.data, config.model.num_classes
     classes = min(classes, synthetic.MAX_CLASSES, k)
     rng = np.random.default_rng(seed)
@@ -64,7 +65,9 @@ def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dic
                 for y in labels
             ]
         )  # (B, T, S, S, 3) uint8
-        out.append({"video": transforms.normalize(videos), "label": labels})
+        if d.augment_on == "host":
+            videos = transforms.normalize(videos)
+        out.append({"video": videos, "label": labels})
     return out
 
 
@@ -87,6 +90,7 @@ def run(
         accum_steps=config.optim.accum_steps,
         schedule=schedule,
         mixing=Mixing.from_config(config),
+        augment=DeviceAugment.for_config(config),
     )
     start = time.perf_counter()
     compiled = train_step.lower(state, data[0]).compile()

@@ -260,8 +260,11 @@ class DeviceAugment:
     seed: int
 
     @classmethod
-    def from_config(cls, config) -> "DeviceAugment":
+    def for_config(cls, config) -> "DeviceAugment | None":
+        """The config's augmentation with data.augment_on=device; None with host."""
         d = config.data
+        if d.augment_on != "device":
+            return None
         return cls(d.flip, d.randaug_n, d.randaug_m, d.randaug_mstd, d.erase_prob, config.seed + 2)
 
     def clip(self, clip, key) -> jax.Array:

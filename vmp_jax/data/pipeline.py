@@ -13,8 +13,9 @@ determinism hold; in testing the video is marked invalid. A file is warned about
 process, however often it is drawn. If every file fails the pipeline raises `NoReadableVideos`.
 
 Batches (B = per-host batch, V = views, T frames, S = img_size):
-  train: video float32 (B, T, S, S, 3), label int32 (B,), index int32 (B,) (the video read:
-         its position in the source), skipped int32 (B / R,), errors str (B / R,)
+  train: video float32 (B, T, S, S, 3) (uint8, cropped only, with data.augment_on=device),
+         label int32 (B,), index int32 (B,) (the video read: its position in the source),
+         skipped int32 (B / R,), errors str (B / R,)
   test:  video float32 (B, V, T, S, S, 3), label int32 (B,), index int32 (B,) (the video's
          position in the source: its `video_id` is source[index].video_id), valid bool (B,),
          skipped int32 (B,), errors str (B,)
@@ -47,6 +48,11 @@ def warn_unreadable(error: DecodeError) -> None:
         log.warning("skipping unreadable video: %s", error)
 
 
+# Where training clips are flipped, RandAugmented, normalised and erased: in the loader (float32
+# batches) or in the train step (uint8 batches; vmp_jax.data.device_augment).
+AUGMENT_ON = ("host", "device")
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSettings:
     """What makes one clip out of a video, taken from the config's `data` and `eval` sections."""
@@ -64,6 +70,7 @@ class ClipSettings:
     erase_prob: float
     short_side: int
     repeated_aug: int
+    augment_on: str
     num_clips: int
     num_crops: int
     num_classes: int
@@ -87,6 +94,10 @@ class ClipSettings:
         if self.short_side < self.img_size:
             raise ValueError(
                 f"data.short_side ({self.short_side}) must be >= data.img_size ({self.img_size})"
+            )
+        if self.augment_on not in AUGMENT_ON:
+            raise ValueError(
+                f"data.augment_on must be one of {AUGMENT_ON}, got {self.augment_on!r}"
             )
         if self.repeated_aug < 1 or self.num_clips < 1:
             raise ValueError("data.repeated_aug and eval.num_clips must be at least 1")
@@ -137,9 +148,12 @@ def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
 
 
 def train_clip(item, s: ClipSettings, rng) -> np.ndarray:
-    """One decoded video -> float32 (R, T, S, S, 3): `repeated_aug` augmented clips of it."""
+    """One decoded video -> (R, T, S, S, 3): `repeated_aug` clips of it, augmented (float32),
+    or with data.augment_on=device only cropped (uint8, augmented in the train step)."""
     frames = item.read(train_plan(s, rng))  # uint8 (R * T, H, W, 3)
-    clips = [augment_clip(crop_clip(c, s, rng), s, rng) for c in np.split(frames, s.repeated_aug)]
+    clips = [crop_clip(c, s, rng) for c in np.split(frames, s.repeated_aug)]
+    if s.augment_on == "host":
+        clips = [augment_clip(c, s, rng) for c in clips]
     return np.stack(clips)
 
 

@@ -1,6 +1,8 @@
 """The jitted train and eval steps.
 
-train_step: mixup/cutmix and label smoothing over the global batch (`mixing.Mixing`),
+train_step: with data.augment_on=device, flip, RandAugment, normalisation and erasing of the
+uint8 clips (`data.device_augment`); mixup/cutmix and label smoothing over the global batch
+(`mixing.Mixing`),
 soft-target cross-entropy, the gradient summed over `accum_steps` micro-batches by a scan (one
 optimiser update per global batch, the activations of one micro-batch alive at a time), the
 optimiser update, and the EMA update. A step whose loss, gradients or updated weights are not
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import sharding
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
@@ -75,16 +78,25 @@ def keep_unless(finite: jax.Array, new, old):
     return jax.tree.map(pick, new, old)
 
 
-def make_train_step(trainer: Trainer, *, accum_steps: int, schedule, mixing: Mixing):
+def make_train_step(
+    trainer: Trainer,
+    *,
+    accum_steps: int,
+    schedule,
+    mixing: Mixing,
+    augment: DeviceAugment | None = None,
+):
     """(state, batch) -> (state, metrics); batch: video (B, T, S, S, 3), label (B,), sharded
-    over the batch axes (B, the global batch). metrics: loss, accuracy, grad_norm, lr and
+    over the batch axes (B, the global batch); with `augment`, the video is uint8 and is
+    augmented here first (data.augment_on=device). metrics: loss, accuracy, grad_norm, lr and
     nonfinite (1: the state came back unchanged)."""
 
     def train_step(state, batch):
         before = jax.tree.map(lambda x: x, state)  # new Variables: `parts` updates the given ones
         parts = trainer.parts(state, train=True)
         step = parts.optimizer.step[...]
-        video, target = mixing(batch["video"], batch["label"], step)
+        video = batch["video"] if augment is None else augment(batch["video"], step)
+        video, target = mixing(video, batch["label"], step)
         mixed = {"video": video, "target": target, "label": batch["label"]}
         with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
             loss, correct, grads = _gradients(parts.model, mixed, accum_steps)
@@ -143,12 +155,18 @@ def abstract_train_step(config, devices=None):
         accum_steps=config.optim.accum_steps,
         schedule=lambda step: 0.0,
         mixing=Mixing.from_config(config),
+        augment=DeviceAugment.for_config(config),
     )
     data = sharding.batch_sharding(trainer.mesh)
     batch, m = config.data.batch_size, config.model
     video = (batch, config.data.num_frames, config.data.img_size, config.data.img_size, m.channels)
     abstract_batch = {
-        "video": jax.ShapeDtypeStruct(video, jnp.float32, sharding=data),
+        "video": jax.ShapeDtypeStruct(video, batch_dtype(config), sharding=data),
         "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
     }
     return train_step, trainer.abstract_placed(), abstract_batch
+
+
+def batch_dtype(config):
+    """The training batches' video dtype: float32, or uint8 with data.augment_on=device."""
+    return jnp.uint8 if config.data.augment_on == "device" else jnp.float32

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax.data import pipeline, sources
+from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import checkpoint, optim, preemption, sharding, steps
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
@@ -95,6 +96,7 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         accum_steps=config.optim.accum_steps,
         schedule=schedule,
         mixing=Mixing.from_config(config),
+        augment=DeviceAugment.for_config(config),
     )
     eval_step = steps.make_eval_step(s.trainer, ema=config.optim.ema_decay > 0)
     echo(
