@@ -134,7 +134,8 @@ def data_section(dataset, d, r) -> ml_collections.ConfigDict:
             randaug_m=m,
             randaug_mstd=mstd,
             erase_prob=0.25,
-            augment_on="host",  # or device: flip, RandAugment, normalise, erase in the step
+            augment_on="host",  # or device: resize, flip, RandAugment, normalise, erase in the step
+            canvas=(320, 576),  # augment_on=device: the frames' (height, width) sent to the step
             mixup=0.8,
             cutmix=1.0,
             mixup_switch_prob=0.5,

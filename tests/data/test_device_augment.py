@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vmp_jax.data import device_augment, randaugment, transforms
+from vmp_jax.data import device_augment, randaugment, resample, transforms
 
 # Values each op takes (what its level gives at magnitudes in [0, 1], both signs where signed).
 VALUES = {
@@ -104,3 +104,35 @@ def test_a_clips_draws_come_from_seed_step_and_position():
     np.testing.assert_array_equal(out, jax.jit(augment)(batch, 7))  # the same again
     assert not np.array_equal(out, jax.jit(augment)(batch, 8))  # another step, other draws
     assert out.dtype == np.float32 and out.shape == batch.shape
+
+
+def test_resample_coefficients_are_pillows():
+    """One-axis resizes (one pass) equal Pillow's bit for bit, shrinking and growing; two-axis
+    ones (columns first) within 1 (Pillow 13 takes the rows first for some size pairs)."""
+    rng = np.random.default_rng()
+    for _ in range(12):
+        h, w, out = (int(v) for v in rng.integers(9, 120, 3))
+        image = rng.integers(0, 256, (h, w, 3), np.uint8)
+        pil = transforms.crop_resize(image[None], (0, 0, h, w), (h, out))[0]
+        np.testing.assert_array_equal(resample.resize(image, h, out), pil)
+        pil = transforms.crop_resize(image[None], (0, 0, h, w), (out, w))[0]
+        np.testing.assert_array_equal(resample.resize(image, out, w), pil)
+        both = transforms.crop_resize(image[None], (0, 0, h, w), (out, out))[0].astype(int)
+        assert np.abs(resample.resize(image, out, out).astype(int) - both).max() <= 1
+
+
+def test_the_steps_crop_resize_is_the_hosts():
+    """A crop plan applied in JAX to frames on a canvas gives the host's crop and resize
+    (`resample.resize` exactly, Pillow's `crop_resize` within 1)."""
+    rng = np.random.default_rng()
+    canvas = (40, 56)
+    frames = rng.integers(0, 256, (2, *canvas, 3), np.uint8)
+    for _ in range(6):
+        h, w = int(rng.integers(8, 41)), int(rng.integers(8, 57))
+        top, left = int(rng.integers(0, 41 - h)), int(rng.integers(0, 57 - w))
+        plan = resample.crop_plan((top, left, h, w), 24, canvas)
+        out = np.asarray(jax.jit(device_augment.crop_resize)(jnp.asarray(frames), plan))
+        crop = frames[:, top : top + h, left : left + w]
+        np.testing.assert_array_equal(out, resample.resize(crop, 24, 24))
+        pil = transforms.crop_resize(frames, (top, left, h, w), 24).astype(int)
+        assert np.abs(out.astype(int) - pil).max() <= 1

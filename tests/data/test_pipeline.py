@@ -4,11 +4,12 @@ sharding, multi-view test batches, and unreadable files skipped and counted."""
 import os
 import shutil
 
+import jax
 import numpy as np
 import pytest
 
 from tests.data.conftest import broken_files
-from vmp_jax.data import pipeline, sources, transforms
+from vmp_jax.data import device_augment, pipeline, resample, sources, transforms
 from vmp_jax.experiment import REPO_ROOT, load_config
 
 
@@ -214,15 +215,24 @@ def test_batch_size_must_split_over_hosts_and_repeats(motion_dataset):
         pipeline.train_dataset(config)
 
 
-def test_augmenting_on_the_device_hands_uint8_crops(motion_dataset):
-    """data.augment_on=device: the loader only crops (uint8); without flip, RandAugment or
-    erasing drawn, normalising them gives the host path's batch exactly (the same crops)."""
+def test_augmenting_on_the_device_hands_frames_on_a_canvas_with_crop_plans(motion_dataset):
+    """data.augment_on=device: the loader hands the decoded frames on the canvas with each
+    clip's crop plan; without flip, RandAugment or erasing drawn, the step's crop and resize of
+    them is the host path's batch (the same box; the resize within Pillow's rounding)."""
     plain = {"data.flip": False, "data.randaug_n": 0, "data.erase_prob": 0.0}
+    plain |= {"data.repeated_aug": 1, "data.batch_size": 2}
     (host,) = _take(pipeline.train_dataset(_config(motion_dataset, **plain)), 1)
     device = _config(motion_dataset, **plain, **{"data.augment_on": "device"})
-    (crops,) = _take(pipeline.train_dataset(device), 1)
-    assert crops["video"].dtype == np.uint8 and crops["video"].shape == host["video"].shape
-    np.testing.assert_array_equal(transforms.normalize(crops["video"]), host["video"])
-    np.testing.assert_array_equal(crops["index"], host["index"])
+    device.data.canvas = (56, 64)
+    (batch,) = _take(pipeline.train_dataset(device), 1)
+    assert batch["video"].dtype == np.uint8 and batch["video"].shape == (2, 4, 56, 64, 3)
+    np.testing.assert_array_equal(batch["video"][:, :, 48:], 0)  # 48 px frames, padded
+    np.testing.assert_array_equal(batch["index"], host["index"])
+    plans = {k: batch[k] for k in resample.PLAN_KEYS}
+    crops = jax.vmap(device_augment.crop_resize)(batch["video"], plans)
+    as_uint8 = np.round(host["video"] * transforms.STD + transforms.MEAN).astype(int)
+    assert np.abs(np.asarray(crops).astype(int) - as_uint8).max() <= 1
     with pytest.raises(ValueError, match="data.augment_on must be one of"):
         _config(motion_dataset, **{"data.augment_on": "gpu"})
+    with pytest.raises(ValueError, match=r"data.canvas must be \(height, width\), each >= "):
+        _config(motion_dataset, **{"data.augment_on": "device", "data.canvas": "(16, 64)"})

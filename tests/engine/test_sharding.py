@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from vmp_jax.data import transforms
+from vmp_jax.data import resample, transforms
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import optim, sharding, steps
 from vmp_jax.engine.mixing import Mixing
@@ -32,8 +32,10 @@ SMALL = [
 # both on pick one per step).
 MIXUP = ["data.mixup=0.8", "data.cutmix=0.0"]
 CUTMIX = ["data.mixup=0.0", "data.cutmix=1.0"]
-# uint8 batches flipped, RandAugmented, normalised and erased in the step (data.augment_on).
-ON_DEVICE = ["data.augment_on=device", "data.flip=True", "data.randaug_n=2", "data.erase_prob=0.5"]
+# uint8 frames on a canvas, cropped, resized, flipped, RandAugmented, normalised and erased in
+# the step (data.augment_on).
+ON_DEVICE = ["data.augment_on=device", "data.canvas=(40, 48)", "data.flip=True"]
+ON_DEVICE += ["data.randaug_n=2", "data.erase_prob=0.5"]
 
 
 def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
@@ -48,6 +50,7 @@ def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
         mixing=Mixing.from_config(config),  # over the global batch
         augment=DeviceAugment.for_config(config),
     )
+    batch = {k: v for k, v in batch.items() if k != "boxes"}
     placed = jax.device_put(batch, sharding.batch_sharding(mesh))
     for _ in range(2):
         state, metrics = train_step(state, placed)
@@ -57,8 +60,12 @@ def _run(mesh_shape, devices, batch, accum_steps=1, mixing=()):
 def _batch(seed=0, b=8, dtype=np.float32):
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 4, b).astype(np.int32)
-    if dtype == np.uint8:
-        return {"video": rng.integers(0, 256, (b, 2, 32, 32, 3), np.uint8), "label": label}
+    if dtype == np.uint8:  # frames on a (40, 48) canvas and random crop boxes
+        video = rng.integers(0, 256, (b, 2, 40, 48, 3), np.uint8)
+        boxes = [(*rng.integers(0, 8, 2), *rng.integers(20, 33, 2)) for _ in range(b)]
+        plans = [resample.crop_plan(box, 32, (40, 48)) for box in boxes]
+        stacked = {k: np.stack([p[k] for p in plans]) for k in resample.PLAN_KEYS}
+        return {"video": video, "label": label, "boxes": boxes} | stacked
     return {
         "video": rng.standard_normal((b, 2, 32, 32, 3)).astype(np.float32),
         "label": label,
@@ -95,11 +102,17 @@ def test_sharded_step_equals_one_device(mesh_shape, mixing):
 
 
 def test_a_step_augmenting_on_the_device_without_draws_equals_the_hosts_normalisation():
-    """uint8 clips normalised in the step (no flip, RandAugment or erasing drawn) train as the
-    host's float32 clips do: the device path changes where, not what."""
+    """Canvases cropped, resized and normalised in the step (no flip, RandAugment or erasing
+    drawn) train as the same crops resized and normalised on the host: the device path changes
+    where, not what (the resize as `resample.resize`, Pillow's arithmetic)."""
     batch = _batch(2, dtype=np.uint8)
-    plain = ["data.flip=False", "data.randaug_n=0", "data.erase_prob=0.0", *MIXUP]
-    host = batch | {"video": transforms.normalize(batch["video"])}
+    plain = ["data.flip=False", "data.randaug_n=0", "data.erase_prob=0.0", "data.canvas=(40, 48)"]
+    plain += MIXUP
+    crops = [
+        resample.resize(clip[:, t : t + h, l : l + w], 32, 32)
+        for clip, (t, l, h, w) in zip(batch["video"], batch["boxes"], strict=True)
+    ]
+    host = {"video": transforms.normalize(np.stack(crops)), "label": batch["label"]}
     _, a, ma = _run(dict(data=1, fsdp=1), jax.devices()[:1], host, 1, plain)
     on_device = [*plain, "data.augment_on=device"]
     _, b, mb = _run(dict(data=1, fsdp=1), jax.devices()[:1], batch, 1, on_device)

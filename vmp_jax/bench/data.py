@@ -9,10 +9,12 @@ Two tables, every figure measured in the same run:
 - per source and worker count, the recipe's whole training pipeline (segment sampling over the
   whole video, random resized crop, flip, RandAugment, normalisation, erasing, repeated
   augmentation) after a warm-up batch: clips/s, and clips per CPU-second of this process and its
-  workers ("per core"), with the ratio to video files at the same worker count;
+  workers ("per core"), with the ratio to video files with host augmentation at the same worker
+  count, for `data.augment_on` host and device (the loader's part: the step's part follows);
 - per source, one process, where a clip's CPU time goes: read (file or records), decode (video
   or JPEG), crop (crop and resize, what stays on the host when augmenting on the device) and
-  augment (the host's flip, RandAugment, normalisation and erasing).
+  augment (the host's flip, RandAugment, normalisation and erasing); and the step's
+  augmentation (data.augment_on=device) jitted on this machine's JAX device, per clip.
 """
 
 import dataclasses
@@ -23,11 +25,23 @@ from collections.abc import Sequence
 import numpy as np
 
 from vmp_jax.bench import DEFAULT_DATA_CONFIG
-from vmp_jax.data import decode, frame_packing, frame_store, listing, pipeline, sources, synthetic
+from vmp_jax.data import (
+    decode,
+    device_augment,
+    frame_packing,
+    frame_store,
+    listing,
+    pipeline,
+    resample,
+    sources,
+    synthetic,
+)
 from vmp_jax.experiment import load_config
 
 VIDEO = dict(frames=300, height=320, width=428, fps=30)
 SOURCES = ("video", "frames")
+# (source, data.augment_on) of each row, video files with host augmentation (today's path) first.
+VARIANTS = (("video", "host"), ("frames", "host"), ("video", "device"), ("frames", "device"))
 
 
 def ensure_videos(folder: str, count: int) -> str:
@@ -111,10 +125,12 @@ def measure(config, source, batches: int) -> tuple[float, float, float]:
 
 
 def breakdown(item, s: pipeline.ClipSettings, clips: int, seed: int = 0) -> dict[str, float]:
-    """CPU ms per clip of read, decode, crop and augment, over `clips` clips of one item, in
-    this process (`repeated_aug` clips share a read and a decode, as in the pipeline)."""
+    """CPU ms per clip of read, decode, crop (and resize) and augment, the host's steps with
+    data.augment_on=host, and of canvas (frames onto the canvas, the crop plan), what replaces
+    crop and augment with data.augment_on=device; over `clips` clips of one item, in this
+    process (`repeated_aug` clips share a read and a decode, as in the pipeline)."""
     rng = np.random.default_rng(seed)
-    spent = dict.fromkeys(("read", "decode", "crop", "augment"), 0.0)
+    spent = dict.fromkeys(("read", "decode", "crop", "augment", "canvas"), 0.0)
     reads = max(1, clips // s.repeated_aug)
     for _ in range(reads):
         plan = pipeline.train_plan(s, rng)
@@ -135,7 +151,11 @@ def breakdown(item, s: pipeline.ClipSettings, clips: int, seed: int = 0) -> dict
         for clip in cropped:
             pipeline.augment_clip(clip, s, rng)
         t4 = time.process_time()
-        for key, dt in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+        placed, h, w = pipeline.on_canvas(frames, s.canvas)  # what augment_on=device does
+        for _ in cropped:
+            resample.crop_plan(pipeline.crop_box(h, w, s, rng), s.img_size, s.canvas)
+        t5 = time.process_time()
+        for key, dt in zip(spent, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
             spent[key] += dt
     return {k: 1000 * v / (reads * s.repeated_aug) for k, v in spent.items()}
 
@@ -162,21 +182,44 @@ def run(
     frame_store.check_fits(by_source["frames"], load_config(config_path, list(overrides)).data)
     rows, spent = [], []
     for n in workers:
-        settings = [f"data.num_workers={n}", f"data.batch_size={batch_size}", *overrides]
-        config = load_config(config_path, settings)
-        for name in SOURCES:
+        for name, where in VARIANTS:
+            settings = [f"data.num_workers={n}", f"data.batch_size={batch_size}", *overrides]
+            config = load_config(config_path, [*settings, f"data.augment_on={where}"])
             rate, per_core, startup = measure(config, by_source[name], batches)
             video = next((r.clips_per_s for r in rows if r.workers == n), None)
             ratio = rate / video if video else None
-            rows.append(Row(name, "host", n, rate, per_core, startup, ratio))
+            rows.append(Row(name, where, n, rate, per_core, startup, ratio))
     s = pipeline.ClipSettings.from_config(config)
     for name in SOURCES:
         spent.append({"source": name} | breakdown(by_source[name][0], s, clips=4 * batch_size))
-    echo(format_tables(rows, spent, config, videos))
-    return {"rows": [dataclasses.asdict(r) for r in rows], "breakdown": spent}
+    device_ms = device_augment_ms(config, batch_size)
+    echo(format_tables(rows, spent, device_ms, config, videos))
+    result = {"rows": [dataclasses.asdict(r) for r in rows], "breakdown": spent}
+    return result | {"device_augment_ms_per_clip": device_ms}
 
 
-def format_tables(rows: list[Row], spent: list[dict], config, videos: str | None) -> str:
+def device_augment_ms(config, batch: int, repeats: int = 3) -> float:
+    """Wall ms per clip of the train step's crop, resize and augmentation (data.augment_on=
+    device), jitted, on this machine's default JAX device, over batches of `batch` clips."""
+    import jax
+
+    augment = device_augment.DeviceAugment.for_config(config)
+    d, rng = config.data, np.random.default_rng(0)
+    video = rng.integers(0, 256, (batch, d.num_frames, *d.canvas, 3), np.uint8)
+    s = pipeline.ClipSettings.from_config(config)
+    plans = [resample.crop_plan(pipeline.crop_box(*d.canvas, s, rng), d.img_size, d.canvas)]
+    plan = {k: np.stack([plans[0][k]] * batch) for k in resample.PLAN_KEYS}
+    run = jax.jit(augment)
+    run(video, 0, plan).block_until_ready()  # compile
+    start = time.perf_counter()
+    for step in range(1, repeats + 1):
+        run(video, step, plan).block_until_ready()
+    return 1000 * (time.perf_counter() - start) / (repeats * batch)
+
+
+def format_tables(
+    rows: list[Row], spent: list[dict], device_ms: float, config, videos: str | None
+) -> str:
     d = config.data
     what = videos or (
         f"{VIDEO['width']}x{VIDEO['height']} H.264 ({VIDEO['frames']} frames, libx264 defaults)"
@@ -200,13 +243,29 @@ def format_tables(rows: list[Row], spent: list[dict], config, videos: str | None
         "",
         "CPU ms per clip, one process:",
         "",
-        "| source | read | decode | crop | augment | total | clips/s per core |",
-        "|---|---|---|---|---|---|---|",
+        "| source | read | decode | crop | augment | canvas | clips/s per core, "
+        "augment on host | on device |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for b in spent:
-        total = b["read"] + b["decode"] + b["crop"] + b["augment"]
+        host = b["read"] + b["decode"] + b["crop"] + b["augment"]
+        device = b["read"] + b["decode"] + b["canvas"]
         lines.append(
             f"| {b['source']} | {b['read']:.1f} | {b['decode']:.1f} | {b['crop']:.1f} "
-            f"| {b['augment']:.1f} | {total:.1f} | {1000 / total:.1f} |"
+            f"| {b['augment']:.1f} | {b['canvas']:.1f} | {1000 / host:.1f} "
+            f"| {1000 / device:.1f} |"
         )
+    lines += [
+        "",
+        "canvas: the frames placed on data.canvas and the crop plan, the host's part with "
+        "augment on device (read + decode + canvas)",
+        f"the step's crop, resize, flip, RandAugment, normalisation and erasing, jitted on this "
+        f"machine's {_backend()}: {device_ms:.1f} ms per clip",
+    ]
     return "\n".join(lines)
+
+
+def _backend() -> str:
+    import jax
+
+    return jax.default_backend().upper()

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vmp_jax.data import pipeline, synthetic, transforms
+from vmp_jax.data import pipeline, resample, synthetic, transforms
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import optim, steps
 from vmp_jax.engine.mixing import Mixing
@@ -51,7 +51,8 @@ class Result:
 
 def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dict]:
     """`batches` host batches of learnable clips: video float32 (B, T, S, S, 3) normalised
-    (uint8, for the step to augment, with data.augment_on=device), label (B,)."""
+    (with data.augment_on=device: uint8 on the canvas, with crop plans of the whole clip),
+    label (B,)."""
     d, k = config.data, config.model.num_classes
     classes = min(classes, synthetic.MAX_CLASSES, k)
     rng = np.random.default_rng(seed)
@@ -66,8 +67,12 @@ def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dic
             ]
         )  # (B, T, S, S, 3) uint8
         if d.augment_on == "host":
-            videos = transforms.normalize(videos)
-        out.append({"video": videos, "label": labels})
+            out.append({"video": transforms.normalize(videos), "label": labels})
+            continue
+        placed = pipeline.on_canvas(videos.reshape(-1, *videos.shape[2:]), d.canvas)[0]
+        plan = resample.crop_plan((0, 0, d.img_size, d.img_size), d.img_size, d.canvas)
+        plans = {k: np.stack([v] * per_host) for k, v in plan.items()}  # the whole frame
+        out.append({"video": placed.reshape(per_host, -1, *d.canvas, 3), "label": labels} | plans)
     return out
 
 

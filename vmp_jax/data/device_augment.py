@@ -1,7 +1,9 @@
 """The training clips' augmentation in JAX, inside the jitted train step (`data.augment_on=device`).
 
-The host then only reads, decodes and crops (uint8 (T, S, S, 3) clips, a quarter of the bytes of
-float32 ones); flip, RandAugment, normalisation and random erasing run here, on the global batch.
+The host then only reads, decodes and decides the crop: it hands the decoded frames on a fixed
+canvas (uint8, data.canvas) with the crop box's resize as Pillow's fixed-point coefficients
+(`resample.crop_plan`); the crop's resize, flip, RandAugment, normalisation and random erasing
+run here, on the global batch.
 Each op is the twin of the host's (`randaugment`, `transforms`, PIL's formulas: the same luma,
 blends in float32 truncated to uint8, SMOOTH's rounding and copied border, nearest-neighbour
 affine maps sampled at pixel centres with grey fill), agreeing within rounding (tests per op).
@@ -21,7 +23,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from vmp_jax.data import randaugment, transforms
+from vmp_jax.data import randaugment, resample, transforms
 
 FILL = 128  # the affine maps' fill, as the host's (timm's) grey
 
@@ -220,6 +222,26 @@ def rand_augment(clip, key, num_layers: int, magnitude: float, magnitude_std: fl
     return clip
 
 
+def _resample(x, start, coef, axis: int):
+    """One of Pillow's fixed-point passes along `axis` (1: rows, 2: columns) of uint8 x
+    (T, H, W, 3): output i sums x[start[i] + k] * coef[i, k] over the taps k."""
+    size = x.shape[axis]
+    acc = jnp.full((), 1 << (resample.PRECISION_BITS - 1), jnp.int32)
+    for k in range(coef.shape[1]):  # a few taps: one gather and multiply-add each
+        taken = jnp.take(x, jnp.minimum(start + k, size - 1), axis=axis).astype(jnp.int32)
+        shape = [1, 1, 1, 1]
+        shape[axis] = -1
+        acc = acc + taken * coef[:, k].reshape(shape)
+    return jnp.clip(acc >> resample.PRECISION_BITS, 0, 255).astype(jnp.uint8)
+
+
+def crop_resize(canvas, plan: dict) -> jax.Array:
+    """uint8 (T, Hc, Wc, 3) canvas -> uint8 (T, S, S, 3): the host's crop box resized as
+    transforms.crop_resize does (Pillow's bilinear, columns first; `resample`)."""
+    cols = _resample(canvas, plan["cols_start"], plan["cols_coef"], axis=2)  # (T, Hc, S, 3)
+    return _resample(cols, plan["rows_start"], plan["rows_coef"], axis=1)  # (T, S, S, 3)
+
+
 def normalize(clip) -> jax.Array:
     """uint8 -> float32 with ImageNet mean and std per channel (transforms.normalize)."""
     return (clip.astype(jnp.float32) - transforms.MEAN) / transforms.STD
@@ -275,9 +297,12 @@ class DeviceAugment:
         clip = rand_augment(clip, k_aug, self.randaug_n, self.randaug_m, self.randaug_mstd)
         return random_erase(normalize(clip), k_erase, self.erase_prob)
 
-    def __call__(self, video, step) -> jax.Array:
-        """uint8 (B, T, S, S, 3), the optimiser step -> float32 (B, T, S, S, 3); clip i's draws
-        from (seed, step, i)."""
+    def __call__(self, video, step, plan: dict | None = None) -> jax.Array:
+        """uint8 (B, T, S, S, 3), or canvases (B, T, Hc, Wc, 3) with their crop plans (each
+        array (B, ...); `resample.crop_plan`), the optimiser step -> float32 (B, T, S, S, 3);
+        clip i's draws from (seed, step, i)."""
+        if plan is not None:
+            video = jax.vmap(crop_resize)(video, plan)
         key = jax.random.fold_in(jax.random.key(self.seed), step)
         keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(video.shape[0]))
         return jax.vmap(self.clip)(video, keys)

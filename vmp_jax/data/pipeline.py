@@ -13,9 +13,10 @@ determinism hold; in testing the video is marked invalid. A file is warned about
 process, however often it is drawn. If every file fails the pipeline raises `NoReadableVideos`.
 
 Batches (B = per-host batch, V = views, T frames, S = img_size):
-  train: video float32 (B, T, S, S, 3) (uint8, cropped only, with data.augment_on=device),
-         label int32 (B,), index int32 (B,) (the video read: its position in the source),
-         skipped int32 (B / R,), errors str (B / R,)
+  train: video float32 (B, T, S, S, 3) (with data.augment_on=device: uint8 frames on the canvas
+         (B, T, Hc, Wc, 3) and their crop plans, `resample.crop_plan`), label int32 (B,),
+         index int32 (B,) (the video read: its position in the source), skipped int32 (B / R,),
+         errors str (B / R,)
   test:  video float32 (B, V, T, S, S, 3), label int32 (B,), index int32 (B,) (the video's
          position in the source: its `video_id` is source[index].video_id), valid bool (B,),
          skipped int32 (B,), errors str (B,)
@@ -28,7 +29,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from vmp_jax.data import randaugment, sampling, sources, transforms
+from vmp_jax.data import randaugment, resample, sampling, sources, transforms
 from vmp_jax.data.decode import DecodeError
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ClipSettings:
     short_side: int
     repeated_aug: int
     augment_on: str
+    canvas: tuple[int, int]
     num_clips: int
     num_crops: int
     num_classes: int
@@ -94,6 +96,11 @@ class ClipSettings:
         if self.short_side < self.img_size:
             raise ValueError(
                 f"data.short_side ({self.short_side}) must be >= data.img_size ({self.img_size})"
+            )
+        if len(self.canvas) != 2 or min(self.canvas) < self.img_size:
+            raise ValueError(
+                f"data.canvas must be (height, width), each >= data.img_size ({self.img_size}), "
+                f"got {tuple(self.canvas)}"
             )
         if self.augment_on not in AUGMENT_ON:
             raise ValueError(
@@ -129,14 +136,31 @@ def train_plan(s: ClipSettings, rng):
     return plan
 
 
-def crop_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
-    """uint8 (T, H, W, 3) -> uint8 (T, S, S, 3): the random (resized or multi-scale) crop."""
-    _, h, w, _ = clip.shape
+def crop_box(h: int, w: int, s: ClipSettings, rng) -> transforms.Box:
+    """The random (resized or multi-scale) crop's box in an h x w frame."""
     if s.crop == "random_resized":
-        box = transforms.random_resized_box(h, w, rng, scale=s.crop_scale)
-    else:
-        box = transforms.multi_scale_box(h, w, rng)
-    return transforms.crop_resize(clip, box, s.img_size)
+        return transforms.random_resized_box(h, w, rng, scale=s.crop_scale)
+    return transforms.multi_scale_box(h, w, rng)
+
+
+def crop_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> uint8 (T, S, S, 3): the random crop, resized."""
+    return transforms.crop_resize(clip, crop_box(*clip.shape[1:3], s, rng), s.img_size)
+
+
+def on_canvas(frames: np.ndarray, canvas: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """uint8 (K, H, W, 3) -> (frames on the canvas (K, Hc, Wc, 3), zero-padded at the bottom
+    and right; their height and width there). Frames larger than the canvas are resized down
+    to fit it first (aspect kept)."""
+    _, h, w, _ = frames.shape
+    if h > canvas[0] or w > canvas[1]:
+        scale = min(canvas[0] / h, canvas[1] / w)
+        fitted = (max(1, min(canvas[0], int(h * scale))), max(1, min(canvas[1], int(w * scale))))
+        frames = transforms.crop_resize(frames, (0, 0, h, w), fitted)
+        h, w = fitted
+    placed = np.zeros((len(frames), *canvas, 3), np.uint8)
+    placed[:, :h, :w] = frames
+    return placed, h, w
 
 
 def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
@@ -147,14 +171,20 @@ def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
     return transforms.random_erase(transforms.normalize(clip), s.erase_prob, rng)
 
 
-def train_clip(item, s: ClipSettings, rng) -> np.ndarray:
-    """One decoded video -> (R, T, S, S, 3): `repeated_aug` clips of it, augmented (float32),
-    or with data.augment_on=device only cropped (uint8, augmented in the train step)."""
+def train_clip(item, s: ClipSettings, rng) -> dict[str, np.ndarray]:
+    """One decoded video -> `repeated_aug` clips of it: {"video": float32 (R, T, S, S, 3)}
+    augmented; with data.augment_on=device, {"video": uint8 (R, T, Hc, Wc, 3)} (the frames on
+    the canvas) and each clip's crop plan (`resample.crop_plan`, arrays (R, ...)), for the
+    train step to crop, resize and augment."""
     frames = item.read(train_plan(s, rng))  # uint8 (R * T, H, W, 3)
-    clips = [crop_clip(c, s, rng) for c in np.split(frames, s.repeated_aug)]
+    clips = np.split(frames, s.repeated_aug)
     if s.augment_on == "host":
-        clips = [augment_clip(c, s, rng) for c in clips]
-    return np.stack(clips)
+        return {"video": np.stack([augment_clip(crop_clip(c, s, rng), s, rng) for c in clips])}
+    placed, h, w = on_canvas(frames, s.canvas)  # (R * T, Hc, Wc, 3)
+    boxes = [crop_box(h, w, s, rng) for _ in clips]
+    plans = [resample.crop_plan(box, s.img_size, s.canvas) for box in boxes]
+    stacked = {k: np.stack([p[k] for p in plans]) for k in resample.PLAN_KEYS}
+    return {"video": placed.reshape(s.repeated_aug, -1, *s.canvas, 3)} | stacked
 
 
 def test_views(item, s: ClipSettings) -> np.ndarray:
@@ -192,15 +222,14 @@ class LoadTrain:
             item = self.source[candidate]
             check_label(item, self.settings)
             try:
-                clips = train_clip(item, self.settings, rng)
+                clips = train_clip(item, self.settings, rng)  # video (R, ...) [, plan]
             except DecodeError as e:
                 warn_unreadable(e)
                 errors.append(str(e))
                 candidate = (start + attempt) % n
                 continue
-            return {
-                "video": clips,  # (R, T, S, S, 3)
-                "label": np.full(len(clips), item.label, np.int32),
+            return clips | {
+                "label": np.full(len(clips["video"]), item.label, np.int32),
                 "index": np.int32(candidate),
                 "skipped": np.int32(len(errors)),
                 "errors": "\n".join(errors),
@@ -236,11 +265,12 @@ class LoadTest:
 
 
 def flatten_clips(share: dict) -> dict:
-    """A batch of videos with R repeated clips each -> a batch of clips: video (v, R, ...) ->
-    (v R, ...), label (v, R) -> (v R,), index (v,) -> (v R,)."""
+    """A batch of videos with R repeated clips each -> a batch of clips: video and crop plans
+    (v, R, ...) -> (v R, ...), label (v, R) -> (v R,), index (v,) -> (v R,)."""
     repeats = share["label"].shape[1]
+    per_clip = [k for k in ("video", *resample.PLAN_KEYS) if k in share]
     return share | {
-        "video": share["video"].reshape(-1, *share["video"].shape[2:]),
+        **{k: share[k].reshape(-1, *share[k].shape[2:]) for k in per_clip},
         "label": share["label"].reshape(-1),
         "index": np.repeat(share["index"], repeats),
     }

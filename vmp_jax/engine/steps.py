@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from vmp_jax.data import resample
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import sharding
 from vmp_jax.engine.mixing import Mixing
@@ -87,15 +88,18 @@ def make_train_step(
     augment: DeviceAugment | None = None,
 ):
     """(state, batch) -> (state, metrics); batch: video (B, T, S, S, 3), label (B,), sharded
-    over the batch axes (B, the global batch); with `augment`, the video is uint8 and is
-    augmented here first (data.augment_on=device). metrics: loss, accuracy, grad_norm, lr and
+    over the batch axes (B, the global batch); with `augment` (data.augment_on=device), the
+    video is uint8 frames on the canvas with their crop plans (`resample.PLAN_KEYS`), cropped,
+    resized and augmented here first. metrics: loss, accuracy, grad_norm, lr and
     nonfinite (1: the state came back unchanged)."""
 
     def train_step(state, batch):
         before = jax.tree.map(lambda x: x, state)  # new Variables: `parts` updates the given ones
         parts = trainer.parts(state, train=True)
         step = parts.optimizer.step[...]
-        video = batch["video"] if augment is None else augment(batch["video"], step)
+        video = batch["video"]
+        if augment is not None:  # canvases and crop plans -> augmented float32 clips
+            video = augment(video, step, {k: batch[k] for k in resample.PLAN_KEYS})
         video, target = mixing(video, batch["label"], step)
         mixed = {"video": video, "target": target, "label": batch["label"]}
         with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
@@ -158,15 +162,27 @@ def abstract_train_step(config, devices=None):
         augment=DeviceAugment.for_config(config),
     )
     data = sharding.batch_sharding(trainer.mesh)
-    batch, m = config.data.batch_size, config.model
-    video = (batch, config.data.num_frames, config.data.img_size, config.data.img_size, m.channels)
+    shapes = batch_shapes(config)
     abstract_batch = {
-        "video": jax.ShapeDtypeStruct(video, batch_dtype(config), sharding=data),
-        "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data),
+        k: jax.ShapeDtypeStruct(shape, dtype, sharding=data) for k, (shape, dtype) in shapes.items()
     }
     return train_step, trainer.abstract_placed(), abstract_batch
 
 
-def batch_dtype(config):
-    """The training batches' video dtype: float32, or uint8 with data.augment_on=device."""
-    return jnp.uint8 if config.data.augment_on == "device" else jnp.float32
+def batch_shapes(config) -> dict:
+    """{key: (shape, dtype)} of a global training batch: video float32 (B, T, S, S, 3) and
+    label int32 (B,); with data.augment_on=device, video uint8 (B, T, Hc, Wc, 3) on the canvas
+    and the crop plans (`resample.crop_plan`)."""
+    d, b = config.data, config.data.batch_size
+    shapes = {"label": ((b,), jnp.int32)}
+    if d.augment_on != "device":
+        video = (b, d.num_frames, d.img_size, d.img_size, config.model.channels)
+        return shapes | {"video": (video, jnp.float32)}
+    (hc, wc), s = d.canvas, d.img_size
+    return shapes | {
+        "video": ((b, d.num_frames, hc, wc, config.model.channels), jnp.uint8),
+        "rows_start": ((b, s), jnp.int32),
+        "rows_coef": ((b, s, resample.taps(hc, s)), jnp.int32),
+        "cols_start": ((b, s), jnp.int32),
+        "cols_coef": ((b, s, resample.taps(wc, s)), jnp.int32),
+    }

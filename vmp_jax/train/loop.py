@@ -25,7 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from vmp_jax.data import pipeline, sources
+from vmp_jax.data import pipeline, resample, sources
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import checkpoint, optim, preemption, sharding, steps
 from vmp_jax.engine.mixing import Mixing
@@ -64,9 +64,11 @@ def setup(config, *, devices=None) -> Setup:
 
 
 def device_batch(batch: dict, mesh) -> dict:
-    """This host's arrays -> global arrays sharded over the batch axes."""
+    """This host's arrays -> global arrays sharded over the batch axes: video, label and, with
+    data.augment_on=device, the crop plans."""
     data = sharding.batch_sharding(mesh)
-    return {k: jax.make_array_from_process_local_data(data, batch[k]) for k in ("video", "label")}
+    keys = [k for k in ("video", "label", *resample.PLAN_KEYS) if k in batch]
+    return {k: jax.make_array_from_process_local_data(data, batch[k]) for k in keys}
 
 
 def train(config, workdir: str, *, devices=None, echo=print) -> dict:
