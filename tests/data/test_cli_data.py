@@ -116,8 +116,8 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     assert float(video[0][4]) > 0 and float(frames[0][4]) > 0
     ratio = float(frames[0][4]) / float(video[0][4])
     assert abs(float(frames[0][6]) - ratio) < 0.01 + 0.01 * ratio  # from the same run
-    rows = [r for r in printed if r.startswith(("| video | ", "| frames | "))]
-    assert len(rows) == 6  # 4 variants and the breakdown
+    rows = [r for r in printed if r.startswith(("| video | ", "| frames | ", "| video, full"))]
+    assert len(rows) == 7  # 4 variants and the breakdown (with video, full decode)
     assert "the host's part with augment on device" in "\n".join(printed)
 
     assert cli.main([*args, *small, "--json"]) == 0
@@ -125,6 +125,6 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     keys = {"source", "augment_on", "workers", "clips_per_s", "clips_per_s_per_core"}
     assert [(r["source"], r["augment_on"]) for r in result["rows"]] == list(bench_data.VARIANTS)
     assert all(keys <= set(r) and r["clips_per_s"] > 0 for r in result["rows"])
-    assert [b["source"] for b in result["breakdown"]] == ["video", "frames"]
+    assert [b["source"] for b in result["breakdown"]] == ["video", "frames", "video, full decode"]
     assert all(b["decode"] > 0 for b in result["breakdown"])
     assert result["device_augment_ms_per_clip"] > 0

@@ -124,11 +124,14 @@ def measure(config, source, batches: int) -> tuple[float, float, float]:
         iterator.close()
 
 
-def breakdown(item, s: pipeline.ClipSettings, clips: int, seed: int = 0) -> dict[str, float]:
+def breakdown(
+    item, s: pipeline.ClipSettings, clips: int, seed: int = 0, selective: bool = True
+) -> dict[str, float]:
     """CPU ms per clip of read, decode, crop (and resize) and augment, the host's steps with
     data.augment_on=host, and of canvas (frames onto the canvas, the crop plan), what replaces
     crop and augment with data.augment_on=device; over `clips` clips of one item, in this
-    process (`repeated_aug` clips share a read and a decode, as in the pipeline)."""
+    process (`repeated_aug` clips share a read and a decode, as in the pipeline). selective:
+    False decodes video files as before frames were skipped (`decode.read_frames`)."""
     rng = np.random.default_rng(seed)
     spent = dict.fromkeys(("read", "decode", "crop", "augment", "canvas"), 0.0)
     reads = max(1, clips // s.repeated_aug)
@@ -144,7 +147,7 @@ def breakdown(item, s: pipeline.ClipSettings, clips: int, seed: int = 0) -> dict
             with open(item.path, "rb") as f:
                 data = f.read()
             t1 = time.process_time()
-            frames = decode.read_frames(data, plan, name=item.name)[0]
+            frames = decode.read_frames(data, plan, name=item.name, selective=selective)[0]
         t2 = time.process_time()
         cropped = [pipeline.crop_clip(c, s, rng) for c in np.split(frames, s.repeated_aug)]
         t3 = time.process_time()
@@ -190,8 +193,12 @@ def run(
             ratio = rate / video if video else None
             rows.append(Row(name, where, n, rate, per_core, startup, ratio))
     s = pipeline.ClipSettings.from_config(config)
+    clips = 4 * batch_size
     for name in SOURCES:
-        spent.append({"source": name} | breakdown(by_source[name][0], s, clips=4 * batch_size))
+        spent.append({"source": name} | breakdown(by_source[name][0], s, clips))
+    # The decoder as it was before it skipped frames: the same frames, every one decoded.
+    full = breakdown(items[0], s, clips, selective=False)
+    spent.append({"source": "video, full decode"} | full)
     device_ms = device_augment_ms(config, batch_size)
     echo(format_tables(rows, spent, device_ms, config, videos))
     result = {"rows": [dataclasses.asdict(r) for r in rows], "breakdown": spent}

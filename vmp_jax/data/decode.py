@@ -139,7 +139,7 @@ def plan_indices(plan: Plan, num_frames: int) -> Sequence[int]:
 
 
 def read_frames(
-    video: VideoInput, plan: Plan, *, name: str | None = None
+    video: VideoInput, plan: Plan, *, name: str | None = None, selective: bool = True
 ) -> tuple[np.ndarray, VideoInfo]:
     """Decodes the frames at some indices (any order, repeats allowed), bit-identical to the
     same frames of a full in-order decode, decoding only what they need (see `_decode_wanted`).
@@ -147,6 +147,8 @@ def read_frames(
     Args:
       plan: the indices, or a function from the video's frame count to them (so that one open
         both plans and decodes the clip).
+      selective: False decodes as this module did before it skipped frames (frame threads,
+        every frame between seeks 4 s apart): the same frames, the benchmark's baseline.
 
     Returns:
       frames: uint8 (len(indices), H, W, 3), and the video's `VideoInfo`.
@@ -156,14 +158,14 @@ def read_frames(
         stream = container.streams.video[0]
         # One decoder thread: loader workers are the parallelism, frame threads cost 13-22%
         # more CPU, and skipping frames per packet needs packets decoded in the order sent.
-        stream.thread_type = "NONE"
+        stream.thread_type = "NONE" if selective else "AUTO"
         info = _info(container, stream, name)
         indices = plan_indices(plan, info.num_frames)
         wanted = sorted(set(int(i) for i in indices))
         if not wanted or wanted[0] < 0:
             raise ValueError(f"{name}: frame indices must be >= 0, got {list(indices)[:8]}")
         try:
-            found = _decode_wanted(container, stream, info, wanted)
+            found = _decode_wanted(container, stream, info, wanted, selective)
         except av.FFmpegError as e:
             raise DecodeError(name, "corrupt video data", str(e)) from e
     found = _fill_overstated_end(found, wanted, info, name)
@@ -213,7 +215,7 @@ def _worth_seeking(position: int, target: int, keyframes: list[int] | None, gap:
     return any(position < k <= target for k in keyframes if k > 0)
 
 
-def _decode_wanted(container, stream, info: VideoInfo, wanted: list[int]) -> dict:
+def _decode_wanted(container, stream, info, wanted: list[int], selective: bool = True) -> dict:
     """The wanted frames (sorted, distinct) as {index: uint8 (H, W, 3)}.
 
     Decodes forward, seeking to the keyframe before a wanted frame whenever that skips frames,
@@ -222,9 +224,9 @@ def _decode_wanted(container, stream, info: VideoInfo, wanted: list[int]) -> dic
     decode gives. A seek that lands after its target (a container index that is off) is
     retried from further back."""
     timeline = _Timeline.of(stream, info.fps)
-    keyframes = _keyframes(stream, timeline)
+    keyframes = _keyframes(stream, timeline) if selective else None
     gap = max(1, int(SEEK_GAP_SECONDS * info.fps))
-    wanted_set = set(wanted)
+    wanted_set = set(wanted) if selective else None  # None: every frame decoded
     found: dict[int, np.ndarray] = {}
     frames, position, i = _frames(container, stream, timeline, wanted_set), -1, 0
     if _worth_seeking(-1, wanted[0], keyframes, gap):
@@ -249,7 +251,7 @@ def _decode_wanted(container, stream, info: VideoInfo, wanted: list[int]) -> dic
     return found
 
 
-def _seek(container, stream, timeline: _Timeline, wanted: set[int], target: int):
+def _seek(container, stream, timeline: _Timeline, wanted: set[int] | None, target: int):
     """`_frames` from the keyframe at or before frame `target`. The container's seek is asked
     for `target`, then, while the first frame decoded is past it, for a point further back
     (one second, two, four...), and at last for the stream's start."""
@@ -264,13 +266,14 @@ def _seek(container, stream, timeline: _Timeline, wanted: set[int], target: int)
         back = 2 * back if back else max(1, int(round(timeline.fps)))
 
 
-def _frames(container, stream, timeline: _Timeline, wanted: set[int]):
-    """(index or None, frame) in presentation order from the demuxer's position; unwanted
-    non-reference frames are not decoded."""
+def _frames(container, stream, timeline: _Timeline, wanted: set[int] | None):
+    """(index or None, frame) in presentation order from the demuxer's position; non-reference
+    frames not in `wanted` are not decoded (with `wanted` None, every frame is)."""
     context = stream.codec_context
     for packet in container.demux(stream):
         index = timeline.index(packet.pts)
-        context.skip_frame = "NONREF" if index is not None and index not in wanted else "DEFAULT"
+        skip = wanted is not None and index is not None and index not in wanted
+        context.skip_frame = "NONREF" if skip else "DEFAULT"
         try:
             decoded = context.decode(packet)  # the last, empty packet flushes the decoder
         except av.FFmpegError:
