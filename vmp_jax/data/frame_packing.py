@@ -10,11 +10,9 @@ Unreadable videos are left out and reported once each with their reason, as
 
 import dataclasses
 import hashlib
-import multiprocessing
 import os
-from concurrent import futures
 
-from vmp_jax.data import decode, frame_store, listing, transforms
+from vmp_jax.data import decode, frame_store, listing, parallel, transforms
 from vmp_jax.data.frame_store import PACKING_FILE, STORE_FILE, StoreError, shard_name
 
 
@@ -90,18 +88,6 @@ def _check_resume(out: str, packing: dict) -> None:
     frame_store.write_json(path, packing)
 
 
-def _jobs(items, settings: Settings, workers: int | None):
-    """Yields pack_video's results in order; in this process for workers=1, else in spawned
-    processes (forking a process that has started JAX's threads can deadlock)."""
-    jobs = ((item, settings) for item in items)
-    if workers == 1:
-        yield from map(pack_video, jobs)
-        return
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(pack_video, jobs, chunksize=1)
-
-
 def _write_shard(out: str, shard: int, results: list[dict]) -> None:
     """Writes a shard's records, then its table (which marks the shard complete)."""
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -146,7 +132,7 @@ def pack(items, out: str, settings: Settings, *, workers: int | None = None, pro
             progress()
     todo = [s for s in shards if s not in done]
     pending = [item for s in todo for item in items[s * per : (s + 1) * per]]
-    results = _jobs(pending, settings, workers)
+    results = parallel.map_in_processes(pack_video, ((i, settings) for i in pending), workers)
     for s in todo:
         batch = []
         for _ in items[s * per : (s + 1) * per]:

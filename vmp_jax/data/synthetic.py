@@ -15,12 +15,11 @@ Files: `OUT/videos/<class>/<class>_<i>.mp4` (H.264), `OUT/train.txt` and `OUT/va
 """
 
 import dataclasses
-import multiprocessing
 import os
-from concurrent import futures
 
 import numpy as np
 
+from vmp_jax.data import parallel
 from vmp_jax.data.encode import write_video
 
 # (dy, dx) of the base motion of each class pair; the pair's second class is its time reversal.
@@ -137,17 +136,6 @@ def _write_one(args) -> str:
     return path
 
 
-def _write_all(jobs, workers: int | None):
-    """Yields each written path; in this process for workers=1, else in spawned processes
-    (forking a process that has started JAX's threads can deadlock)."""
-    if workers == 1:
-        yield from map(_write_one, jobs)
-        return
-    context = multiprocessing.get_context("spawn")
-    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(_write_one, jobs, chunksize=4)
-
-
 def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> dict[str, str]:
     """Writes the dataset and returns the paths of its list files.
 
@@ -192,7 +180,7 @@ def write_dataset(spec, names, renderer, *, workers=None, progress=None) -> dict
             seed = np.random.SeedSequence([spec.seed, label, i])
             jobs.append((os.path.join(spec.out, rel), label, renderer, spec.fps, seed))
             lines["val" if i < n_val else "train"].append(f"{rel} {label}\n")
-    for path in _write_all(jobs, workers):
+    for path in parallel.map_in_processes(_write_one, jobs, workers, chunksize=4):
         if progress is not None:
             progress(path)
     lists = {}
