@@ -150,6 +150,7 @@ def test_a_corrupt_record_is_skipped_and_counted(motion_dataset, store, tmp_path
         ),
         ({"data.sampling": "dense", "data.sampling_rate": 2}, "every 4th frame.*sampling_rate=2"),
         ({"data.num_frames": 8, "model.num_frames": 8}, r"right_\d+.mp4 keeps 4 frames"),
+        ({"data.augment_on": "device", "data.canvas": "(40, 64)"}, r"\(48x48\) exceed data.canvas"),
     ],
 )
 def test_a_store_unfit_for_the_config_is_named_before_any_work(

@@ -1,6 +1,6 @@
 """The frame store: a dataset's videos as JPEG frames in ArrayRecord shards (`data.source=frames`).
 
-Decoding H.264 on the CPU costs ~50-100 ms per training clip whatever the library; decoding the
+Decoding H.264 on the CPU costs tens of ms per training clip whatever the library; decoding the
 8 or 16 wanted frames from JPEG costs a few. So, as MMAction2's raw frames and DMVR/scenic's
 frame records do, `vmp make-frames` (vmp_jax.data.frame_packing) decodes every video once and
 stores its frames, resized to a short side, as JPEG. One record per frame (group size 1), so a
@@ -74,6 +74,8 @@ class StoredVideo:
     label: int
     video_id: str
     store: str
+    height: int  # of the stored frames
+    width: int
 
     @property
     def name(self) -> str:
@@ -189,6 +191,8 @@ def open_store(path: str) -> FrameStore:
                     v["label"],
                     v["video_id"],
                     path,
+                    v["height"],
+                    v["width"],
                 )
             )
         offset += table["records"]
@@ -199,7 +203,8 @@ def open_store(path: str) -> FrameStore:
 
 def check_fits(store: FrameStore, data) -> None:
     """StoreError, before any work, when the config's clips need what the store lacks: a short
-    side above the stored one, or frames more finely spaced than the stored ones."""
+    side above the stored one, frames more finely spaced than the stored ones, or (with
+    data.augment_on=device) a canvas that holds the stored frames."""
     need = max(data.img_size or 0, data.short_side or 0)
     if store.short_side < need:
         raise StoreError(
@@ -219,4 +224,14 @@ def check_fits(store: FrameStore, data) -> None:
                 f"frame store {store.path}: video {video.video_id} keeps {video.count} frames "
                 f"(every {store.every}th of {video.num_frames}); a clip of data.num_frames="
                 f"{data.num_frames} needs {data.num_frames}: repack with a smaller --every"
+            )
+    if data.augment_on == "device":
+        big = [v for v in store.videos if v.height > data.canvas[0] or v.width > data.canvas[1]]
+        if big:
+            fits = (max([v.height for v in big] + [data.canvas[0]]),)
+            fits += (max([v.width for v in big] + [data.canvas[1]]),)
+            raise StoreError(
+                f"frame store {store.path}: video {big[0].video_id}'s frames "
+                f"({big[0].height}x{big[0].width}) exceed data.canvas {tuple(data.canvas)}, as "
+                f'{len(big)} videos\' do: set --config.data.canvas="{fits}"'
             )

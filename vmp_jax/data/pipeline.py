@@ -49,8 +49,8 @@ def warn_unreadable(error: DecodeError) -> None:
         log.warning("skipping unreadable video: %s", error)
 
 
-# Where training clips are flipped, RandAugmented, normalised and erased: in the loader (float32
-# batches) or in the train step (uint8 batches; vmp_jax.data.device_augment).
+# Where training clips are cropped, flipped, RandAugmented, normalised and erased: in the loader
+# (float32 batches) or in the train step (uint8 canvases; vmp_jax.data.device_augment).
 AUGMENT_ON = ("host", "device")
 
 
