@@ -135,7 +135,7 @@ def data_section(dataset, d, r) -> ml_collections.ConfigDict:
             randaug_mstd=mstd,
             erase_prob=0.25,
             augment_on="host",  # or device: resize, flip, RandAugment, normalise, erase in the step
-            canvas=(320, 576),  # augment_on=device: the frames' (height, width) sent to the step
+            canvas=None,  # augment_on=device: frames' (H, W) for the step; None: fit the store
             mixup=0.8,
             cutmix=1.0,
             mixup_switch_prob=0.5,

@@ -77,6 +77,18 @@ def test_training_batches_from_the_store_match_the_video_files(motion_dataset, s
         assert np.abs(a["video"] - b["video"]).mean() < 0.1  # normalised units (std ~ 58)
 
 
+def test_augmenting_on_the_device_places_frames_on_a_canvas_sized_to_the_store(
+    motion_dataset, store
+):
+    """data.canvas None: the store's largest frames (48 x 48 here), not the 320 x 576 default."""
+    config = _config(motion_dataset, **{"data.source": "frames", "data.augment_on": "device"})
+    config.data.train_list = store
+    assert config.data.canvas is None
+    (batch,) = _take(pipeline.train_dataset(config), 1)
+    assert batch["video"].shape == (4, 4, 48, 48, 3) and batch["video"].dtype == np.uint8
+    assert batch["rows_coef"].shape[0] == 4
+
+
 def test_an_interrupted_packing_resumes_where_it_stopped(
     motion_dataset, store, tmp_path, monkeypatch
 ):

@@ -192,29 +192,28 @@ def run(
             video = next((r.clips_per_s for r in rows if r.workers == n), None)
             ratio = rate / video if video else None
             rows.append(Row(name, where, n, rate, per_core, startup, ratio))
-    s = pipeline.ClipSettings.from_config(config)
+    s = pipeline.ClipSettings.from_config(config, by_source["frames"])
     clips = 4 * batch_size
     for name in SOURCES:
         spent.append({"source": name} | breakdown(by_source[name][0], s, clips))
     # The decoder as it was before it skipped frames: the same frames, every one decoded.
     full = breakdown(items[0], s, clips, selective=False)
     spent.append({"source": "video, full decode"} | full)
-    device_ms = device_augment_ms(config, batch_size)
+    device_ms = device_augment_ms(config, s, batch_size)
     echo(format_tables(rows, spent, device_ms, config, videos))
     result = {"rows": [dataclasses.asdict(r) for r in rows], "breakdown": spent}
     return result | {"device_augment_ms_per_clip": device_ms}
 
 
-def device_augment_ms(config, batch: int, repeats: int = 3) -> float:
+def device_augment_ms(config, s: pipeline.ClipSettings, batch: int, repeats: int = 3) -> float:
     """Wall ms per clip of the train step's crop, resize and augmentation (data.augment_on=
     device), jitted, on this machine's default JAX device, over batches of `batch` clips."""
     import jax
 
     augment = device_augment.DeviceAugment.for_config(config)
-    d, rng = config.data, np.random.default_rng(0)
-    video = rng.integers(0, 256, (batch, d.num_frames, *d.canvas, 3), np.uint8)
-    s = pipeline.ClipSettings.from_config(config)
-    plans = [resample.crop_plan(pipeline.crop_box(*d.canvas, s, rng), d.img_size, d.canvas)]
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (batch, s.num_frames, *s.canvas, 3), np.uint8)
+    plans = [resample.crop_plan(pipeline.crop_box(*s.canvas, s, rng), s.img_size, s.canvas)]
     plan = {k: np.stack([plans[0][k]] * batch) for k in resample.PLAN_KEYS}
     run = jax.jit(augment)
     run(video, 0, plan).block_until_ready()  # compile

@@ -69,10 +69,11 @@ def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dic
         if d.augment_on == "host":
             out.append({"video": transforms.normalize(videos), "label": labels})
             continue
-        placed = pipeline.on_canvas(videos.reshape(-1, *videos.shape[2:]), d.canvas)[0]
-        plan = resample.crop_plan((0, 0, d.img_size, d.img_size), d.img_size, d.canvas)
+        canvas = resample.canvas_of(d)
+        placed = pipeline.on_canvas(videos.reshape(-1, *videos.shape[2:]), canvas)[0]
+        plan = resample.crop_plan((0, 0, d.img_size, d.img_size), d.img_size, canvas)
         plans = {k: np.stack([v] * per_host) for k, v in plan.items()}  # the whole frame
-        out.append({"video": placed.reshape(per_host, -1, *d.canvas, 3), "label": labels} | plans)
+        out.append({"video": placed.reshape(per_host, -1, *canvas, 3), "label": labels} | plans)
     return out
 
 

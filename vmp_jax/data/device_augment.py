@@ -1,7 +1,7 @@
 """The training clips' augmentation in JAX, inside the jitted train step (`data.augment_on=device`).
 
 The host then only reads, decodes and decides the crop: it hands the decoded frames on a fixed
-canvas (uint8, data.canvas) with the crop box's resize as Pillow's fixed-point coefficients
+canvas (uint8, `resample.canvas_of`) with the crop box's resize as Pillow's fixed-point coefficients
 (`resample.crop_plan`); the crop's resize, flip, RandAugment, normalisation and random erasing
 run here, on the global batch.
 Each op is the twin of the host's (`randaugment`, `transforms`, PIL's formulas: the same luma,

@@ -159,6 +159,11 @@ class FrameStore:
     def every(self) -> int:
         return self.summary["every"]
 
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) that holds every stored frame."""
+        return max(v.height for v in self.videos), max(v.width for v in self.videos)
+
 
 def open_store(path: str) -> FrameStore:
     """Reads a store's tables; StoreError when `path` holds no complete store."""
@@ -204,7 +209,7 @@ def open_store(path: str) -> FrameStore:
 def check_fits(store: FrameStore, data) -> None:
     """StoreError, before any work, when the config's clips need what the store lacks: a short
     side above the stored one, frames more finely spaced than the stored ones, or (with
-    data.augment_on=device) a canvas that holds the stored frames."""
+    data.augment_on=device) a data.canvas too small for the stored frames."""
     need = max(data.img_size or 0, data.short_side or 0)
     if store.short_side < need:
         raise StoreError(
@@ -225,7 +230,7 @@ def check_fits(store: FrameStore, data) -> None:
                 f"(every {store.every}th of {video.num_frames}); a clip of data.num_frames="
                 f"{data.num_frames} needs {data.num_frames}: repack with a smaller --every"
             )
-    if data.augment_on == "device":
+    if data.augment_on == "device" and data.canvas is not None:  # None: sized to the store
         big = [v for v in store.videos if v.height > data.canvas[0] or v.width > data.canvas[1]]
         if big:
             fits = (max([v.height for v in big] + [data.canvas[0]]),)

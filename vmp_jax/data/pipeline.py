@@ -78,10 +78,12 @@ class ClipSettings:
     num_classes: int
 
     @classmethod
-    def from_config(cls, config) -> "ClipSettings":
+    def from_config(cls, config, source=None) -> "ClipSettings":
+        """The settings of `config`; `source` sizes the canvas when data.canvas is None."""
         d = config.data
+        fields = {f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d}
         settings = cls(
-            **{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d},
+            **fields | {"canvas": resample.canvas_of(d, source)},
             num_clips=config.eval.num_clips,
             num_crops=config.eval.num_crops,
             num_classes=config.model.num_classes,
@@ -314,8 +316,8 @@ def train_dataset(config, source=None) -> grain.IterDataset:
     parts. So the hosts' batches, concatenated in host order, hold the same videos with the
     same augmentation whatever H is, and each video of an epoch is read once, by one host.
     """
-    s = ClipSettings.from_config(config)
     source = sources.open_source(config.data, "train") if source is None else source
+    s = ClipSettings.from_config(config, source)
     host, hosts = grain_shard()
     per_host = per_host_batch(config.data.batch_size, "data.batch_size", s.repeated_aug, hosts)
     stream = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()

@@ -84,3 +84,16 @@ def crop_plan(box, size: int, canvas: tuple[int, int]) -> dict[str, np.ndarray]:
 
 
 PLAN_KEYS = ("rows_start", "rows_coef", "cols_start", "cols_coef")
+
+# data.canvas when it is None and the source is not a frame store: a 320 px short side up to 16:9.
+DEFAULT_CANVAS = (320, 576)
+
+
+def canvas_of(data, source=None) -> tuple[int, int]:
+    """The (height, width) the loader places training frames on with data.augment_on=device:
+    data.canvas if set; else a frame store's largest frames (`frame_size`), rounded up to
+    multiples of 8; else DEFAULT_CANVAS; never under data.img_size."""
+    if data.canvas is not None:
+        return tuple(data.canvas)
+    size = getattr(source, "frame_size", None) or DEFAULT_CANVAS
+    return tuple(max(data.img_size, -(-n // 8) * 8) for n in size)

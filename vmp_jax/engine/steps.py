@@ -178,7 +178,7 @@ def batch_shapes(config) -> dict:
     if d.augment_on != "device":
         video = (b, d.num_frames, d.img_size, d.img_size, config.model.channels)
         return shapes | {"video": (video, jnp.float32)}
-    (hc, wc), s = d.canvas, d.img_size
+    (hc, wc), s = resample.canvas_of(d), d.img_size  # data.canvas None: the default
     return shapes | {
         "video": ((b, d.num_frames, hc, wc, config.model.channels), jnp.uint8),
         "rows_start": ((b, s), jnp.int32),
