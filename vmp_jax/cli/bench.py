@@ -101,7 +101,8 @@ def _add_bench_data(subparsers) -> None:
         description="Times a recipe's training pipeline (sample, read, decode, crop, flip, "
         "RandAugment, erasing, repeated augmentation) per source: the video files and a frame "
         "store packed from them (vmp make-frames defaults), for each worker count, and where "
-        "a clip's CPU time goes (read, decode, crop, augment). Videos: --videos DIR (any "
+        "a clip's CPU time goes (read, decode, crop, augment, and the canvas of "
+        "data.augment_on=device). Videos: --videos DIR (any "
         "folder of yours) or generated 10 s 428x320 H.264 ones (libx264 defaults), written to "
         "--folder once; the store is packed under --folder once. Ratios come from one run. "
         "Overrides: --config.KEY=VALUE.",
@@ -112,7 +113,11 @@ def _add_bench_data(subparsers) -> None:
     p.add_argument("--batches", type=int, default=8, help="timed batches after a warm-up one")
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch")
     p.add_argument("--config", default=str(DEFAULT_DATA_CONFIG))
-    p.add_argument("--json", action="store_true", help='print {"rows": [...], "breakdown": [...]}')
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"rows": [...], "breakdown": [...], "device_augment_ms_per_clip": ...}',
+    )
     p.set_defaults(func=_bench_data, accepts_overrides=True)
 
 

@@ -126,7 +126,7 @@ def pack(items, out: str, settings: Settings, *, workers: int | None = None, pro
     _check_resume(out, packing)
     per = settings.videos_per_shard
     shards = range(-(-len(items) // per))
-    done = [s for s in shards if os.path.isfile(os.path.join(out, f"{shard_name(s)}.json"))]
+    done = {s for s in shards if os.path.isfile(os.path.join(out, f"{shard_name(s)}.json"))}
     if progress:
         for _ in range(sum(len(items[s * per : (s + 1) * per]) for s in done)):
             progress()
@@ -156,7 +156,6 @@ def _write_summary(out: str, settings: Settings, shards: list[int]) -> dict:
         "records": sum(t["records"] for t in tables),
         "bytes": shard_bytes,
         "source_bytes": sum(t["source_bytes"] for t in tables),
-        "min_short_side": min((min(v["height"], v["width"]) for v in videos), default=0),
         "unreadable": {k: e for t in tables for k, e in t["unreadable"].items()},
     }
     frame_store.write_json(os.path.join(out, STORE_FILE), summary)

@@ -96,7 +96,7 @@ class StoredVideo:
         wanted = sorted({self.stored_index(int(i)) for i in indices})
         try:
             return wanted, self.records.read([self.first + j for j in wanted])
-        except Exception as e:  # ArrayRecord raises RuntimeError/ValueError for bad chunks
+        except (RuntimeError, ValueError, OSError) as e:  # ArrayRecord: RuntimeError, bad chunk
             raise decode.DecodeError(self.name, "corrupt stored frame", str(e)) from e
 
     def frames_from_records(self, indices, wanted: list[int], data: list[bytes]) -> np.ndarray:
@@ -153,7 +153,7 @@ class FrameStore:
     @property
     def short_side(self) -> int:
         """The smallest short side of the stored frames."""
-        return self.summary["min_short_side"]
+        return min(min(v.height, v.width) for v in self.videos)
 
     @property
     def every(self) -> int:

@@ -1,14 +1,14 @@
 """The jitted train and eval steps.
 
-train_step: with data.augment_on=device, flip, RandAugment, normalisation and erasing of the
-uint8 clips (`data.device_augment`); mixup/cutmix and label smoothing over the global batch
-(`mixing.Mixing`),
-soft-target cross-entropy, the gradient summed over `accum_steps` micro-batches by a scan (one
-optimiser update per global batch, the activations of one micro-batch alive at a time), the
-optimiser update, and the EMA update. A step whose loss, gradients or updated weights are not
-all finite changes nothing of the state (weights, optimiser moments and step, EMA, RNG counts)
-and reports `nonfinite` 1; the decision is made on global values, so every process takes the
-same one. The state is donated. eval_step: the softmax of every view, averaged per video.
+train_step: with data.augment_on=device, the crop, resize, flip, RandAugment, normalisation
+and erasing of the uint8 frames on their canvas (`data.device_augment`); mixup/cutmix and
+label smoothing over the global batch (`mixing.Mixing`); soft-target cross-entropy, the
+gradient summed over `accum_steps` micro-batches by a scan (one optimiser update per global
+batch, the activations of one micro-batch alive at a time), the optimiser update, and the EMA
+update. A step whose loss, gradients or updated weights are not all finite changes nothing of
+the state (weights, optimiser moments and step, EMA, RNG counts) and reports `nonfinite` 1; the
+decision is made on global values, so every process takes the same one. The state is donated.
+eval_step: the softmax of every view, averaged per video.
 """
 
 import jax

@@ -12,9 +12,8 @@ import time
 
 WARN_ABOVE = 0.2
 REMEDIES = (
-    "pack the videos into a frame store (`vmp make-frames`, data.source=frames), raise "
-    "data.num_workers (one per free core), or lower data.repeated_aug's decode share by "
-    "raising data.repeated_aug"
+    "pack the videos into a frame store (`vmp make-frames`, data.source=frames), augment in "
+    "the train step (data.augment_on=device), or raise data.num_workers (one per free core)"
 )
 
 
