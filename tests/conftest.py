@@ -6,11 +6,35 @@ import atexit
 import collections
 import os
 import shutil
+import sys
 import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
+
+# Nothing the tests run reaches beyond 127.0.0.0/8: a connection elsewhere raises, in this
+# process and (through sitecustomize on PYTHONPATH) in every Python process the tests start;
+# Google's client libraries find no metadata server (a closed port on 127.0.0.1) and look for
+# none (`tests/storage` aims them at a local emulator).
+_NETGUARD = os.path.join(os.path.dirname(__file__), "netguard")
+sys.path.insert(0, _NETGUARD)
+import loopback_only  # noqa: E402
+
+loopback_only.install()
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_NETGUARD, os.environ.get("PYTHONPATH")) if p
+)
+if "GCE_METADATA_HOST" not in os.environ:
+    from vmp_jax.storage.emulator import free_port  # noqa: E402 - stdlib only
+
+    _closed = f"127.0.0.1:{free_port()}"
+    os.environ.update(
+        NO_GCE_CHECK="true",
+        GCE_METADATA_HOST=_closed,
+        GCE_METADATA_IP=_closed,
+        GCE_METADATA_ROOT=_closed,
+    )
 
 # Programs compiled once per session and shared: the tests train the same tiny runs in several
 # processes (`vmp train` in a subprocess, the same run restarted, 2 processes against 1), and
@@ -144,3 +168,32 @@ def motion_dataset(tmp_path_factory) -> str:
     spec = synthetic.Spec(root, 4, 8, frames=16, height=48, width=48, val_fraction=0.25)
     synthetic.make_dataset(spec, workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A Google Cloud Storage emulator on 127.0.0.1 with the bucket `vmp-test`, and every
+    client library aimed at it (`vmp_jax.storage.emulator.environment`) in this process and
+    in every process started from here on; stopped, and the variables restored, at the end."""
+    from vmp_jax.storage.emulator import Emulator
+
+    with Emulator("vmp-test") as emulator:
+        saved = {k: os.environ.get(k) for k in emulator.env}
+        os.environ.update(emulator.env)
+        try:
+            yield emulator
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def bucket_dataset(gcs, motion_dataset) -> str:
+    """The motion dataset copied to gs://vmp-test/motion (lists, videos, classes.txt)."""
+    from vmp_jax import storage
+
+    storage.upload(motion_dataset, "gs://vmp-test/motion")
+    return "gs://vmp-test/motion"

@@ -1,7 +1,8 @@
 """The tiny training run of the end-to-end tests: the demo config shrunk to a 2-block model on
 4-frame 32 px clips of the session's generated dataset (`motion_dataset`: 24 train videos,
 3 steps an epoch at batch 8), checkpointing every 2 steps and logging every step; the state
-a run ends with, read back for comparing runs leaf by leaf; and the hook that preempts an
+a run ends with, read back for comparing runs leaf by leaf; the steps saved in a workdir
+(local or in a bucket); and the hook that preempts an
 evaluation of it."""
 
 import itertools
@@ -12,6 +13,7 @@ import time
 import jax
 import numpy as np
 
+from vmp_jax import storage
 from vmp_jax.engine import steps
 from vmp_jax.engine.checkpoint import restore_state
 from vmp_jax.train import loop
@@ -42,6 +44,18 @@ def tiny_overrides(root: str, **extra) -> list[str]:
     }
     settings |= {key.replace("__", "."): value for key, value in extra.items()}
     return [f"--config.{k}={v}" for k, v in settings.items()]
+
+
+def complete_steps(workdir: str) -> list[int]:
+    """The steps saved completely under WORKDIR/checkpoints: locally Orbax renames a step's
+    directory when it is complete; in a bucket it writes `commit_success.txt` last."""
+    checkpoints = storage.join(workdir, "checkpoints")
+    if not storage.isdir(checkpoints):
+        return []
+    saved = [int(s) for s in storage.listdir(checkpoints) if s.isdigit()]
+    if not storage.is_url(workdir):
+        return saved
+    return [s for s in saved if storage.exists(f"{checkpoints}/{s}/commit_success.txt")]
 
 
 def as_numpy(x) -> np.ndarray:

@@ -16,12 +16,12 @@ checkpoint can be used (`vmp predict`) without the file and overrides that made 
 import ast
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
 import ml_collections
 
+from vmp_jax import storage
 from vmp_jax.models.config import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -80,12 +80,9 @@ SAVED_CONFIG = "config.json"
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Writes `config` as WORKDIR/config.json; returns the path."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, SAVED_CONFIG)
-    with open(path, "w") as f:
-        json.dump(config.to_dict(), f, indent=2, sort_keys=True)
-        f.write("\n")
+    """Writes `config` as WORKDIR/config.json (local or in a bucket); returns the path."""
+    path = storage.join(workdir, SAVED_CONFIG)
+    storage.write_text(path, json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -98,14 +95,14 @@ def _tuples(value):
 
 def load_saved_config(workdir: str, overrides: list[str] = ()) -> ml_collections.ConfigDict:
     """The config a workdir was trained (or imported) with, with overrides applied."""
-    path = os.path.join(workdir, SAVED_CONFIG)
-    if not os.path.isfile(path):
+    path = storage.join(workdir, SAVED_CONFIG)
+    if not storage.isfile(path):
         raise FileNotFoundError(
             f"{workdir} has no {SAVED_CONFIG} (vmp train and vmp import write one); "
             "give the experiment file with --config"
         )
-    with open(path) as f:
-        return _finish(ml_collections.ConfigDict(_tuples(json.load(f))), overrides)
+    saved = json.loads(storage.read_text(path))
+    return _finish(ml_collections.ConfigDict(_tuples(saved)), overrides)
 
 
 # (key, source): None at key takes the source's value; another value needs data.allow_resize.

@@ -18,8 +18,13 @@ import time
 import numpy as np
 import pytest
 
-from tests.tiny_run import final_state, sigterm_in_first_eval_step, tiny_overrides
-from vmp_jax import cli
+from tests.tiny_run import (
+    complete_steps,
+    final_state,
+    sigterm_in_first_eval_step,
+    tiny_overrides,
+)
+from vmp_jax import cli, storage
 from vmp_jax.engine import checkpoint, steps
 from vmp_jax.experiment import REPO_ROOT, load_config
 from vmp_jax.train import loop
@@ -108,18 +113,12 @@ def test_bad_config_key_stops_before_any_work(motion_dataset, tmp_path, capsys):
 
 def _train_until_step_4(root: str, workdir: str, **popen) -> subprocess.Popen:
     """`vmp train` of the tiny run in a subprocess, once a checkpoint of step 4 or later is
-    complete (Orbax renames a step's directory when it is)."""
+    complete."""
     command = [sys.executable, "-m", "vmp_jax.cli", "train", *_args(root, workdir)]
     process = subprocess.Popen(command, cwd=REPO_ROOT, **popen)
-    checkpoints = os.path.join(workdir, "checkpoints")
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        done = (
-            [s for s in os.listdir(checkpoints) if s.isdigit()]
-            if os.path.isdir(checkpoints)
-            else []
-        )
-        if any(int(s) >= 4 for s in done):
+        if any(s >= 4 for s in complete_steps(workdir)):
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be stopped"
@@ -140,10 +139,54 @@ def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_p
     process = _train_until_step_4(motion_dataset, interrupted, **popen)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    checkpoints = os.path.join(interrupted, "checkpoints")
-    killed_at = max(int(s) for s in os.listdir(checkpoints) if s.isdigit())
-    assert 4 <= killed_at < 12
+    assert 4 <= max(complete_steps(interrupted)) < 12
     _resume_and_compare(motion_dataset, straight_run[0], interrupted)
+
+
+def test_a_run_in_a_bucket_killed_and_resumed_ends_and_evaluates_as_the_local_run(
+    motion_dataset, bucket_dataset, straight_run, tmp_path, capsys
+):
+    """Workdir and data in the emulator's bucket: SIGKILLed after a checkpoint and resumed,
+    the run ends bit-identical to the local straight run; `vmp eval`, `vmp predict` and
+    `vmp export` of it, reading from and writing to the bucket, give the local run's outputs."""
+    workdir = "gs://vmp-test/run"
+    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    process = _train_until_step_4(bucket_dataset, workdir, **popen)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 4 <= max(complete_steps(workdir)) < 12
+    _resume_and_compare(bucket_dataset, straight_run[0], workdir)
+    local, steps_logged = straight_run[0], {}
+    for run in (local, workdir):
+        records = (json.loads(r) for r in storage.read_text(f"{run}/metrics.jsonl").splitlines())
+        steps_logged[run] = sorted({r["step"] for r in records if r["split"] == "train"})
+    assert steps_logged[workdir] == steps_logged[local] == list(range(1, 13))
+    assert storage.isfile(f"{workdir}/curves.png") and storage.listdir(f"{workdir}/tensorboard")
+    outputs = {}
+    for run, root, out in (
+        (local, motion_dataset, str(tmp_path)),
+        (workdir, bucket_dataset, workdir),
+    ):
+        config = ["--config", DEMO, *tiny_overrides(root)]
+        assert cli.main(["eval", *config, "--checkpoint", run, "--out", f"{out}/eval"]) == 0
+        videos = [f"{root}/{line.split()[0]}" for line in _val_lines(root)[:3]]
+        argv = ["predict", "--checkpoint", run, "--out", f"{out}/predictions.json", *videos]
+        assert cli.main(argv) == 0
+        argv = ["export", *config, "--checkpoint", run, "--out", f"{out}/model.safetensors"]
+        assert cli.main(argv) == 0
+        outputs[run] = [
+            storage.read_text(f"{out}/eval/predictions.csv"),
+            [e["top"] for e in json.loads(storage.read_text(f"{out}/predictions.json"))],
+            storage.read_bytes(f"{out}/model.safetensors"),
+        ]
+    capsys.readouterr()
+    assert outputs[workdir][0] == outputs[local][0]  # keyed by the lists' relative paths
+    assert outputs[workdir][1] == outputs[local][1]
+    assert outputs[workdir][2] == outputs[local][2]
+
+
+def _val_lines(root: str) -> list[str]:
+    return [line for line in storage.read_text(f"{root}/val.txt").splitlines() if line.strip()]
 
 
 def test_sigterm_saves_the_step_reached_and_resumes_bit_identical(

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from vmp_jax import xla_flags
 from vmp_jax.cli import bench, data, evaluate, gpu, interop, launch, model, train
 from vmp_jax.engine.preemption import Preempted
+from vmp_jax.storage.access import StorageAccessError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if join.is_primary():
             print(f"vmp {args.command}: {stopped}", flush=True)
         return Preempted.exit_code
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError, StorageAccessError) as error:
         print(f"vmp {args.command}: error: {error}", file=sys.stderr)
         return getattr(error, "exit_code", 2)  # 3: non-finite steps (vmp_jax.train.nonfinite)

@@ -1,7 +1,8 @@
 """`vmp make-synthetic`, `vmp data-check`, `vmp make-tfds`: datasets."""
 
 import argparse
-import os
+
+from vmp_jax import storage
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -204,7 +205,7 @@ def _scan_targets(args) -> list[tuple[str, str, str, str]]:
     found = []
     for split in ("train", "val"):
         where = sources.list_path(data, split)
-        if where and os.path.exists(where):
+        if where and storage.exists(where):
             found.append((split, where, data.data_root, template))
         else:
             print(f"{split}: {where or '(no list set)'} not found, not scanned")
@@ -223,7 +224,7 @@ def _scan(args: argparse.Namespace) -> int:
         raise ValueError("--write-clean: two lists are scanned; put {split} in the file name")
     found_bad = False
     for split, where, root, template in targets:
-        is_folder = os.path.isdir(where)
+        is_folder = storage.isdir(where)
         items = (
             listing.read_class_folder(where)
             if is_folder
@@ -252,7 +253,8 @@ def _make_tfds(args: argparse.Namespace) -> int:
         data.train_split: sources.list_path(data, "train"),
         data.val_split: sources.list_path(data, "val"),
     }
-    builder = tfds_builder.build(args.name, lists, data.data_root, args.out)
+    with storage.staged(args.out) as local:  # TFDS writes local files; a bucket gets a copy
+        builder = tfds_builder.build(args.name, lists, data.data_root, local)
     print(f"built {builder.info.full_name} under {args.out}: {builder.info.splits}")
     return 0
 
@@ -277,7 +279,7 @@ def _frame_targets(args) -> list[tuple[str, str, str, str]]:
     for split in ("train", "val"):
         where = sources.list_path(data, split)
         if where:
-            targets.append((split, where, data.data_root, os.path.join(args.out, split)))
+            targets.append((split, where, data.data_root, storage.join(args.out, split)))
     if not targets:
         raise FileNotFoundError("the config sets neither data.train_list nor data.val_list")
     return targets

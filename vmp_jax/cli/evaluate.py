@@ -2,7 +2,6 @@
 two models' predictions against each other."""
 
 import argparse
-import os
 import sys
 
 from vmp_jax.cli.launch import add_cluster_arguments, join_cluster
@@ -11,6 +10,7 @@ WEIGHTS_HELP = "which weights: the EMA copy when the run kept one (auto, the def
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from vmp_jax import storage
     from vmp_jax.data import labels
     from vmp_jax.engine.checkpoint import workdir_of
     from vmp_jax.evaluate import multiview
@@ -19,13 +19,14 @@ def _eval(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     join_cluster(args)
+    storage.check_access(outputs=[args.out or ""])
     predictions, skipped, step, ema = multiview.evaluate_checkpoint(
         config, args.checkpoint, weights=args.weights
     )
     if not join.is_primary():
         return 0  # every process predicted its share; process 0 reports and writes
     summary = multiview.summary(predictions)
-    out = args.out or os.path.join(workdir_of(args.checkpoint), "eval")
+    out = args.out or storage.join(workdir_of(args.checkpoint), "eval")
     names = labels.class_names(config)
     paths = multiview.write_report(predictions, out, names)
     views = config.eval.num_clips * config.eval.num_crops
@@ -41,10 +42,12 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from vmp_jax import storage
     from vmp_jax.evaluate.predict import Predictor, read_video_list, write_results
 
     if bool(args.videos) == bool(args.list):
         raise ValueError("give video files, or --list FILE (not both)")
+    storage.check_access([args.list or ""], outputs=[args.out or ""])
     videos = read_video_list(args.list, args.data_root) if args.list else args.videos
     predictor = Predictor.from_checkpoint(
         args.checkpoint,

@@ -5,7 +5,8 @@ decoder jumps to the keyframe before a wanted frame whenever that skips frames, 
 decode the non-reference frames (most B-frames) that no wanted frame needs. One decoder thread:
 the loader's worker processes are the parallelism.
 
-A video is given as a path or as the encoded file's bytes (TFDS records keep the MP4 bytes).
+A video is given as a path, a URL (`gs://...`: read in range requests, or whole when the wanted
+frames span most of it) or as the encoded file's bytes (TFDS records keep the MP4 bytes).
 Frames come back as uint8 (T, H, W, 3) RGB. Anything that is not a readable video (missing,
 zero-byte, truncated, not a container, no video stream) raises `DecodeError`, whose message names
 the file and the reason; the pipeline turns it into a skipped-and-counted sample.
@@ -14,14 +15,17 @@ Indices are frame numbers at the stream's average rate, counted from its first f
 sampling can be planned from `probe` before any frame is decoded.
 """
 
+import contextlib
 import dataclasses
 import io
 import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import av
 import numpy as np
+
+from vmp_jax import storage
 
 VideoInput = str | os.PathLike | bytes
 
@@ -29,6 +33,10 @@ VideoInput = str | os.PathLike | bytes
 # is reached by seeking, not decoding. H.264 keyframes are often seconds apart, and a seek lands
 # on the keyframe before the target, so a shorter gap would decode the same frames again.
 SEEK_GAP_SECONDS = 4.0
+# A video in a bucket is read in range requests of this size (seeks fetch the blocks the wanted
+# frames need); one whose wanted frames span more than this share of it is fetched whole.
+REMOTE_BLOCK_BYTES = 256 * 1024
+WHOLE_OBJECT_SPAN = 0.5
 # Containers may overstate the frame count by a frame or two; a shortfall up to this fraction
 # repeats the last frame, a larger one is a truncated file.
 FRAME_COUNT_SLACK = 0.05
@@ -87,22 +95,50 @@ def _name(video: VideoInput, name: str | None) -> str:
     return "<bytes>" if isinstance(video, bytes) else os.fspath(video)
 
 
-def _open(video: VideoInput, name: str) -> av.container.InputContainer:
-    if not isinstance(video, bytes):
-        if not os.path.exists(video):
-            raise DecodeError(name, "missing file")
-        if os.path.getsize(video) == 0:
-            raise DecodeError(name, "zero-byte file")
-    elif not video:
-        raise DecodeError(name, "zero-byte file")
+@contextlib.contextmanager
+def _open(video: VideoInput, name: str) -> Iterator[av.container.InputContainer]:
+    """The open container of a file, a URL (read in range requests) or bytes; DecodeError
+    when there is nothing readable."""
+    with contextlib.ExitStack() as stack:
+        if isinstance(video, bytes):
+            if not video:
+                raise DecodeError(name, "zero-byte file")
+            source = io.BytesIO(video)
+        elif storage.is_url(video):
+            source = stack.enter_context(_open_remote(os.fspath(video), name))
+        else:
+            source = os.fspath(video)
+            if not os.path.exists(source):
+                raise DecodeError(name, "missing file")
+            if os.path.getsize(source) == 0:
+                raise DecodeError(name, "zero-byte file")
+        try:
+            container = stack.enter_context(av.open(source))
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise DecodeError(name, "not a readable video", str(e)) from e
+        if not container.streams.video:
+            raise DecodeError(name, "no video stream")
+        yield container
+
+
+def _open_remote(url: str, name: str):
+    """A file object on a video in a bucket, read in REMOTE_BLOCK_BYTES range requests."""
     try:
-        container = av.open(io.BytesIO(video) if isinstance(video, bytes) else os.fspath(video))
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise DecodeError(name, "not a readable video", str(e)) from e
-    if not container.streams.video:
-        container.close()
-        raise DecodeError(name, "no video stream")
-    return container
+        size = storage.getsize(url)
+    except FileNotFoundError:
+        raise DecodeError(name, "missing file") from None
+    if size == 0:
+        raise DecodeError(name, "zero-byte file")
+    return storage.open_ranges(url, block_size=REMOTE_BLOCK_BYTES)
+
+
+def _whole_object(video: VideoInput, wanted: list[int], info: VideoInfo) -> bool:
+    """Whether a video in a bucket is better fetched in one request: when the wanted frames
+    span most of it (segment sampling over the whole clip), range requests would fetch it
+    all anyway, in many round trips."""
+    if isinstance(video, bytes) or not storage.is_url(video):
+        return False
+    return (wanted[-1] - wanted[0] + 1) / info.num_frames > WHOLE_OBJECT_SPAN
 
 
 def _info(container, stream, name: str) -> VideoInfo:
@@ -164,6 +200,9 @@ def read_frames(
         wanted = sorted(set(int(i) for i in indices))
         if not wanted or wanted[0] < 0:
             raise ValueError(f"{name}: frame indices must be >= 0, got {list(indices)[:8]}")
+        if _whole_object(video, wanted, info):
+            data = storage.read_bytes(os.fspath(video))
+            return read_frames(data, list(indices), name=name, selective=selective)
         try:
             found = _decode_wanted(container, stream, info, wanted, selective)
         except av.FFmpegError as e:

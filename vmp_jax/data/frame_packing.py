@@ -10,8 +10,8 @@ Unreadable videos are left out and reported once each with their reason, as
 
 import dataclasses
 import hashlib
-import os
 
+from vmp_jax import storage
 from vmp_jax.data import decode, frame_store, listing, parallel, transforms
 from vmp_jax.data.frame_store import PACKING_FILE, STORE_FILE, StoreError, shard_name
 
@@ -37,7 +37,7 @@ def _read(item, every: int):
     plan = lambda n: range(0, n, every)  # noqa: E731
     if isinstance(item, listing.VideoFile):
         frames, info = decode.read_frames(item.path, plan)
-        return frames, info.num_frames, info.fps, os.path.getsize(item.path)
+        return frames, info.num_frames, info.fps, storage.getsize(item.path)
     if isinstance(item, listing.EncodedVideo):
         frames, info = decode.read_frames(item.data, plan, name=item.name)
         return frames, info.num_frames, info.fps, len(item.data)
@@ -73,8 +73,8 @@ def _fingerprint(items) -> str:
 
 def _check_resume(out: str, packing: dict) -> None:
     """Writes packing.json, or checks that an earlier packing into `out` had the same one."""
-    path = os.path.join(out, PACKING_FILE)
-    if os.path.isfile(path):
+    path = storage.join(out, PACKING_FILE)
+    if storage.isfile(path):
         before = frame_store.read_json(path)
         changed = [f"{k}: {before.get(k)} -> {v}" for k, v in packing.items() if before.get(k) != v]
         if changed:
@@ -82,31 +82,42 @@ def _check_resume(out: str, packing: dict) -> None:
                 f"{out} holds a packing with other settings or videos ({'; '.join(changed)}): "
                 "use another --out, or delete it to start over"
             )
-    elif os.path.isdir(out) and os.listdir(out):
+    elif storage.isdir(out) and storage.listdir(out):
         raise StoreError(f"{out} exists and is not a frame store: give an empty or new --out")
-    os.makedirs(out, exist_ok=True)
+    storage.makedirs(out)
     frame_store.write_json(path, packing)
 
 
 def _write_shard(out: str, shard: int, results: list[dict]) -> None:
-    """Writes a shard's records, then its table (which marks the shard complete)."""
+    """Writes a shard's records, then its table (which marks the shard complete). ArrayRecord
+    writes local files only: for a store in a bucket the shard is written locally and
+    uploaded before its table."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
-    name = os.path.join(out, shard_name(shard))
-    writer = ArrayRecordWriter(f"{name}.array_record", "group_size:1")
+    name = storage.join(out, shard_name(shard))
+    with storage.staged_file(f"{name}.array_record") as records_file:
+        _write_records(ArrayRecordWriter(records_file, "group_size:1"), results)
+    frame_store.write_json(f"{name}.json", _shard_table(results))
+
+
+def _write_records(writer, results: list[dict]) -> None:
+    for r in results:
+        for jpeg in r.get("jpegs", ()):
+            writer.write(jpeg)
+    writer.close()
+
+
+def _shard_table(results: list[dict]) -> dict:
+    """A shard's table: its videos (where their records start), the unreadable ones, totals."""
     videos, unreadable, records, source_bytes = [], {}, 0, 0
     for r in results:
         if "error" in r:
             unreadable[r["name"]] = r["error"]
             continue
         videos.append(r["video"] | {"first": records})
-        for jpeg in r["jpegs"]:
-            writer.write(jpeg)
         records += len(r["jpegs"])
         source_bytes += r["source_bytes"]
-    writer.close()
-    table = dict(videos=videos, unreadable=unreadable, records=records, source_bytes=source_bytes)
-    frame_store.write_json(f"{name}.json", table)
+    return dict(videos=videos, unreadable=unreadable, records=records, source_bytes=source_bytes)
 
 
 def pack(items, out: str, settings: Settings, *, workers: int | None = None, progress=None):
@@ -126,7 +137,7 @@ def pack(items, out: str, settings: Settings, *, workers: int | None = None, pro
     _check_resume(out, packing)
     per = settings.videos_per_shard
     shards = range(-(-len(items) // per))
-    done = {s for s in shards if os.path.isfile(os.path.join(out, f"{shard_name(s)}.json"))}
+    done = {s for s in shards if storage.isfile(storage.join(out, f"{shard_name(s)}.json"))}
     if progress:
         for _ in range(sum(len(items[s * per : (s + 1) * per]) for s in done)):
             progress()
@@ -144,10 +155,10 @@ def pack(items, out: str, settings: Settings, *, workers: int | None = None, pro
 
 
 def _write_summary(out: str, settings: Settings, shards: list[int]) -> dict:
-    tables = [frame_store.read_json(os.path.join(out, f"{shard_name(s)}.json")) for s in shards]
+    tables = [frame_store.read_json(storage.join(out, f"{shard_name(s)}.json")) for s in shards]
     videos = [v for t in tables for v in t["videos"]]
     shard_bytes = sum(
-        os.path.getsize(os.path.join(out, f"{shard_name(s)}.array_record")) for s in shards
+        storage.getsize(storage.join(out, f"{shard_name(s)}.array_record")) for s in shards
     )
     summary = dataclasses.asdict(settings) | {
         "format": frame_store.FORMAT,
@@ -158,7 +169,7 @@ def _write_summary(out: str, settings: Settings, shards: list[int]) -> dict:
         "source_bytes": sum(t["source_bytes"] for t in tables),
         "unreadable": {k: e for t in tables for k, e in t["unreadable"].items()},
     }
-    frame_store.write_json(os.path.join(out, STORE_FILE), summary)
+    frame_store.write_json(storage.join(out, STORE_FILE), summary)
     return summary
 
 

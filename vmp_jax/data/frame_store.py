@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from vmp_jax import storage
 from vmp_jax.data import decode
 
 FORMAT = 1
@@ -123,15 +124,19 @@ def decode_jpeg(data: bytes, name: str) -> np.ndarray:
 
 
 def read_json(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path))
 
 
 def write_json(path: str, value: dict) -> None:
-    """Written whole or not at all (a temporary file renamed), so a crash leaves no half file."""
+    """Written whole or not at all, so a crash leaves no half file: locally a temporary file
+    renamed, in a bucket one upload (an object appears complete or not at all)."""
+    text = json.dumps(value, indent=1)
+    if storage.is_url(path):
+        storage.write_text(path, text)
+        return
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -167,9 +172,9 @@ class FrameStore:
 
 def open_store(path: str) -> FrameStore:
     """Reads a store's tables; StoreError when `path` holds no complete store."""
-    summary_path = os.path.join(path, STORE_FILE)
-    if not os.path.isfile(summary_path):
-        if os.path.isfile(os.path.join(path, PACKING_FILE)):
+    summary_path = storage.join(path, STORE_FILE)
+    if not storage.isfile(summary_path):
+        if storage.isfile(storage.join(path, PACKING_FILE)):
             raise StoreError(
                 f"frame store {path} is unfinished (no {STORE_FILE}): run the same "
                 "`vmp make-frames` command again to finish it"
@@ -183,8 +188,8 @@ def open_store(path: str) -> FrameStore:
     paths, videos, offset = [], [], 0
     records = _Records(paths)
     for shard in summary["shards"]:
-        table = read_json(os.path.join(path, f"{shard}.json"))
-        paths.append(os.path.join(path, f"{shard}.array_record"))
+        table = read_json(storage.join(path, f"{shard}.json"))
+        paths.append(storage.join(path, f"{shard}.array_record"))  # ArrayRecord reads gs://
         for v in table["videos"]:
             videos.append(
                 StoredVideo(

@@ -8,17 +8,17 @@ Label map formats (by content, whatever the extension):
 
 import csv
 import json
-import os
+
+from vmp_jax import storage
 
 DATASET_FILE = "classes.txt"  # what `vmp make-synthetic` writes into its data_root
 
 
 def read_label_map(path: str) -> list[str]:
     """The class names of a label map file, index order."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"label map not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = storage.read_text(path)
     if text.lstrip().startswith(("{", "[")):
         return _from_json(path, json.loads(text))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -66,8 +66,8 @@ def class_names(config, label_map: str | None = None) -> list[str] | None:
                 f"{explicit} names {len(names)} classes; the model has {k} (model.num_classes)"
             )
         return names
-    found = os.path.join(config.data.data_root or ".", DATASET_FILE)
-    if not os.path.isfile(found):
+    found = storage.join(config.data.data_root or ".", DATASET_FILE)
+    if not storage.isfile(found):
         return None
     names = read_label_map(found)
     return names if len(names) == k else None

@@ -1,4 +1,5 @@
-"""Videos on local disk: list files and `<class>/<file>` folders, and the items they yield.
+"""Videos on local disk or in a bucket: list files and `<class>/<file>` folders, and the items
+they yield.
 
 An item knows its label, its `video_id` (the video's path as the list file writes it, relative
 to `data_root`; for class folders `<class>/<file>`) and how to read frames by index:
@@ -17,11 +18,11 @@ images) are read with labels from the sorted class names.
 """
 
 import dataclasses
-import os
 
 import numpy as np
 from PIL import Image
 
+from vmp_jax import storage
 from vmp_jax.data import decode
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -79,7 +80,7 @@ class FrameFolder:
         return np.stack([loaded[int(i)] for i in indices])
 
     def _frame(self, index: int) -> np.ndarray:
-        file = os.path.join(self.path, self.template.format(index + 1))
+        file = storage.join(self.path, self.template.format(index + 1))
         return read_image(file)
 
 
@@ -111,10 +112,10 @@ def _rgb(image: np.ndarray) -> np.ndarray:
 
 def read_image(path: str) -> np.ndarray:
     """uint8 (H, W, 3) RGB; DecodeError naming the file when it is missing or unreadable."""
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise decode.DecodeError(path, "missing file")
     try:
-        with Image.open(path) as image:
+        with storage.open(path, "rb") as f, Image.open(f) as image:
             return np.asarray(image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as e:
         raise decode.DecodeError(path, "not a readable image", str(e)) from e
@@ -126,10 +127,9 @@ def list_entries(list_file: str, data_root: str = "", template: str = "img_{:05d
     ListFileError names the file and line of a malformed entry."""
     if not list_file:
         raise FileNotFoundError("no list file given (set data.train_list / data.val_list)")
-    if not os.path.isfile(list_file):
+    if not storage.isfile(list_file):
         raise FileNotFoundError(f"list file not found: {list_file}")
-    with open(list_file) as f:
-        lines = f.read().splitlines()
+    lines = storage.read_text(list_file).splitlines()
     entries = []
     for lineno, line in enumerate(lines, 1):
         text = line.strip()
@@ -160,12 +160,12 @@ def _parse_line(line: str, root: str, template: str):
     if len(fields) == 3 and fields[1].isdigit() and fields[2].isdigit():
         if int(fields[1]) == 0:
             return None  # a frame folder without frames
-        path = os.path.join(root, fields[0])
+        path = storage.join(root, fields[0])
         return FrameFolder(path, int(fields[1]), int(fields[2]), fields[0], template)
     if "," not in line:
         fields = line.rsplit(None, 1)
     if len(fields) == 2 and fields[0] and fields[1].isdigit():
-        return VideoFile(os.path.join(root, fields[0]), int(fields[1]), fields[0])
+        return VideoFile(storage.join(root, fields[0]), int(fields[1]), fields[0])
     return None
 
 
@@ -176,14 +176,15 @@ def read_class_folder(folder: str, kind: str = "video"):
         "video": (VIDEO_EXTENSIONS, VideoFile),
         "image": (IMAGE_EXTENSIONS, ImageItem),
     }[kind]
-    if not os.path.isdir(folder):
+    if not storage.isdir(folder):
         raise FileNotFoundError(f"{kind} folder not found: {folder}")
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    names = storage.listdir(folder)
+    classes = sorted(d for d in names if storage.isdir(storage.join(folder, d)))
     items = []
     for label, name in enumerate(classes):
-        for file in sorted(os.listdir(os.path.join(folder, name))):
+        for file in sorted(storage.listdir(storage.join(folder, name))):
             if file.lower().endswith(extensions):
-                items.append(make(os.path.join(folder, name, file), label, f"{name}/{file}"))
+                items.append(make(storage.join(folder, name, file), label, f"{name}/{file}"))
     if not items:
         raise FileNotFoundError(f"no {kind}s under {folder}/<class>/ (extensions {extensions})")
     return items
@@ -191,6 +192,6 @@ def read_class_folder(folder: str, kind: str = "video"):
 
 def read_videos(where: str, data_root: str = ""):
     """The videos of a list file, or of a `<class>/<video>` folder."""
-    if os.path.isdir(where):
+    if storage.isdir(where):
         return read_class_folder(where, "video")
     return read_list_file(where, data_root)

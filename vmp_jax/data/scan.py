@@ -11,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import os
 
+from vmp_jax import storage
 from vmp_jax.data import decode, listing
 
 
@@ -85,7 +86,5 @@ def write_clean(list_file: str, data_root: str, bad_names, out: str, template=No
     bad_names = set(bad_names)
     entries = listing.list_entries(list_file, data_root, template or "img_{:05d}.jpg")
     kept = [line for line, item in entries if item is None or item.name not in bad_names]
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write("".join(f"{line}\n" for line in kept))
+    storage.write_text(out, "".join(f"{line}\n" for line in kept))
     return len(entries) - len(kept)

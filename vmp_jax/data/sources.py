@@ -15,6 +15,7 @@ Every item has a label, a `video_id` string (the path as listed; a TFDS record's
 
 import os
 
+from vmp_jax import storage
 from vmp_jax.data import frame_store
 from vmp_jax.data.listing import (
     EncodedVideo,
@@ -86,6 +87,15 @@ def open_source(data, split: str):
     return read_list_file(where, data.data_root, data.frame_template)
 
 
+def input_paths(data) -> list[str]:
+    """Every path the `data` section reads (lists, stores, the data root, the label map), for
+    the access check a command makes before any work (`storage.check_access`)."""
+    found = [list_path(data, "train"), list_path(data, "val"), data.get("label_map", "")]
+    if data.source != "tfds":
+        found.append(data.data_root)
+    return [p for p in found if p]
+
+
 def has_validation(data) -> bool:
     """Whether the `data` section names validation videos (a val list, or a TFDS dataset)."""
     return data.source == "tfds" or bool(data.val_list)
@@ -94,8 +104,9 @@ def has_validation(data) -> bool:
 def list_path(data, split: str) -> str:
     """data.train_list / data.val_list, tried as given and then under data.data_root."""
     where = data.train_list if split == "train" else data.val_list
-    if where and not os.path.isabs(where) and data.data_root and not os.path.exists(where):
-        where = os.path.join(data.data_root, where)
+    relative = where and not storage.is_url(where) and not os.path.isabs(where)
+    if relative and data.data_root and not os.path.exists(where):
+        where = storage.join(data.data_root, where)
     return where
 
 
@@ -108,6 +119,7 @@ __all__ = [
     "TfdsSource",
     "VideoFile",
     "has_validation",
+    "input_paths",
     "list_entries",
     "list_path",
     "open_source",

@@ -8,11 +8,10 @@ Packing many small files into a few large ones is what makes video datasets fast
 network file systems and cloud buckets.
 """
 
-import os
-
 import numpy as np
 import tensorflow_datasets as tfds
 
+from vmp_jax import storage
 from vmp_jax.data import listing
 
 
@@ -58,8 +57,7 @@ class VideoList(tfds.core.GeneratorBasedBuilder):
         for item in listing.read_videos(where, data_root):
             if not isinstance(item, listing.VideoFile):
                 raise ValueError(f"{where}: only video files can be packed, got {item.path}")
-            with open(item.path, "rb") as f:
-                data = f.read()
+            data = storage.read_bytes(item.path)
             yield item.video_id, {"video": data, "label": item.label, "video_id": item.video_id}
 
 
@@ -68,7 +66,7 @@ def build(
 ) -> tfds.core.DatasetBuilder:
     """Builds `video_list/name` under data_dir from {split: list file or class folder};
     returns the builder."""
-    missing = {s: p for s, p in lists.items() if not os.path.exists(p)}
+    missing = {s: p for s, p in lists.items() if not storage.exists(p)}
     if missing:
         raise FileNotFoundError(f"list files not found: {missing}")
     config = tfds.core.BuilderConfig(name=name, description=f"Videos listed in {lists}")

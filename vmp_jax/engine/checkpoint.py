@@ -6,11 +6,12 @@ Orbax writes each checkpoint into a temporary directory and renames it when comp
 process killed during a save leaves no checkpoint that looks complete; the next run resumes
 from the latest finished one. In a multi-process run every process writes its shards of the
 state and its own iterator state (Grain's `process_<i>-of-<n>.json`); process 0 writes the
-metadata and commits the step once all have finished.
+metadata and commits the step once all have finished. A workdir in a bucket (`gs://...`) has
+no rename: there Orbax writes the step in place and commits it with a `commit_success.txt`,
+and a step without one is not a checkpoint.
 """
 
 import contextlib
-import os
 import re
 
 import grain
@@ -23,6 +24,7 @@ from orbax.checkpoint._src.metadata import (
 )  # as Orbax's own registry (no public path)
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
+from vmp_jax import storage
 from vmp_jax.engine import relayout
 from vmp_jax.models import layers
 from vmp_jax.multihost import collect
@@ -49,7 +51,8 @@ def _register_array_handler() -> None:
 
 
 def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+    """WORKDIR/checkpoints: an absolute local path, or under a bucket URL as given."""
+    return storage.join(storage.resolve(workdir), "checkpoints")
 
 
 class Checkpoints:
@@ -79,7 +82,7 @@ class Checkpoints:
     def latest(self) -> str | None:
         """The directory of the latest checkpoint saved, or None."""
         step = self.latest_step()
-        return None if step is None else os.path.join(self.directory, str(step))
+        return None if step is None else storage.join(self.directory, str(step))
 
     def save(self, step: int, state, data_iterator=None, metrics: dict | None = None) -> None:
         """Starts saving `step` (asynchronously); a failure of this or of the save before it
@@ -127,7 +130,7 @@ class Checkpoints:
                 return state, step
             first_error = first_error or error
             cause = _short(error) if error else "it failed on another process"
-            damaged.append((os.path.join(self.directory, str(step)), cause))
+            damaged.append((storage.join(self.directory, str(step)), cause))
         if damaged:  # none restores: a config that does not fit them, not damage
             newest, cause = damaged[0]
             raise RuntimeError(
@@ -139,12 +142,13 @@ class Checkpoints:
     def _move_aside(self, path: str) -> None:
         """path -> WORKDIR/damaged_checkpoints/<step>[.<n>], by process 0, then all reload."""
         if jax.process_index() == 0:
-            folder = os.path.join(os.path.dirname(self.directory), "damaged_checkpoints")
-            os.makedirs(folder, exist_ok=True)
-            target, n = os.path.join(folder, os.path.basename(path)), 1
-            while os.path.exists(target):
-                target, n = os.path.join(folder, f"{os.path.basename(path)}.{n}"), n + 1
-            os.rename(path, target)
+            folder = storage.join(storage.dirname(self.directory), "damaged_checkpoints")
+            storage.makedirs(folder)
+            name = storage.basename(path)
+            target, n = storage.join(folder, name), 1
+            while storage.exists(target):
+                target, n = storage.join(folder, f"{name}.{n}"), n + 1
+            storage.rename(path, target)
         collect.on_every_process(True)  # every process waits for the move
         self.manager.reload()
 
@@ -156,7 +160,7 @@ class Checkpoints:
         if data_iterator is not None:
             self._check_data_states(step)
             items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-        item, _, saved = _state_metadata(os.path.join(str(self.manager.directory), str(step)))
+        item, _, saved = _state_metadata(storage.join(self.directory, str(step)))
         if _has_stacked_layers(saved["model"]) == _has_stacked_layers(abstract_state["model"]):
             items[STATE] = ocp.args.StandardRestore(abstract_state)
             return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
@@ -168,10 +172,11 @@ class Checkpoints:
         """Each process restores the iterator state it saved (Grain's
         `process_<i>-of-<n>.json`): a run resumes with the process count it saved with."""
         index, count = jax.process_index(), jax.process_count()
-        saved = os.path.join(str(self.manager.directory), str(step), DATA)
-        if os.path.exists(os.path.join(saved, f"process_{index}-of-{count}.json")):
+        saved = storage.join(self.directory, str(step), DATA)
+        if storage.exists(storage.join(saved, f"process_{index}-of-{count}.json")):
             return
-        files = (re.fullmatch(r"process_\d+-of-(\d+)\.json", n) for n in os.listdir(saved))
+        names = storage.listdir(saved)
+        files = (re.fullmatch(r"process_\d+-of-(\d+)\.json", n) for n in names)
         counts = sorted({m[1] for m in files if m})
         if not counts:
             raise FileNotFoundError(f"no data iterator state in {saved}")
@@ -204,23 +209,25 @@ def _short(error: Exception) -> str:
 
 def workdir_of(path: str) -> str:
     """The workdir holding the checkpoint at `path` (the current directory if none does)."""
-    path = os.path.abspath(path)
-    while path != os.path.dirname(path):
-        if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = storage.resolve(path)
+    while True:
+        if storage.isdir(storage.join(path, "checkpoints")):
             return path
-        path = os.path.dirname(path)
-    return "."
+        parent = storage.dirname(path)
+        if parent == path or storage.is_url(path) != storage.is_url(parent):  # at the root
+            return "."
+        path = parent
 
 
 def _locate(path: str) -> tuple[str, int]:
     """(checkpoints root, step) of a step directory (`.../checkpoints/<step>`), a checkpoints
     directory or a workdir (its latest step)."""
-    path = os.path.abspath(path)
-    if not os.path.exists(path):
+    path = storage.resolve(path)
+    if not storage.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if os.path.isdir(os.path.join(path, STATE)):
-        return os.path.dirname(path), int(os.path.basename(path))
-    root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
+    if storage.isdir(storage.join(path, STATE)):
+        return storage.dirname(path), int(storage.basename(path))
+    root = path if storage.basename(path) == "checkpoints" else checkpoint_dir(path)
     manager = ocp.CheckpointManager(root, item_names=(STATE, DATA))
     step = manager.latest_step()
     manager.close()
@@ -255,7 +262,7 @@ def _absl_level(level: int):
 def _state_metadata(path: str) -> tuple[str, int, dict]:
     """(the state item's directory, step, its metadata tree) of one checkpoint."""
     root, step = _locate(path)
-    item = os.path.join(root, str(step), STATE)
+    item = storage.join(root, str(step), STATE)
     # The step's metadata file sits one level up, in the manager's layout; orbax warns that
     # the item has none, which is expected here.
     with _absl_level(absl_logging.ERROR):

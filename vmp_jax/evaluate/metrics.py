@@ -8,9 +8,12 @@ from other tools, pair up; files of older versions, keyed by list position, stil
 
 import csv
 import dataclasses
+import io
 import math
 
 import numpy as np
+
+from vmp_jax import storage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,19 +49,18 @@ def per_class_accuracy(p: Predictions) -> np.ndarray:
 
 
 def write_csv(p: Predictions, path: str) -> None:
+    """One row per video (local or in a bucket: the file is written whole)."""
     k = p.scores.shape[1]
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["video_id", "label", "prediction", *(f"score_{i}" for i in range(k))])
-        for vid, label, pred, scores in zip(
-            p.video_ids, p.labels, p.predicted, p.scores, strict=True
-        ):
-            writer.writerow([str(vid), int(label), int(pred), *(f"{s:.6g}" for s in scores)])
+    body = io.StringIO(newline="")
+    writer = csv.writer(body)
+    writer.writerow(["video_id", "label", "prediction", *(f"score_{i}" for i in range(k))])
+    for vid, label, pred, scores in zip(p.video_ids, p.labels, p.predicted, p.scores, strict=True):
+        writer.writerow([str(vid), int(label), int(pred), *(f"{s:.6g}" for s in scores)])
+    storage.write_text(path, body.getvalue())
 
 
 def read_csv(path: str) -> Predictions:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(storage.read_text(path), newline="")))
     if not rows or rows[0][:3] != ["video_id", "label", "prediction"]:
         raise ValueError(f"{path}: not a predictions file (expected header video_id,label,...)")
     body = rows[1:]

@@ -7,11 +7,10 @@ Each host evaluates its shard of the videos; the per-video results of all hosts 
 host holds the full predictions, the same as a single-process run's.
 """
 
-import os
-
 import jax
 import numpy as np
 
+from vmp_jax import storage
 from vmp_jax.data import pipeline, sources
 from vmp_jax.engine import checkpoint, preemption, sharding, steps
 from vmp_jax.engine.state import Trainer
@@ -108,6 +107,7 @@ def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
     join.initialize()
     if not sources.has_validation(config.data):
         raise ValueError("no validation data: set data.val_list (or data.source=tfds)")
+    storage.check_access([path, *sources.input_paths(config.data)])
     source = sources.open_source(config.data, "val")
     params, step, ema = restore_weights(config, path, weights=weights)
     trainer = Trainer.from_config(config)
@@ -144,18 +144,16 @@ def per_class_table(p: metrics.Predictions, class_names=None, most: int = 30) ->
 
 def write_report(p: metrics.Predictions, out_dir: str, class_names=None) -> dict:
     """predictions.csv, confusion.png and per_class.csv in out_dir; returns the file paths."""
-    os.makedirs(out_dir, exist_ok=True)
     paths = {
-        "predictions": os.path.join(out_dir, "predictions.csv"),
-        "per_class": os.path.join(out_dir, "per_class.csv"),
-        "confusion": os.path.join(out_dir, "confusion.png"),
+        "predictions": storage.join(out_dir, "predictions.csv"),
+        "per_class": storage.join(out_dir, "per_class.csv"),
+        "confusion": storage.join(out_dir, "confusion.png"),
     }
     metrics.write_csv(p, paths["predictions"])
     rows = per_class(p, class_names)
-    with open(paths["per_class"], "w") as f:
-        f.write("class,name,videos,accuracy\n")
-        for i, (name, count, accuracy) in enumerate(rows):
-            f.write(f"{i},{name},{count},{accuracy:.4f}\n")
+    lines = ["class,name,videos,accuracy"]
+    lines += [f"{i},{name},{count},{acc:.4f}" for i, (name, count, acc) in enumerate(rows)]
+    storage.write_text(paths["per_class"], "\n".join(lines) + "\n")
     _plot_confusion(metrics.confusion(p), [name for name, _, _ in rows], paths["confusion"])
     return paths
 
@@ -178,5 +176,5 @@ def _plot_confusion(matrix: np.ndarray, names, path: str) -> None:
                 ax.text(j, i, str(n), ha="center", va="center", fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (videos)")
     figure.colorbar(image, ax=ax, fraction=0.046)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    storage.save_png(figure, path, dpi=110)
     plt.close(figure)

@@ -13,6 +13,7 @@ be read is reported with its reason and the others are still predicted.
 import concurrent.futures
 import csv
 import dataclasses
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from vmp_jax import storage
 from vmp_jax.data import labels, listing, pipeline
 from vmp_jax.data.decode import DecodeError
 from vmp_jax.engine import checkpoint
@@ -62,7 +64,7 @@ def checkpoint_config(path: str, config_file: str | None = None, overrides=()):
     """The config of a checkpoint: `config_file` if given, else the one its workdir saved."""
     if config_file:
         return load_config(config_file, overrides)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return load_saved_config(checkpoint.workdir_of(path), overrides)
 
@@ -107,6 +109,7 @@ class Predictor:
     ) -> "Predictor":
         """The predictor of a `vmp train` or `vmp import` checkpoint; its config comes from
         the workdir's config.json unless `config_file` is given."""
+        storage.check_access([path, config_file or "", label_map or ""])
         config = checkpoint_config(path, config_file, overrides)
         names = labels.class_names(config, label_map)
         model, step, ema = load_model(config, path, weights=weights)
@@ -150,17 +153,16 @@ class Predictor:
 def read_video_list(path: str, data_root: str = "") -> list[str]:
     """The videos of a list file: its first field per line (`path`, `path label` or
     `path,label`), relative to data_root; blank and '#' lines skipped."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"list file not found: {path}")
     videos = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            fields = line.split(",") if "," in line else line.rsplit(None, 1)
-            name = fields[0] if len(fields) == 2 and fields[1].strip().isdigit() else line
-            videos.append(os.path.join(data_root, name.strip()))
+    for line in storage.read_text(path).splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split(",") if "," in line else line.rsplit(None, 1)
+        name = fields[0] if len(fields) == 2 and fields[1].strip().isdigit() else line
+        videos.append(storage.join(data_root, name.strip()))
     if not videos:
         raise ValueError(f"{path}: no videos listed")
     return videos
@@ -179,22 +181,22 @@ def write_results(results: list[VideoResult], path: str, class_name, top_k: int)
     for r in results:
         top = r.top(top_k) if r.ok else []
         rows.append((r, [(class_name(i), i, p) for i, p in top]))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
-        if extension == ".json":
-            entries = [
-                {
-                    "video": r.video,
-                    "top": [{"class": n, "index": i, "probability": p} for n, i, p in top],
-                    "error": r.error,
-                }
-                for r, top in rows
-            ]
-            json.dump(entries, f, indent=1)
-            return
-        writer = csv.writer(f)
+    body = io.StringIO(newline="")
+    if extension == ".json":
+        entries = [
+            {
+                "video": r.video,
+                "top": [{"class": n, "index": i, "probability": p} for n, i, p in top],
+                "error": r.error,
+            }
+            for r, top in rows
+        ]
+        json.dump(entries, body, indent=1)
+    else:
+        writer = csv.writer(body)
         ranks = [f"{what}_{k}" for k in range(1, top_k + 1) for what in ("class", "probability")]
         writer.writerow(["video", *ranks, "error"])
         for r, top in rows:
             cells = [x for n, _, p in top for x in (n, f"{p:.6g}")]
             writer.writerow([r.video, *cells, *[""] * (2 * top_k - len(cells)), r.error])
+    storage.write_text(path, body.getvalue())

@@ -8,11 +8,10 @@ config beside it (OUT/config.json): `vmp eval --checkpoint`, `vmp predict --chec
 export --checkpoint` and `vmp train --config.train.init_from` read it.
 """
 
-import os
-
 import numpy as np
 from flax import nnx
 
+from vmp_jax import storage
 from vmp_jax.engine import checkpoint
 from vmp_jax.engine.state import Trainer, flat_params
 from vmp_jax.experiment import model_config, save_config
@@ -35,6 +34,7 @@ def model_params(config, checkpoint_path: str | None = None, *, seed: int = 0, e
 def export(config, out: str, checkpoint_path: str | None = None, *, seed=0, ema=False):
     """Writes the model's state dict in VideoMamba's names to `out` (.safetensors or .pth)
     and its config as JSON beside it; returns the paths written."""
+    storage.check_access([checkpoint_path or ""], outputs=[out])
     cfg = model_config(config)
     params = model_params(config, checkpoint_path, seed=seed, ema=ema)
     return state_dict.write(state_dict.to_state_dict(params, cfg), out, cfg)
@@ -44,9 +44,10 @@ def import_weights(config, weights: str, out: str, *, head="drop", seed=0) -> re
     """Loads a VideoMamba state-dict file (released or exported) into a step-0 checkpoint of
     `config`'s model in the workdir `out`; returns what was loaded, adapted, initialised and
     dropped. Refuses a workdir that already has checkpoints."""
+    storage.check_access([weights], outputs=[out])
     cfg = model_config(config)
     existing = checkpoint.checkpoint_dir(out)
-    if os.path.isdir(existing) and os.listdir(existing):
+    if storage.isdir(existing) and storage.listdir(existing):
         raise ValueError(f"{out} already has checkpoints; import into a new directory")
     init = state_dict.to_state_dict(model_params(config, seed=seed), cfg)
     tensors, report = released.adapt(state_dict.read(weights), cfg, init, head=head)

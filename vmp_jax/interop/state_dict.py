@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from vmp_jax import storage
 from vmp_jax.interop import names
 from vmp_jax.models.config import ModelConfig
 
@@ -93,14 +94,15 @@ def write(tensors: dict[str, np.ndarray], path: str, cfg: ModelConfig) -> list[s
     """Writes the tensors (format from the suffix) and the model config beside them as JSON;
     returns both paths."""
     _check_suffix(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if path.endswith(".safetensors"):
-        _safetensors_numpy().save_file(tensors, path)
-    else:
-        torch = require_torch()
-        torch.save({k: torch.tensor(v) for k, v in tensors.items()}, path)
-    with open(config_path(path), "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=1)
+    if not storage.is_url(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with storage.staged_file(path) as local:
+        if path.endswith(".safetensors"):
+            _safetensors_numpy().save_file(tensors, local)
+        else:
+            torch = require_torch()
+            torch.save({k: torch.tensor(v) for k, v in tensors.items()}, local)
+    storage.write_text(config_path(path), json.dumps(dataclasses.asdict(cfg), indent=1))
     return [path, config_path(path)]
 
 
@@ -108,23 +110,29 @@ def read(path: str) -> dict[str, np.ndarray]:
     """{name: float32 array} of a state-dict file; a checkpoint whose state dict is nested
     under `model`, `module` or `state_dict` is unwrapped."""
     _check_suffix(path)
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
+    with storage.local_file(path, suffix=os.path.splitext(path)[1]) as local:
+        return _read_local(local, path)
+
+
+def _read_local(local: str, path: str) -> dict[str, np.ndarray]:
+    """`read` of a local copy of `path` (errors name `path`)."""
     if path.endswith(".safetensors"):
         load_file = _safetensors_numpy().load_file
         from safetensors import SafetensorError
 
         try:
-            loaded = load_file(path)
+            loaded = load_file(local)
         except SafetensorError as e:
             raise StateDictError(f"{path}: not a readable safetensors file ({e})") from e
         return {k: v.astype(np.float32) for k, v in loaded.items()}
-    return _read_torch(path, require_torch())
+    return _read_torch(local, path, require_torch())
 
 
-def _read_torch(path: str, torch) -> dict[str, np.ndarray]:
+def _read_torch(local: str, path: str, torch) -> dict[str, np.ndarray]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(local, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         reason = f"{type(e).__name__}: {e}"
         raise StateDictError(f"{path}: not a readable PyTorch file ({reason})") from e

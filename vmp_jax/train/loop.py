@@ -18,13 +18,13 @@ on every process) and a clean exit (`preemption`). Last: curves.png.
 """
 
 import dataclasses
-import os
 import time
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
+from vmp_jax import storage
 from vmp_jax.data import pipeline, resample, sources
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import checkpoint, optim, preemption, sharding, steps
@@ -73,8 +73,10 @@ def device_batch(batch: dict, mesh) -> dict:
 
 def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     """Trains to the end of the schedule (resuming if possible); returns the final metrics."""
+    inputs = [*sources.input_paths(config.data), config.train.init_from]
+    storage.check_access(inputs, outputs=[workdir])  # a bad URL fails here, in seconds
     s = setup(config, devices=devices)
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     first_host = join.is_primary()
     echo = echo if first_host else silent
     if first_host:
@@ -120,7 +122,7 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         raise preemption.Preempted(final["stopped"])
     if first_host:
         final["curves"] = metrics_log.plot_curves(
-            log.records(), os.path.join(workdir, "curves.png")
+            log.records(), storage.join(workdir, "curves.png")
         )
     return final
 
@@ -190,6 +192,7 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             tick = time.perf_counter()
         if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
+            log.sync()  # a bucket's metrics.jsonl holds the records up to every checkpoint
         if stop:
             final["stopped"] = (  # said by `vmp` once the save is complete
                 f"stopped after step {done} of {s.total_steps} ({preempt.cause}): "

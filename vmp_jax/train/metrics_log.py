@@ -1,24 +1,34 @@
 """Where training metrics go: a JSONL file and TensorBoard scalars in the workdir, and a PNG of
-the loss and accuracy curves at the end."""
+the loss and accuracy curves at the end. A workdir in a bucket gets the same files, written
+locally and uploaded whole at a bounded rate (`storage.Mirror`)."""
 
 import json
 import logging
 import os
 import sys
 
+from vmp_jax import storage
+
+METRICS_FILE = "metrics.jsonl"
+
 
 class MetricsLog:
     """Appends one JSON object per record to WORKDIR/metrics.jsonl (kept across resumes) and
-    writes the same scalars to TensorBoard (WORKDIR/tensorboard) on the first host."""
+    writes the same scalars to TensorBoard (WORKDIR/tensorboard) on the first host. For a
+    workdir in a bucket both are uploaded at most every `sync_seconds` and by `sync()` (the
+    train loop calls it with every checkpoint, so a resumed run finds the records up to its
+    checkpoint)."""
 
-    def __init__(self, workdir: str, *, enabled: bool = True):
-        self.path = os.path.join(workdir, "metrics.jsonl")
+    def __init__(self, workdir: str, *, enabled: bool = True, sync_seconds: float = 60.0):
         self.enabled = enabled
-        self._writer = None
-        if enabled:
-            self._writer = _summary_writer_class()(os.path.join(workdir, "tensorboard"))
-            # A window of non-finite steps has a NaN loss: written as it is, without a warning.
-            logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
+        self._writer = self._mirror = None
+        if not enabled:
+            return
+        self._mirror = storage.Mirror(workdir, every_seconds=sync_seconds, download=(METRICS_FILE,))
+        self.path = os.path.join(self._mirror.local, METRICS_FILE)
+        self._writer = _summary_writer_class()(os.path.join(self._mirror.local, "tensorboard"))
+        # A window of non-finite steps has a NaN loss: written as it is, without a warning.
+        logging.getLogger("tensorboardX.x2num").setLevel(logging.ERROR)
 
     def write(self, step: int, split: str, metrics: dict) -> None:
         if not self.enabled:
@@ -29,9 +39,15 @@ class MetricsLog:
         for key, value in metrics.items():
             self._writer.add_scalar(f"{split}/{key}", float(value), step)
         self._writer.flush()
+        self._mirror.sync()
+
+    def sync(self) -> None:
+        """Uploads what changed now (a workdir in a bucket); nothing for a local one."""
+        if self.enabled:
+            self._mirror.sync(force=True)
 
     def records(self) -> list[dict]:
-        if not os.path.exists(self.path):
+        if not self.enabled or not os.path.exists(self.path):
             return []
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
@@ -39,6 +55,8 @@ class MetricsLog:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._mirror.close()
+            self._writer = None
 
 
 def _summary_writer_class():
@@ -75,6 +93,6 @@ def plot_curves(records: list[dict], path: str) -> str:
         right.plot([r["step"] for r in val], [r["top1"] for r in val], "o-", label="val top-1")
     right.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     right.legend()
-    figure.savefig(path, dpi=110, bbox_inches="tight")
+    storage.save_png(figure, path, dpi=110)
     plt.close(figure)
     return path

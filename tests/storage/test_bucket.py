@@ -1,0 +1,107 @@
+"""Data and outputs in a bucket (a GCS emulator on 127.0.0.1, the `gcs` fixture): a frame store
+built into the bucket and a video list read from it give the local batches; `vmp data-check`
+scans a bucket; metrics and TensorBoard events are uploaded whole at a bounded rate; and a URL
+that cannot be used (no bucket, no object, credentials refused) is named with its cause in
+seconds, before any work. Training, resuming and evaluating in a bucket: tests/train/
+test_train_cli.py."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from tests.data.test_pipeline import _config, _take
+from vmp_jax import cli, storage
+from vmp_jax.data import frame_store, pipeline
+from vmp_jax.experiment import REPO_ROOT
+from vmp_jax.train import metrics_log
+
+DEMO = str(REPO_ROOT / "configs" / "demo.py")
+
+
+def _batches(root: str, train_list: str, **settings) -> list[dict]:
+    config = _config(root, **{"data.randaug_n": 2, "data.erase_prob": 0.0, **settings})
+    config.data.train_list = train_list
+    return _take(pipeline.train_dataset(config), 2)
+
+
+def _assert_same_batches(a: list[dict], b: list[dict]) -> None:
+    for x, y in zip(a, b, strict=True):
+        assert set(x) == set(y)
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
+def test_a_video_list_and_a_frame_store_in_the_bucket_give_the_local_batches(
+    motion_dataset, bucket_dataset, tmp_path, capsys
+):
+    local_list = os.path.join(motion_dataset, "train.txt")
+    remote_list = f"{bucket_dataset}/train.txt"
+    _assert_same_batches(
+        _batches(motion_dataset, local_list), _batches(bucket_dataset, remote_list)
+    )
+    # make-frames from the bucket's list into the bucket (built locally shard by shard, then
+    # uploaded), against the same packing done locally
+    argv = ["make-frames", "--data-root", bucket_dataset, "--videos-per-shard", "8"]
+    argv += ["--workers", "1", "--list", remote_list]
+    assert cli.main([*argv, "--out", "gs://vmp-test/store"]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "store")]) == 0
+    names = sorted(storage.listdir("gs://vmp-test/store"))
+    assert names == sorted(os.listdir(tmp_path / "store")), names
+    assert len(frame_store.open_store("gs://vmp-test/store")) == 24
+    frames = {"data.source": "frames"}
+    _assert_same_batches(
+        _batches(motion_dataset, str(tmp_path / "store"), **frames),
+        _batches(bucket_dataset, "gs://vmp-test/store", **frames),
+    )
+    # data-check reads the same list from the bucket and finds every video readable
+    assert (
+        cli.main(["data-check", "--scan", "--list", remote_list, "--data-root", bucket_dataset])
+        == 0
+    )
+    assert "unreadable: 0 of 24 videos" in capsys.readouterr().out
+
+
+def test_metrics_are_uploaded_whole_at_a_bounded_rate_and_kept_across_resumes(gcs):
+    workdir = "gs://vmp-test/metrics-run"
+    log = metrics_log.MetricsLog(workdir, sync_seconds=3600)
+    gcs.reset_stats()
+    for step in range(1, 51):
+        log.write(step, "train", {"loss": 1.0 / step})
+    assert gcs.stats()["requests"] == 0  # 50 records, nothing sent before the sync point
+    log.sync()
+    lines = storage.read_text(f"{workdir}/metrics.jsonl").splitlines()
+    assert len(lines) == 50 and '"step": 50' in lines[-1]
+    events = storage.listdir(f"{workdir}/tensorboard")
+    assert len(events) == 1 and events[0].startswith("events.out.tfevents")
+    log.close()
+    resumed = metrics_log.MetricsLog(workdir, sync_seconds=3600)  # a resumed run appends
+    resumed.write(51, "val", {"top1": 0.5})
+    resumed.close()  # uploads what is left
+    records = metrics_log.MetricsLog(workdir).records()
+    assert [r["step"] for r in records] == [*range(1, 52)] and records[-1]["split"] == "val"
+
+
+@pytest.mark.parametrize(
+    ("where", "cause"),
+    [
+        ({"workdir": "gs://no-such-bucket/run"}, "gs://no-such-bucket/run: the bucket "),
+        ({"train_list": "gs://vmp-test/motion/missing.txt"}, "missing.txt: no such object"),
+        ({"workdir": "gs://refused-bucket/run"}, "credentials refused (401"),
+    ],
+    ids=["no bucket", "no object", "credentials refused"],
+)
+def test_a_url_that_cannot_be_used_is_named_with_its_cause_in_seconds(
+    bucket_dataset, tmp_path, capsys, where, cause
+):
+    workdir = where.get("workdir", str(tmp_path / "run"))
+    argv = ["train", "--config", DEMO, "--workdir", workdir]
+    argv += [f"--config.data.data_root={bucket_dataset}"]
+    argv += [f"--config.data.train_list={where.get('train_list', bucket_dataset + '/train.txt')}"]
+    started = time.monotonic()
+    assert cli.main(argv) == 2
+    assert time.monotonic() - started < 10  # gcsfs alone retries a refused credential 35 s
+    error = capsys.readouterr().err
+    assert cause in error, error
+    assert not os.path.exists(tmp_path / "run")  # stopped before any work

@@ -1,0 +1,227 @@
+"""One path type for every file the `vmp` commands read or write: a local path, or a URL
+(`gs://bucket/...`, and every protocol fsspec knows).
+
+Local paths go through `os` and `open()` exactly as before; URLs go through fsspec (gcsfs for
+gs://, no TensorFlow), the library etils' epath and Orbax's path handling sit on. Without its
+listing cache: other processes and hosts write the same bucket (checkpoints, a store being
+packed), and a cached listing would not show what they wrote. Functions take and return
+strings, so that a path stays printable and picklable across the loader's worker processes.
+Object stores have no append, so nothing here appends to a URL: files written piecewise are
+kept in a local mirror and uploaded whole (`storage.mirror`).
+"""
+
+import builtins
+import contextlib
+import functools
+import io
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+
+def is_url(path: str | os.PathLike) -> bool:
+    """Whether `path` names an object in a remote store (`scheme://...`) rather than a file."""
+    return "://" in os.fspath(path)
+
+
+def resolve(path: str | os.PathLike) -> str:
+    """An absolute local path (as os.path.abspath), or the URL unchanged."""
+    path = os.fspath(path)
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def join(base: str | os.PathLike, *parts: str) -> str:
+    base = os.fspath(base)
+    return posixpath.join(base, *parts) if is_url(base) else os.path.join(base, *parts)
+
+
+def dirname(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) if is_url(path) else os.path.dirname(path)
+
+
+def basename(path: str) -> str:
+    return posixpath.basename(path.rstrip("/")) if is_url(path) else os.path.basename(path)
+
+
+@functools.cache
+def _filesystem(protocol: str):
+    import fsspec
+
+    return fsspec.filesystem(protocol, use_listings_cache=False)
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path within it) of a URL."""
+    protocol = url.split("://", 1)[0]
+    return _filesystem("gcs" if protocol == "gs" else protocol), url
+
+
+def exists(path: str | os.PathLike) -> bool:
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        return fs.exists(at)
+    return os.path.exists(path)
+
+
+def isfile(path: str | os.PathLike) -> bool:
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        return fs.isfile(at)
+    return os.path.isfile(path)
+
+
+def isdir(path: str | os.PathLike) -> bool:
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        return fs.isdir(at)
+    return os.path.isdir(path)
+
+
+def listdir(path: str | os.PathLike) -> list[str]:
+    """The names in a directory (a URL prefix), unsorted as os.listdir."""
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        return [posixpath.basename(p.rstrip("/")) for p in fs.ls(at, detail=False)]
+    return os.listdir(path)
+
+
+def makedirs(path: str | os.PathLike) -> None:
+    """mkdir -p; nothing to do on an object store, where directories are name prefixes."""
+    if not is_url(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def getsize(path: str | os.PathLike) -> int:
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        return fs.size(at)
+    return os.path.getsize(path)
+
+
+def rename(source: str, target: str) -> None:
+    """Moves a file or directory (on an object store: copies, then deletes)."""
+    if is_url(source):
+        fs, at = filesystem(source)
+        fs.mv(at, target, recursive=True)
+    else:
+        os.rename(source, target)
+
+
+def remove_tree(path: str) -> None:
+    if is_url(path):
+        fs, at = filesystem(path)
+        if fs.exists(at):
+            fs.rm(at, recursive=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def open(path: str | os.PathLike, mode: str = "r", **kwargs):  # noqa: A001 - the builtin's twin
+    """builtins.open for a local path; for a URL, fsspec's file object (no append mode: an
+    object is written whole when the file is closed)."""
+    if not is_url(path):
+        return builtins.open(path, mode, **kwargs)
+    if "a" in mode:
+        raise ValueError(f"{path}: object stores cannot append; write the whole file")
+    fs, at = filesystem(os.fspath(path))
+    return fs.open(at, mode, **kwargs)
+
+
+def open_ranges(url: str, *, block_size: int):
+    """A seekable binary file object on an object in a bucket that fetches what is read in
+    range requests of `block_size` bytes (fsspec's readahead cache): a reader that seeks
+    fetches the blocks it reads, not the object."""
+    fs, at = filesystem(url)
+    return fs.open(at, "rb", block_size=block_size, cache_type="readahead")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        return fs.cat_file(at)
+    with builtins.open(path, "rb") as f:
+        return f.read()
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes a whole text file (UTF-8); on a URL one upload."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Writes a whole file (its directory made first); on a URL one upload."""
+    if is_url(path):
+        fs, at = filesystem(os.fspath(path))
+        fs.pipe_file(at, data)
+        return
+    parent = os.path.dirname(os.fspath(path))
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with builtins.open(path, "wb") as f:
+        f.write(data)
+
+
+def upload(local: str, target: str) -> None:
+    """Copies a local file, or a directory tree, to `target` (a URL or another local path)."""
+    if os.path.isdir(local):
+        for root, _, files in os.walk(local):
+            for name in files:
+                source = os.path.join(root, name)
+                relative = os.path.relpath(source, local).replace(os.sep, "/")
+                upload(source, join(target, relative))
+        return
+    with builtins.open(local, "rb") as f:
+        write_bytes(target, f.read())
+
+
+@contextlib.contextmanager
+def staged(target: str) -> Iterator[str]:
+    """A local directory to build `target` in: `target` itself when it is local; for a URL a
+    temporary directory, uploaded to it when the block ends without error (for writers such
+    as ArrayRecord's and TFDS', which write local files only)."""
+    if not is_url(target):
+        yield target
+        return
+    with tempfile.TemporaryDirectory(prefix="vmp-staged-") as local:
+        yield local
+        upload(local, target)
+
+
+@contextlib.contextmanager
+def staged_file(target: str) -> Iterator[str]:
+    """A local file name to write `target` through (itself when local; for a URL a temporary
+    file with the same name, uploaded when the block ends without error), for writers that
+    take file names only (safetensors, torch.save)."""
+    if not is_url(target):
+        yield target
+        return
+    with tempfile.TemporaryDirectory(prefix="vmp-staged-") as local:
+        path = os.path.join(local, basename(target))
+        yield path
+        upload(path, target)
+
+
+@contextlib.contextmanager
+def local_file(path: str, suffix: str = "") -> Iterator[str]:
+    """A local file name holding `path`'s bytes (a download for a URL), for libraries that
+    take file names only."""
+    if not is_url(path):
+        yield path
+        return
+    with tempfile.NamedTemporaryFile(prefix="vmp-", suffix=suffix) as f:
+        f.write(read_bytes(path))
+        f.flush()
+        yield f.name
+
+
+def save_png(figure, path: str, *, dpi: int) -> None:
+    """A matplotlib figure as a PNG at `path` (local or in a bucket), written whole."""
+    body = io.BytesIO()
+    figure.savefig(body, format="png", dpi=dpi, bbox_inches="tight")
+    write_bytes(path, body.getvalue())
