@@ -5,15 +5,20 @@ that cannot be used (no bucket, no object, credentials refused) is named with it
 seconds, before any work. Training, resuming and evaluating in a bucket: tests/train/
 test_train_cli.py."""
 
+import json
 import os
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import pytest
 
 from tests.data.test_pipeline import _config, _take
 from vmp_jax import cli, storage
-from vmp_jax.data import frame_store, pipeline
+from vmp_jax.data import decode, frame_store, pipeline
+from vmp_jax.data.encode import REPRODUCIBLE_X264, write_video
 from vmp_jax.experiment import REPO_ROOT
 from vmp_jax.train import metrics_log
 
@@ -105,3 +110,47 @@ def test_a_url_that_cannot_be_used_is_named_with_its_cause_in_seconds(
     error = capsys.readouterr().err
     assert cause in error, error
     assert not os.path.exists(tmp_path / "run")  # stopped before any work
+
+
+def test_the_emulator_lists_offset_ranges_counts_requests_and_refuses_credentials(gcs):
+    """What the tests rely on beyond the stub: listings cut to [startOffset, endOffset) (else
+    TensorStore's prefix delete would take every object), a request count, and a 401."""
+    for name in ("r/a", "r/b", "r/c", "r/d"):
+        storage.write_text(f"gs://vmp-test/{name}", name)
+    gcs.reset_stats()
+    query = urllib.parse.urlencode({"prefix": "r/", "startOffset": "r/b", "endOffset": "r/d"})
+    with urllib.request.urlopen(f"{gcs.url}/storage/v1/b/vmp-test/o?{query}", timeout=5) as r:
+        listed = [item["name"] for item in json.loads(r.read())["items"]]
+    assert listed == ["r/b", "r/c"]
+    assert gcs.stats()["requests"] == 1
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{gcs.url}/storage/v1/b/refused-x/o", timeout=5)
+    assert refused.value.code == 401
+
+
+def test_a_video_in_the_bucket_is_read_in_ranges_or_whole_and_decodes_as_the_local_file(
+    gcs, tmp_path, monkeypatch
+):
+    """Range reads (4 KiB blocks for a 176x144 video, as 256 KiB are for a K400 one): two
+    frames fetch a part of the object (the headers, the first frame, which opening decodes,
+    and the group of pictures they are in), frames spanning it fetch it whole in one request after
+    the header's blocks; either way the frames equal the local file's, bit for bit."""
+    monkeypatch.setattr(decode, "REMOTE_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(decode, "REMOTE_WHOLE_BYTES", 0)
+    local, remote = str(tmp_path / "gop10.mp4"), "gs://vmp-test/videos/gop10.mp4"
+    rng = np.random.default_rng()
+    pixels = rng.integers(0, 255, (300, 9, 11, 3), dtype=np.uint8).repeat(16, 1).repeat(16, 2)
+    write_video(local, pixels, options={**REPRODUCIBLE_X264, "g": "10"})
+    storage.upload(local, remote)
+    size = os.path.getsize(local)
+    for indices in ([205, 206], list(range(0, 300, 7))):
+        gcs.reset_stats()
+        frames, _ = decode.read_frames(remote, indices)
+        sent, requests = gcs.stats()["bytes_sent"], gcs.stats()["requests"]
+        np.testing.assert_array_equal(frames, decode.read_frames(local, indices)[0])
+        if len(indices) == 2:
+            assert sent < 0.5 * size, (sent, size)
+        else:  # the header's blocks, then the whole object once, in one request
+            assert size <= sent < size + 24 * 4096 and requests < 30, (sent, requests, size)
+    with pytest.raises(decode.DecodeError, match="missing file"):
+        decode.read_frames("gs://vmp-test/videos/no-such-video.mp4", [0])

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vmp_jax.bench import DEFAULT_DATA_CONFIG
+from vmp_jax.bench import DEFAULT_DATA_CONFIG, bucket
 from vmp_jax.data import (
     decode,
     device_augment,
@@ -172,9 +172,12 @@ def run(
     videos: str | None = None,
     config_path: str = str(DEFAULT_DATA_CONFIG),
     overrides: Sequence[str] = (),
+    bucket_clips: int = 0,
     echo=print,
 ) -> dict:
-    """Times each source; prints both tables; returns {"rows": [...], "breakdown": [...]}."""
+    """Times each source; prints both tables; returns {"rows": [...], "breakdown": [...]}.
+    With bucket_clips, instead counts the requests and bytes of that many clips per source
+    read from an emulated bucket (`bench.bucket`); returns {"bucket": [...]}."""
     if videos:
         items = user_videos(videos)
         store_dir = os.path.join(folder, f"frames-{os.path.basename(os.path.abspath(videos))}")
@@ -182,7 +185,13 @@ def run(
         listed = ensure_videos(folder, count=16)
         items, store_dir = sources.read_list_file(listed, folder), os.path.join(folder, "frames")
     by_source = {"video": items, "frames": ensure_store(items, store_dir, echo)}
-    frame_store.check_fits(by_source["frames"], load_config(config_path, list(overrides)).data)
+    config = load_config(config_path, list(overrides))
+    frame_store.check_fits(by_source["frames"], config.data)
+    if bucket_clips:
+        s = pipeline.ClipSettings.from_config(config, by_source["frames"])
+        counted = bucket.run(items, store_dir, s, bucket_clips, echo)
+        echo(bucket.format_table(counted))
+        return {"bucket": [dataclasses.asdict(r) for r in counted]}
     rows, spent = [], []
     for n in workers:
         for name, where in VARIANTS:

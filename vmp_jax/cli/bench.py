@@ -87,6 +87,7 @@ def _bench_data(args: argparse.Namespace) -> int:
         videos=args.videos,
         config_path=args.config,
         overrides=args.overrides,
+        bucket_clips=args.bucket,
         echo=(lambda _: None) if args.json else print,
     )
     if args.json:
@@ -113,6 +114,14 @@ def _add_bench_data(subparsers) -> None:
     p.add_argument("--batches", type=int, default=8, help="timed batches after a warm-up one")
     p.add_argument("--batch-size", type=int, default=8, help="clips per batch")
     p.add_argument("--config", default=str(DEFAULT_DATA_CONFIG))
+    p.add_argument(
+        "--bucket",
+        type=int,
+        default=0,
+        metavar="CLIPS",
+        help="instead: requests and bytes per clip of CLIPS clips per source read from a bucket "
+        "(a GCS emulator on 127.0.0.1; needs the dev extra's gcp-storage-emulator)",
+    )
     p.add_argument(
         "--json",
         action="store_true",

@@ -20,7 +20,7 @@ import dataclasses
 import io
 import itertools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import av
 import numpy as np
@@ -34,8 +34,10 @@ VideoInput = str | os.PathLike | bytes
 # on the keyframe before the target, so a shorter gap would decode the same frames again.
 SEEK_GAP_SECONDS = 4.0
 # A video in a bucket is read in range requests of this size (seeks fetch the blocks the wanted
-# frames need); one whose wanted frames span more than this share of it is fetched whole.
+# frames need); one whose wanted frames span more than this share of it is fetched whole, as is
+# one no larger than a few blocks (the headers alone would take one or two).
 REMOTE_BLOCK_BYTES = 256 * 1024
+REMOTE_WHOLE_BYTES = 4 * REMOTE_BLOCK_BYTES
 WHOLE_OBJECT_SPAN = 0.5
 # Containers may overstate the frame count by a frame or two; a shortfall up to this fraction
 # repeats the last frame, a larger one is a truncated file.
@@ -95,17 +97,41 @@ def _name(video: VideoInput, name: str | None) -> str:
     return "<bytes>" if isinstance(video, bytes) else os.fspath(video)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Remote:
+    """A video in a bucket too large to fetch whole at once: read in range requests."""
+
+    url: str
+    size: int
+
+
+def _source(video: VideoInput, name: str) -> "bytes | str | os.PathLike | _Remote":
+    """What `_open` opens: a URL becomes its bytes (one request) when the object is at most
+    REMOTE_WHOLE_BYTES, else a `_Remote`; DecodeError when it is missing or empty."""
+    if isinstance(video, bytes) or not storage.is_url(video):
+        return video
+    url = os.fspath(video)
+    try:
+        size = storage.getsize(url)
+    except FileNotFoundError:
+        raise DecodeError(name, "missing file") from None
+    if size == 0:
+        raise DecodeError(name, "zero-byte file")
+    return storage.read_bytes(url) if size <= REMOTE_WHOLE_BYTES else _Remote(url, size)
+
+
 @contextlib.contextmanager
-def _open(video: VideoInput, name: str) -> Iterator[av.container.InputContainer]:
-    """The open container of a file, a URL (read in range requests) or bytes; DecodeError
-    when there is nothing readable."""
+def _open(video: "bytes | str | os.PathLike | _Remote", name: str):
+    """The open container of a file, bytes or a `_Remote` (a file object reading ranges);
+    DecodeError when there is nothing readable."""
     with contextlib.ExitStack() as stack:
         if isinstance(video, bytes):
             if not video:
                 raise DecodeError(name, "zero-byte file")
             source = io.BytesIO(video)
-        elif storage.is_url(video):
-            source = stack.enter_context(_open_remote(os.fspath(video), name))
+        elif isinstance(video, _Remote):
+            ranges = storage.open_ranges(video.url, block_size=REMOTE_BLOCK_BYTES, size=video.size)
+            source = stack.enter_context(ranges)
         else:
             source = os.fspath(video)
             if not os.path.exists(source):
@@ -121,24 +147,12 @@ def _open(video: VideoInput, name: str) -> Iterator[av.container.InputContainer]
         yield container
 
 
-def _open_remote(url: str, name: str):
-    """A file object on a video in a bucket, read in REMOTE_BLOCK_BYTES range requests."""
-    try:
-        size = storage.getsize(url)
-    except FileNotFoundError:
-        raise DecodeError(name, "missing file") from None
-    if size == 0:
-        raise DecodeError(name, "zero-byte file")
-    return storage.open_ranges(url, block_size=REMOTE_BLOCK_BYTES)
-
-
-def _whole_object(video: VideoInput, wanted: list[int], info: VideoInfo) -> bool:
-    """Whether a video in a bucket is better fetched in one request: when the wanted frames
-    span most of it (segment sampling over the whole clip), range requests would fetch it
-    all anyway, in many round trips."""
-    if isinstance(video, bytes) or not storage.is_url(video):
-        return False
-    return (wanted[-1] - wanted[0] + 1) / info.num_frames > WHOLE_OBJECT_SPAN
+def _whole_object(video, wanted: list[int], info: "VideoInfo") -> bool:
+    """Whether a video read in range requests is better fetched in one: when the wanted
+    frames span most of it (segment sampling over the whole clip), range requests would
+    fetch it all anyway, in many round trips."""
+    span = (wanted[-1] - wanted[0] + 1) / info.num_frames
+    return isinstance(video, _Remote) and span > WHOLE_OBJECT_SPAN
 
 
 def _info(container, stream, name: str) -> VideoInfo:
@@ -162,7 +176,7 @@ def _info(container, stream, name: str) -> VideoInfo:
 def probe(video: VideoInput, *, name: str | None = None) -> VideoInfo:
     """Frame count, rate and size from the container's headers (nothing decoded)."""
     name = _name(video, name)
-    with _open(video, name) as container:
+    with _open(_source(video, name), name) as container:
         return _info(container, container.streams.video[0], name)
 
 
@@ -190,6 +204,7 @@ def read_frames(
       frames: uint8 (len(indices), H, W, 3), and the video's `VideoInfo`.
     """
     name = _name(video, name)
+    video = _source(video, name)
     with _open(video, name) as container:
         stream = container.streams.video[0]
         # One decoder thread: loader workers are the parallelism, frame threads cost 13-22%
@@ -201,7 +216,7 @@ def read_frames(
         if not wanted or wanted[0] < 0:
             raise ValueError(f"{name}: frame indices must be >= 0, got {list(indices)[:8]}")
         if _whole_object(video, wanted, info):
-            data = storage.read_bytes(os.fspath(video))
+            data = storage.read_bytes(video.url)
             return read_frames(data, list(indices), name=name, selective=selective)
         try:
             found = _decode_wanted(container, stream, info, wanted, selective)

@@ -6,6 +6,8 @@
   it would delete every object in the bucket.
 - GET /_vmp/stats returns {"requests", "bytes_sent"} since the last DELETE /_vmp/stats: the
   requests and response bytes a reader cost, counted on the server.
+- Suffix ranges (`Range: bytes=-N`, the last N bytes) are served as such; the stub sends the
+  whole object, and ArrayRecord, which reads a file's footer that way, fails on it.
 - Downloads carry the object's generation (`x-goog-generation`, as the real service sends):
   TensorStore reads it with every object and rejects a download without one.
 - Requests are served on threads, with a deep listen queue: the clients open many connections
@@ -26,6 +28,7 @@ import contextlib
 import http.server
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -143,6 +146,16 @@ def _patch(server_module, storage_module) -> None:
         served.obj = get_file_obj(storage, *args, **kwargs)
         return served.obj
 
+    get_header = server_module.Request.get_header
+
+    def suffix_range_as_offsets(request, key, default=None):
+        value = get_header(request, key, default)
+        obj = getattr(served, "obj", None)
+        suffix = re.fullmatch(r"\s*bytes=-(\d+)\s*", value or "")
+        if key.lower() == "range" and suffix and obj:
+            return f"bytes={max(int(obj['size']) - int(suffix[1]), 0)}-"
+        return value
+
     class Server(http.server.ThreadingHTTPServer):
         daemon_threads = True
         request_queue_size = 256
@@ -196,6 +209,7 @@ def _patch(server_module, storage_module) -> None:
         return to_json(response, obj)
 
     storage_module.Storage.get_file_obj = recorded_get_file_obj
+    server_module.Request.get_header = suffix_range_as_offsets
     server_module.server.HTTPServer = Server  # what the stub's API thread serves with
     server_module.Router.handle = routed
     server_module.Response.close = counted_close

@@ -129,12 +129,14 @@ def open(path: str | os.PathLike, mode: str = "r", **kwargs):  # noqa: A001 - th
     return fs.open(at, mode, **kwargs)
 
 
-def open_ranges(url: str, *, block_size: int):
+def open_ranges(url: str, *, block_size: int, size: int | None = None):
     """A seekable binary file object on an object in a bucket that fetches what is read in
-    range requests of `block_size` bytes (fsspec's readahead cache): a reader that seeks
-    fetches the blocks it reads, not the object."""
+    range requests of `block_size` bytes, each block once (fsspec's block cache: a video's
+    index at its end and its frames at the start do not evict each other): a reader that
+    seeks fetches the blocks it reads, not the object. `size` (known already) saves a
+    request."""
     fs, at = filesystem(url)
-    return fs.open(at, "rb", block_size=block_size, cache_type="readahead")
+    return fs.open(at, "rb", block_size=block_size, cache_type="blockcache", size=size)
 
 
 def read_text(path: str | os.PathLike) -> str:
