@@ -178,16 +178,11 @@ def gcs():
     from vmp_jax.storage.emulator import Emulator
 
     with Emulator("vmp-test") as emulator:
-        saved = {k: os.environ.get(k) for k in emulator.env}
-        os.environ.update(emulator.env)
+        before = emulator.use_in_this_process()
         try:
             yield emulator
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            emulator.restore(before)
 
 
 @pytest.fixture(scope="session")

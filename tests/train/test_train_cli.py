@@ -183,6 +183,16 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_and_evaluates_as_the_local_ru
     assert outputs[workdir][0] == outputs[local][0]  # keyed by the lists' relative paths
     assert outputs[workdir][1] == outputs[local][1]
     assert outputs[workdir][2] == outputs[local][2]
+    # keep-N and best-N as locally; a damaged latest checkpoint is moved aside in the bucket
+    assert sorted(complete_steps(workdir)) == sorted(complete_steps(local))
+    latest = f"{workdir}/checkpoints/12"
+    fs, _ = storage.filesystem(latest)
+    fs.rm(max(fs.find(f"{latest}/state"), key=fs.size))  # the largest array file
+    assert cli.main(["train", *_args(bucket_dataset, workdir)]) == 0
+    out = capsys.readouterr().out
+    assert f"checkpoint {latest} does not restore (" in out and "moved it aside" in out
+    assert storage.isdir(f"{workdir}/damaged_checkpoints/12")
+    assert 12 in complete_steps(workdir)  # saved again by the run resumed from step 10
 
 
 def _val_lines(root: str) -> list[str]:

@@ -38,7 +38,7 @@ def run(videos: list, store_dir: str, s: pipeline.ClipSettings, clips: int, echo
     from vmp_jax.storage.emulator import Emulator
 
     with Emulator(BUCKET) as gcs:
-        os.environ.update(gcs.env)  # before this process opens any client
+        gcs.use_in_this_process()  # before this process opens any client
         echo(f"uploading {len(videos)} videos and their frame store to gs://{BUCKET}")
         remote = [_upload_video(v, i) for i, v in enumerate(videos)]
         storage.upload(store_dir, f"gs://{BUCKET}/frames")

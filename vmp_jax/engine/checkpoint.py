@@ -30,6 +30,7 @@ from vmp_jax.models import layers
 from vmp_jax.multihost import collect
 
 STATE, DATA = "state", "data"
+storage.disable_listing_caches()  # before Orbax makes its first filesystem for a bucket
 
 # Orbax splits the write of an array replicated over several devices among the replicas,
 # slicing it with a compiled program per shape and sharding: for the many small arrays of a

@@ -7,6 +7,7 @@ from vmp_jax.storage.mirror import Mirror
 from vmp_jax.storage.paths import (
     basename,
     dirname,
+    disable_listing_caches,
     exists,
     filesystem,
     getsize,
@@ -38,6 +39,7 @@ __all__ = [
     "check_access",
     "basename",
     "dirname",
+    "disable_listing_caches",
     "exists",
     "filesystem",
     "getsize",

@@ -28,6 +28,7 @@ import contextlib
 import http.server
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -97,6 +98,24 @@ class Emulator:
         log = self.log()
         self.stop()
         raise RuntimeError(f"the GCS emulator did not answer within {timeout} s: {log}")
+
+    def use_in_this_process(self) -> dict[str, str | None]:
+        """Sets `env` in os.environ (inherited by every process started from now on) and in
+        fsspec's configuration, which read the environment when it was imported; returns the
+        variables' values before, for `restore`."""
+        before = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        if "fsspec.config" in sys.modules:
+            sys.modules["fsspec.config"].set_conf_env(sys.modules["fsspec.config"].conf)
+        return before
+
+    @staticmethod
+    def restore(before: dict[str, str | None]) -> None:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
     def log(self) -> str:
         with open(self._log.name) as f:

@@ -45,10 +45,26 @@ def basename(path: str) -> str:
     return posixpath.basename(path.rstrip("/")) if is_url(path) else os.path.basename(path)
 
 
+# fsspec's object stores whose listings are cached per filesystem instance.
+CACHED_LISTING_PROTOCOLS = ("gs", "gcs", "s3", "s3a", "az", "abfs", "abfss")
+
+
+def disable_listing_caches() -> None:
+    """Turns off fsspec's listing cache for every object store, for every filesystem made from
+    now on: ours, and the ones etils' epath makes for Orbax and TensorBoard. With it, a step
+    directory another process wrote, or one moved aside, stays invisible (or visible) to
+    Orbax's listing of its steps, and a resumed run skips the saves it believes it has."""
+    import fsspec.config
+
+    for protocol in CACHED_LISTING_PROTOCOLS:
+        fsspec.config.conf.setdefault(protocol, {})["use_listings_cache"] = False
+
+
 @functools.cache
 def _filesystem(protocol: str):
     import fsspec
 
+    disable_listing_caches()
     return fsspec.filesystem(protocol, use_listings_cache=False)
 
 
@@ -101,10 +117,12 @@ def getsize(path: str | os.PathLike) -> int:
 
 
 def rename(source: str, target: str) -> None:
-    """Moves a file or directory (on an object store: copies, then deletes)."""
+    """Moves a file or directory (on an object store: copies, then deletes, with the calls
+    every store has; gcsfs' mv tries GCS's moveTo first, which not every bucket offers)."""
     if is_url(source):
         fs, at = filesystem(source)
-        fs.mv(at, target, recursive=True)
+        fs.copy(at, target, recursive=True)
+        fs.rm(at, recursive=True)
     else:
         os.rename(source, target)
 
