@@ -104,6 +104,7 @@ def test_a_url_that_cannot_be_used_is_named_with_its_cause_in_seconds(
     argv = ["train", "--config", DEMO, "--workdir", workdir]
     argv += [f"--config.data.data_root={bucket_dataset}"]
     argv += [f"--config.data.train_list={where.get('train_list', bucket_dataset + '/train.txt')}"]
+    argv += [f"--config.data.val_list={bucket_dataset}/val.txt"]
     started = time.monotonic()
     assert cli.main(argv) == 2
     assert time.monotonic() - started < 10  # gcsfs alone retries a refused credential 35 s

@@ -10,8 +10,10 @@
   whole object, and ArrayRecord, which reads a file's footer that way, fails on it.
 - Downloads carry the object's generation (`x-goog-generation`, as the real service sends):
   TensorStore reads it with every object and rejects a download without one.
-- Requests are served on threads, with a deep listen queue: the clients open many connections
-  at once (gcsfs, TensorStore), which the stub's one-at-a-time server refuses.
+- Connections are taken on threads, with a deep listen queue: the clients open many at once
+  (gcsfs, TensorStore), which the stub's one-at-a-time server refuses. The requests themselves
+  are still handled one at a time (the responses written in parallel): the stub's storage is
+  not thread-safe (a resumable upload racing another request lost its session).
 - A bucket named `refused-...` answers 401 Invalid Credentials to every request, as the real
   service does to credentials it refuses.
 
@@ -160,6 +162,7 @@ def _patch(server_module, storage_module) -> None:
     )
     get_file_obj = storage_module.Storage.get_file_obj
     served = threading.local()  # the object resource the current request read
+    one_at_a_time, counting = threading.Lock(), threading.Lock()
 
     def recorded_get_file_obj(storage, *args, **kwargs):
         served.obj = get_file_obj(storage, *args, **kwargs)
@@ -191,7 +194,8 @@ def _patch(server_module, storage_module) -> None:
             handler.end_headers()
             handler.wfile.write(body)
             return None
-        stats["requests"] += 1
+        with counting:
+            stats["requests"] += 1
         served.obj = None
         bucket = _bucket_of(path)
         if bucket and bucket.startswith(REFUSED_PREFIX):
@@ -211,7 +215,8 @@ def _patch(server_module, storage_module) -> None:
             response["x-goog-generation"] = obj["generation"]
             response["x-goog-metageneration"] = obj["metageneration"]
         content = response._content
-        stats["bytes_sent"] += len(content.encode() if isinstance(content, str) else content)
+        with counting:
+            stats["bytes_sent"] += len(content.encode() if isinstance(content, str) else content)
         return close(response)
 
     def ranged_json(response, obj):
@@ -227,6 +232,17 @@ def _patch(server_module, storage_module) -> None:
             }
         return to_json(response, obj)
 
+    def locked(function):
+        def one_at_a_time_handler(*args, **kwargs):
+            with one_at_a_time:  # the storage; the response is written outside the lock
+                return function(*args, **kwargs)
+
+        return one_at_a_time_handler
+
+    for _, handlers in server_module.HANDLERS:
+        for method in list(handlers):
+            handlers[method] = locked(handlers[method])
+    server_module.objects.insert = locked(server_module.objects.insert)
     storage_module.Storage.get_file_obj = recorded_get_file_obj
     server_module.Request.get_header = suffix_range_as_offsets
     server_module.server.HTTPServer = Server  # what the stub's API thread serves with
