@@ -155,3 +155,16 @@ def test_a_video_in_the_bucket_is_read_in_ranges_or_whole_and_decodes_as_the_loc
             assert size <= sent < size + 24 * 4096 and requests < 30, (sent, requests, size)
     with pytest.raises(decode.DecodeError, match="missing file"):
         decode.read_frames("gs://vmp-test/videos/no-such-video.mp4", [0])
+
+
+def test_the_data_commands_check_their_urls_first(bucket_dataset, capsys):
+    started = time.monotonic()
+    argv = ["make-frames", "--list", f"{bucket_dataset}/train.txt"]
+    argv += ["--data-root", bucket_dataset, "--out", "gs://refused-frames/store"]
+    assert cli.main(argv) == 2
+    assert "gs://refused-frames/store: credentials refused (401" in capsys.readouterr().err
+    assert cli.main(["data-check", "--scan", "--list", "gs://no-such-bucket/train.txt"]) == 2
+    assert "gs://no-such-bucket/train.txt: the bucket 'no-such-bucket' does not exist" in (
+        capsys.readouterr().err
+    )
+    assert time.monotonic() - started < 10

@@ -133,14 +133,19 @@ def _resume_and_compare(root: str, straight: str, interrupted: str) -> None:
         np.testing.assert_array_equal(x, y)
 
 
-def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_path):
-    interrupted = str(tmp_path / "interrupted")
+def _kill_after_step_4_and_resume(root: str, straight: str, interrupted: str) -> None:
+    """The tiny run SIGKILLed once a checkpoint of step 4 or later is complete, then resumed
+    in this process: it ends bit-identical to `straight`."""
     popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    process = _train_until_step_4(motion_dataset, interrupted, **popen)
+    process = _train_until_step_4(root, interrupted, **popen)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert 4 <= max(complete_steps(interrupted)) < 12
-    _resume_and_compare(motion_dataset, straight_run[0], interrupted)
+    _resume_and_compare(root, straight, interrupted)
+
+
+def test_sigkill_and_resume_is_bit_identical(motion_dataset, straight_run, tmp_path):
+    _kill_after_step_4_and_resume(motion_dataset, straight_run[0], str(tmp_path / "interrupted"))
 
 
 def test_a_run_in_a_bucket_killed_and_resumed_ends_and_evaluates_as_the_local_run(
@@ -150,12 +155,7 @@ def test_a_run_in_a_bucket_killed_and_resumed_ends_and_evaluates_as_the_local_ru
     the run ends bit-identical to the local straight run; `vmp eval`, `vmp predict` and
     `vmp export` of it, reading from and writing to the bucket, give the local run's outputs."""
     workdir = "gs://vmp-test/run"
-    popen = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    process = _train_until_step_4(bucket_dataset, workdir, **popen)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert 4 <= max(complete_steps(workdir)) < 12
-    _resume_and_compare(bucket_dataset, straight_run[0], workdir)
+    _kill_after_step_4_and_resume(bucket_dataset, straight_run[0], workdir)
     local, steps_logged = straight_run[0], {}
     for run in (local, workdir):
         records = (json.loads(r) for r in storage.read_text(f"{run}/metrics.jsonl").splitlines())

@@ -220,6 +220,7 @@ def _scan(args: argparse.Namespace) -> int:
     from vmp_jax.data import listing, scan
 
     targets = _scan_targets(args)
+    storage.check_access([p for _, where, root, _ in targets for p in (where, root)])
     if args.write_clean and len(targets) > 1 and "{split}" not in args.write_clean:
         raise ValueError("--write-clean: two lists are scanned; put {split} in the file name")
     found_bad = False
@@ -253,6 +254,7 @@ def _make_tfds(args: argparse.Namespace) -> int:
         data.train_split: sources.list_path(data, "train"),
         data.val_split: sources.list_path(data, "val"),
     }
+    storage.check_access([*lists.values(), data.data_root], outputs=[args.out])
     with storage.staged(args.out) as local:  # TFDS writes local files; a bucket gets a copy
         builder = tfds_builder.build(args.name, lists, data.data_root, local)
     print(f"built {builder.info.full_name} under {args.out}: {builder.info.splits}")
@@ -296,6 +298,8 @@ def _make_frames(args: argparse.Namespace) -> int:
     settings.validate()  # before any list is read
     unreadable = 0
     targets = _frame_targets(args)
+    for _, where, root, out in targets:
+        storage.check_access([where, root], outputs=[out])
     for split, where, root, out in targets:
         items = listing.read_videos(where, root)
         with tqdm(total=len(items), unit="video", desc=split) as bar:

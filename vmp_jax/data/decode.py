@@ -147,7 +147,7 @@ def _open(video: "bytes | str | os.PathLike | _Remote", name: str):
         yield container
 
 
-def _whole_object(video, wanted: list[int], info: "VideoInfo") -> bool:
+def _whole_object(video, wanted: list[int], info: VideoInfo) -> bool:
     """Whether a video read in range requests is better fetched in one: when the wanted
     frames span most of it (segment sampling over the whole clip), range requests would
     fetch it all anyway, in many round trips."""

@@ -16,7 +16,6 @@ import functools
 import io
 import os
 import posixpath
-import shutil
 import tempfile
 from collections.abc import Iterator
 
@@ -51,9 +50,9 @@ CACHED_LISTING_PROTOCOLS = ("gs", "gcs", "s3", "s3a", "az", "abfs", "abfss")
 
 def disable_listing_caches() -> None:
     """Turns off fsspec's listing cache for every object store, for every filesystem made from
-    now on: ours, and the ones etils' epath makes for Orbax and TensorBoard. With it, a step
-    directory another process wrote, or one moved aside, stays invisible (or visible) to
-    Orbax's listing of its steps, and a resumed run skips the saves it believes it has."""
+    now on: ours, and the ones etils' epath makes for Orbax. With a cache, a step directory
+    another process wrote, or one moved aside, stays invisible (or visible) to Orbax's listing
+    of its steps: a resumed run skipped the saves it believed it had."""
     import fsspec.config
 
     for protocol in CACHED_LISTING_PROTOCOLS:
@@ -125,15 +124,6 @@ def rename(source: str, target: str) -> None:
         fs.rm(at, recursive=True)
     else:
         os.rename(source, target)
-
-
-def remove_tree(path: str) -> None:
-    if is_url(path):
-        fs, at = filesystem(path)
-        if fs.exists(at):
-            fs.rm(at, recursive=True)
-    else:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def open(path: str | os.PathLike, mode: str = "r", **kwargs):  # noqa: A001 - the builtin's twin
