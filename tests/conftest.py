@@ -135,16 +135,19 @@ def pytest_terminal_summary(terminalreporter, config):
 # The files that take longest (tests/README.md), run first: `make test` hands whole files to its
 # two workers in collection order, and a long file started last would leave one worker idle.
 SLOWEST_FIRST = (
-    "tests/ssm/test_algorithms.py",
-    "tests/gpucompile/test_compile.py",
     "tests/multihost/test_multihost.py",
+    "tests/gpucompile/test_compile.py",
+    "tests/ssm/test_algorithms.py",
     "tests/models/test_model.py",
-    "tests/pallas/test_selective_scan.py",
-    "tests/interop/test_torch_model.py",
-    "tests/train/test_diagnostics.py",
-    "tests/interop/test_import.py",
+    "tests/engine/test_sharding.py",
     "tests/train/test_train_cli.py",
+    "tests/pallas/test_selective_scan.py",
+    "tests/train/test_diagnostics.py",
+    "tests/test_cli.py",
     "tests/models/test_bfloat16_long.py",
+    "tests/train/test_bench_train.py",
+    "tests/interop/test_import.py",
+    "tests/interop/test_torch_model.py",
 )
 
 
