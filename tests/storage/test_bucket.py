@@ -7,6 +7,9 @@ test_train_cli.py."""
 
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -168,3 +171,13 @@ def test_the_data_commands_check_their_urls_first(bucket_dataset, capsys):
         capsys.readouterr().err
     )
     assert time.monotonic() - started < 10
+
+
+def test_nothing_the_tests_start_reaches_beyond_the_loopback():
+    """The suite's network guard, in this process and in a process started from it (through
+    sitecustomize on PYTHONPATH): 192.0.2.1 (TEST-NET-1) is refused before any packet."""
+    with pytest.raises(ConnectionRefusedError, match="network guard refused"):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)
+    code = "import socket; socket.create_connection(('192.0.2.1', 80), timeout=1)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode != 0 and "network guard refused" in done.stderr, done.stderr
