@@ -8,11 +8,13 @@ and C computed from the video (and the model's residual-SSM setting).
 """
 
 import dataclasses
+import io
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vmp_jax import storage
 from vmp_jax.models.videomamba import VideoMamba
 from vmp_jax.ssm.reference import similarity_matrix
 
@@ -81,7 +83,9 @@ def save(result: LayerMatrices, out_prefix: str) -> list[str]:
     from matplotlib.colors import SymLogNorm
 
     paths = [f"{out_prefix}.npz"]
-    np.savez(paths[0], layer=result.layer, channels=np.array(result.channels), **result.matrices)
+    arrays = io.BytesIO()
+    np.savez(arrays, layer=result.layer, channels=np.array(result.channels), **result.matrices)
+    storage.write_bytes(paths[0], arrays.getvalue())
     scale = max(float(np.abs(m).max()) for m in result.matrices.values()) or 1.0
     norm = SymLogNorm(linthresh=scale * 1e-3, vmin=-scale, vmax=scale)
     title = f"layer {result.layer}, channels {result.channels[0]}:{result.channels[1]}"
@@ -96,8 +100,8 @@ def save(result: LayerMatrices, out_prefix: str) -> list[str]:
         one.set_title(f"{name}: {title}", fontsize=9)
         single.colorbar(image, ax=one)
         paths.append(f"{out_prefix}_{name}.png")
-        single.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        storage.save_png(single, paths[-1], dpi=120)
         plt.close(single)
-    panel.savefig(f"{out_prefix}.png", dpi=120, bbox_inches="tight")
+    storage.save_png(panel, f"{out_prefix}.png", dpi=120)
     plt.close(panel)
     return [*paths, f"{out_prefix}.png"]

@@ -3,8 +3,7 @@ VMP without the masked diagonal, and VMP, each trained and evaluated with the sa
 and seed; one table of their multi-view results, of the EMA weights when the config keeps them.
 Each variant trains in WORKDIR/<variant> and resumes there like `vmp train`."""
 
-import os
-
+from vmp_jax import storage
 from vmp_jax.data import labels
 from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import apply_override, model_config
@@ -38,12 +37,12 @@ def run(config, workdir: str, variants=tuple(VARIANTS), echo=print) -> list[dict
     echo = echo if primary else loop.silent
     for name in variants:
         cfg = variant_config(config, name)
-        out = os.path.join(workdir, name)
+        out = storage.join(workdir, name)
         echo(f"== {name} ==")
         loop.train(cfg, out, echo=echo)
         predictions, _, _, ema = multiview.evaluate_checkpoint(cfg, out)
         if primary:
-            multiview.write_report(predictions, os.path.join(out, "eval"), labels.class_names(cfg))
+            multiview.write_report(predictions, storage.join(out, "eval"), labels.class_names(cfg))
         rows.append(
             {
                 "variant": name,
