@@ -22,7 +22,6 @@ frame nearest to it (source frame `round(i / every) * every`).
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 
@@ -128,16 +127,8 @@ def read_json(path: str) -> dict:
 
 
 def write_json(path: str, value: dict) -> None:
-    """Written whole or not at all, so a crash leaves no half file: locally a temporary file
-    renamed, in a bucket one upload (an object appears complete or not at all)."""
-    text = json.dumps(value, indent=1)
-    if storage.is_url(path):
-        storage.write_text(path, text)
-        return
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Written whole or not at all (`storage.write_text`), so a crash leaves no half table."""
+    storage.write_text(path, json.dumps(value, indent=1))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,6 +85,13 @@ def crop_plan(box, size: int, canvas: tuple[int, int]) -> dict[str, np.ndarray]:
 
 PLAN_KEYS = ("rows_start", "rows_coef", "cols_start", "cols_coef")
 
+
+def plan_shapes(size: int, canvas: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """{key: shape} of `crop_plan`'s int32 arrays for a canvas (the same for every box)."""
+    rows, cols = (size, taps(canvas[0], size)), (size, taps(canvas[1], size))
+    return {"rows_start": rows[:1], "rows_coef": rows, "cols_start": cols[:1], "cols_coef": cols}
+
+
 # data.canvas when it is None and the source is not a frame store: a 320 px short side up to 16:9.
 DEFAULT_CANVAS = (320, 576)
 

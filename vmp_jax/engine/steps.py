@@ -178,11 +178,9 @@ def batch_shapes(config) -> dict:
     if d.augment_on != "device":
         video = (b, d.num_frames, d.img_size, d.img_size, config.model.channels)
         return shapes | {"video": (video, jnp.float32)}
-    (hc, wc), s = resample.canvas_of(d), d.img_size  # data.canvas None: the default
+    canvas = resample.canvas_of(d)  # data.canvas None: the default
+    plans = resample.plan_shapes(d.img_size, canvas)
     return shapes | {
-        "video": ((b, d.num_frames, hc, wc, config.model.channels), jnp.uint8),
-        "rows_start": ((b, s), jnp.int32),
-        "rows_coef": ((b, s, resample.taps(hc, s)), jnp.int32),
-        "cols_start": ((b, s), jnp.int32),
-        "cols_coef": ((b, s, resample.taps(wc, s)), jnp.int32),
+        "video": ((b, d.num_frames, *canvas, config.model.channels), jnp.uint8),
+        **{key: ((b, *shape), jnp.int32) for key, shape in plans.items()},
     }

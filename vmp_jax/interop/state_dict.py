@@ -94,8 +94,6 @@ def write(tensors: dict[str, np.ndarray], path: str, cfg: ModelConfig) -> list[s
     """Writes the tensors (format from the suffix) and the model config beside them as JSON;
     returns both paths."""
     _check_suffix(path)
-    if not storage.is_url(path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with storage.staged_file(path) as local:
         if path.endswith(".safetensors"):
             _safetensors_numpy().save_file(tensors, local)

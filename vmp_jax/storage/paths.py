@@ -165,16 +165,24 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes a whole file (its directory made first); on a URL one upload."""
+    """Writes a whole file, whole or not at all, so a crash leaves no half file: on a URL one
+    upload (an object appears complete or not at all); locally a temporary file beside it,
+    renamed over it (its directory made first)."""
+    path = os.fspath(path)
     if is_url(path):
-        fs, at = filesystem(os.fspath(path))
+        fs, at = filesystem(path)
         fs.pipe_file(at, data)
         return
-    parent = os.path.dirname(os.fspath(path))
+    _make_parent(path)
+    with builtins.open(f"{path}.tmp", "wb") as f:
+        f.write(data)
+    os.replace(f"{path}.tmp", path)
+
+
+def _make_parent(path: str) -> None:
+    parent = os.path.dirname(path)
     if parent:
         os.makedirs(parent, exist_ok=True)
-    with builtins.open(path, "wb") as f:
-        f.write(data)
 
 
 def upload(local: str, target: str) -> None:
@@ -205,10 +213,11 @@ def staged(target: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def staged_file(target: str) -> Iterator[str]:
-    """A local file name to write `target` through (itself when local; for a URL a temporary
-    file with the same name, uploaded when the block ends without error), for writers that
-    take file names only (safetensors, torch.save)."""
+    """A local file name to write `target` through (itself when local, its directory made; for
+    a URL a temporary file with the same name, uploaded when the block ends without error), for
+    writers that take file names only (safetensors, torch.save, ArrayRecord)."""
     if not is_url(target):
+        _make_parent(target)
         yield target
         return
     with tempfile.TemporaryDirectory(prefix="vmp-staged-") as local:
