@@ -31,6 +31,10 @@ class ScanBlocks:
       by its own programs from the state (forward) or cotangent (backward) entering it
       (Pallas only; pallas_kernels/segments.py). None: enough for 4 waves on the GPU traced
       for, 1 elsewhere; 1: no split.
+    tpu_channel_block: channels per TPU kernel instance, on the 128 lanes (Pallas on TPU
+      only; a multiple of 128; all of D when D is smaller). The TPU kernels also take
+      chunk_size (a multiple of 8, 16 for 16-bit inputs) and variant; the other fields are
+      the GPU's.
 
     The defaults serve both: for `chunked` they were chosen on CPU at (2, 3137, 384, 16), and
     for the kernels from `vmp gpu-compile kernels` on H100 and A100 (benchmarks/RESULTS.md).
@@ -41,9 +45,10 @@ class ScanBlocks:
     num_warps: int = 4
     subchunk_size: int = 2
     segments: int | None = None
+    tpu_channel_block: int = 128
 
     def __post_init__(self):
-        for name in ("chunk_size", "num_warps", "subchunk_size"):
+        for name in ("chunk_size", "num_warps", "subchunk_size", "tpu_channel_block"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ScanBlocks: {name} must be >= 1, got {getattr(self, name)}")
         for name in ("channel_block", "segments"):
@@ -51,10 +56,12 @@ class ScanBlocks:
             if value is not None and value < 1:
                 raise ValueError(f"ScanBlocks: {name} must be >= 1, got {value}")
 
-    def validate(self, algorithm: str) -> "ScanBlocks":
-        """These sizes, checked for `algorithm` (ValueError naming the field it cannot take)."""
+    def validate(self, algorithm: str, backend: str | None = None) -> "ScanBlocks":
+        """These sizes, checked for `algorithm` traced for `backend` (ValueError naming the
+        field it cannot take). The TPU kernels' own checks, which depend on the input dtype,
+        are `pallas_kernels.selective_scan_tpu.check_blocks`."""
         c = self.channel_block
-        if algorithm == "pallas" and c is not None and c & (c - 1):
+        if algorithm == "pallas" and backend != "tpu" and c is not None and c & (c - 1):
             raise ValueError(
                 f"ScanBlocks: channel_block must be a power of two for the Pallas kernels "
                 f"(Triton tiles), got {c}"
@@ -69,14 +76,14 @@ class ScanBlocks:
 
     @classmethod
     def parse(cls, text: str) -> "ScanBlocks":
-        """'q,c,w[,s[,g]]' (chunk, channel block, warps[, sub-chunk[, segments]]), as the CLI
-        takes them; ValueError naming the problem."""
+        """'q,c,w[,s[,g[,t]]]' (chunk, channel block, warps[, sub-chunk[, segments[, TPU
+        channel block]]]), as the CLI takes them; ValueError naming the problem."""
         try:
             values = [int(x) for x in text.split(",")]
         except ValueError:
-            raise ValueError(f"block sizes are q,c,w[,s[,g]] integers, got {text!r}") from None
-        if len(values) not in (3, 4, 5):
-            raise ValueError(f"block sizes are q,c,w[,s[,g]], got {text!r}")
+            raise ValueError(f"block sizes are q,c,w[,s[,g[,t]]] integers, got {text!r}") from None
+        if len(values) not in (3, 4, 5, 6):
+            raise ValueError(f"block sizes are q,c,w[,s[,g[,t]]], got {text!r}")
         return cls(*values)
 
     def as_tuple(self) -> tuple:

@@ -61,13 +61,15 @@ from jax.experimental.pallas import triton as plgpu
 from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
 from pallas_kernels.scan_chunk import (
     VARIANTS,
+    backward_token,
+    chunk_readouts,
     chunk_states,
     combine_adjoint,
     combine_plain,
     combine_residual,
     gate,
     make_step,
-    readout_state,
+    output,
 )
 from pallas_kernels.segments import chunks_per_segment, segments_wanted
 
@@ -87,6 +89,10 @@ class _Config:
     blocks: ScanBlocks  # channel_block a power of two, subchunk_size a divisor
     segment_chunks: int  # m, chunks per segment (the last segment may have fewer)
     interpret: bool
+
+    @property
+    def options(self) -> dict:
+        return {"mask_diagonal": self.mask_diagonal, "residual": self.residual}
 
     @property
     def num_chunks(self) -> int:
@@ -151,20 +157,6 @@ def _advance(cfg: _Config, start, count, h, r, refs, A):
     return jax.lax.fori_loop(0, count, step, (h, r))
 
 
-def _readouts(cfg: _Config, steps, h, r, hs, rs):
-    """The states y reads, per token of a chunk entered with (h, r)."""
-    h_prev, r_prev = [h, *hs[:-1]], [r, *rs[:-1]]
-    return [
-        readout_state(s, hp, rp, hi, mask_diagonal=cfg.mask_diagonal, residual=cfg.residual)
-        for s, hp, rp, hi in zip(steps, h_prev, r_prev, hs, strict=True)
-    ], h_prev
-
-
-def _output(state, s, Dskip):
-    """y before the gate: sum_n C[n] state[:, n] + D u, (c,)."""
-    return jnp.sum(state * s.C[None, :], axis=1) + Dskip * s.u
-
-
 def _forward_kernel(*refs, cfg: _Config, save_states: bool):
     """y for one (batch, channel block, segment); optionally the (h, r) entering every chunk.
     Split into segments, it starts from the (h, r) entering its segment (`_segment_entries`)."""
@@ -188,9 +180,9 @@ def _forward_kernel(*refs, cfg: _Config, save_states: bool):
             offsets = range(start, start + width)
             tokens, steps = _load_tokens(cfg, [k * q + i for i in offsets], inputs, A)
             hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
-            reads, _ = _readouts(cfg, steps, h, r, hs, rs)
+            reads, _ = chunk_readouts(steps, h, r, hs, rs, **cfg.options)
             for (row, valid), s, state in zip(tokens, steps, reads, strict=True):
-                y = _output(state, s, Dskip)  # (c,)
+                y = output(state, s, Dskip)  # (c,)
                 if cfg.gated:
                     y = gate(y, z_ref[row, :].astype(F32))[0]
                 _store_row(y_ref, row, valid, y)
@@ -266,28 +258,6 @@ def _adjoint_element(cfg: _Config, inputs, position, A):
     return a, a * gC
 
 
-def _backward_token(cfg, s, state, h_prev, g, carry, A):
-    """Pull the cotangent g = dL/dy (c,) back through one token. carry = (x, dr, dA, dD) with
-    x = a_{i+1} dh_{i+1}. Returns (du, ddelta, dB, dC, new carry)."""
-    x, dr, dA, dD = carry
-    gC = g[:, None] * s.C[None, :]  # (c, n)
-    dh = gC + x
-    dw = dh - gC if cfg.mask_diagonal else dh
-    da = dh * h_prev
-    if cfg.residual:
-        dw = dw + s.a * dr
-        da = da + dr * s.w
-        dr = dh + dr
-    dwB = jnp.sum(dw * s.B[None, :], axis=1)  # (c,)
-    da_a = da * s.a
-    du = dwB * s.delta
-    ddelta = dwB * s.u + jnp.sum(da_a * A, axis=1)
-    dB = jnp.sum(dw * (s.delta * s.u)[:, None], axis=0)  # (n,)
-    dC = jnp.sum(g[:, None] * state, axis=0)  # (n,)
-    carry = (s.a * dh, dr, dA + da_a * s.delta[:, None], dD + g * s.u)
-    return du, ddelta, dB, dC, carry
-
-
 def _backward_kernel(*refs, cfg: _Config):
     """Input cotangents for one (batch, channel block, segment), the chunks walked in reverse;
     split into segments, from the carry (x, dr) entering the segment's end."""
@@ -316,16 +286,18 @@ def _backward_kernel(*refs, cfg: _Config):
         positions = [k * q + i * sub + t for t in range(sub)]
         tokens, steps = _load_tokens(cfg, positions, inputs, A)
         hs, rs = chunk_states(steps, h, r, residual=cfg.residual, variant=cfg.variant)
-        reads, h_prev = _readouts(cfg, steps, h, r, hs, rs)
+        reads, h_prev = chunk_readouts(steps, h, r, hs, rs, **cfg.options)
         for t in reversed(range(sub)):
             (row, valid), s = tokens[t], steps[t]
             g = dy_ref[row, :].astype(F32) * valid.astype(F32)  # (c,)
             if cfg.gated:
-                pre = _output(reads[t], s, Dskip)
+                pre = output(reads[t], s, Dskip)
                 _, dy_dpre, dy_dz = gate(pre, z_ref[row, :].astype(F32))
                 _store_row(dz_ref, row, valid, g * dy_dz)
                 g = g * dy_dpre
-            du, ddelta, dB, dC, carry = _backward_token(cfg, s, reads[t], h_prev[t], g, carry, A)
+            du, ddelta, dB, dC, carry = backward_token(
+                s, reads[t], h_prev[t], g, carry, A, **cfg.options
+            )
             _store_row(du_ref, row, valid, du + g * Dskip)
             _store_row(ddelta_ref, row, valid, ddelta)
             _store_row(dB_ref, row, valid, dB)
