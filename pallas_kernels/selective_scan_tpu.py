@@ -372,7 +372,7 @@ def selective_scan(
     if variant not in VARIANTS:
         raise ValueError(f"pallas selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
     check_blocks(blocks, u.dtype)
-    (b, L, d), n, q = u.shape, A.shape[1], blocks.chunk_size
+    (_, L, d), q = u.shape, blocks.chunk_size
     c = d if d <= blocks.tpu_channel_block else blocks.tpu_channel_block
     chunks, dp = pl.cdiv(L, q), pl.cdiv(d, c) * c
     Lp = chunks * q

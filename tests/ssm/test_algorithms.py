@@ -147,8 +147,11 @@ def test_block_sizes_are_checked_for_the_algorithm_used():
     with pytest.raises(ValueError, match="segments must be >= 1, got 0"):
         ScanBlocks(segments=0)
     assert ScanBlocks.parse("16,32,4,2,8") == ScanBlocks(16, 32, 4, 2, segments=8)
-    with pytest.raises(ValueError, match=r"q,c,w\[,s\[,g\]\], got '1,2,3,4,5,6'"):
-        ScanBlocks.parse("1,2,3,4,5,6")
+    assert ScanBlocks.parse("16,32,4,2,8,256").tpu_channel_block == 256
+    with pytest.raises(ValueError, match=r"q,c,w\[,s\[,g\[,t\]\]\], got '1,2,3,4,5,6,7'"):
+        ScanBlocks.parse("1,2,3,4,5,6,7")
+    with pytest.raises(ValueError, match="tpu_channel_block must be >= 1, got 0"):
+        ScanBlocks(tpu_channel_block=0)
     odd = ScanBlocks(channel_block=6)
     with pytest.raises(ValueError, match="channel_block must be a power of two.*got 6"):
         selective_scan(**args, algorithm="pallas", blocks=odd)

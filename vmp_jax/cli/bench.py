@@ -6,7 +6,7 @@ from vmp_jax.bench import DEFAULT_DATA_CONFIG, DEFAULT_LENGTHS
 
 
 def scan_blocks(text: str):
-    """argparse type of --blocks: 'q,c,w[,s[,g]]' as a `ScanBlocks`."""
+    """argparse type of --blocks: 'q,c,w[,s[,g[,t]]]' as a `ScanBlocks`."""
     from vmp_jax.ssm import ScanBlocks
 
     try:

@@ -84,7 +84,7 @@ def add(subparsers) -> None:
     k.add_argument(
         "--blocks",
         type=scan_blocks,
-        help="q,c,w[,s[,g]]: chunk, channels, warps, sub-chunk, segments",
+        help="q,c,w[,s[,g[,t]]]: chunk, channels, warps, sub-chunk, segments, TPU channels",
     )
     k.add_argument("--variant", default="sequential", help="sequential or associative")
     k.add_argument("--json", action="store_true")

@@ -51,6 +51,7 @@ class ModelConfig:
     scan_num_warps: int = ScanBlocks.num_warps
     scan_subchunk_size: int = ScanBlocks.subchunk_size
     scan_segments: int | None = ScanBlocks.segments  # None: split for the GPU's SMs
+    scan_tpu_channel_block: int = ScanBlocks.tpu_channel_block  # the TPU kernels' lanes
     scan_variant: str = "sequential"
     dtype: str = "float32"  # compute dtype; parameters, residual stream and scan state are f32
     remat: bool = False  # rematerialise each block in the backward pass
@@ -91,6 +92,7 @@ class ModelConfig:
             self.scan_num_warps,
             self.scan_subchunk_size,
             self.scan_segments,
+            self.scan_tpu_channel_block,
         )
 
     @property

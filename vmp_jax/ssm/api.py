@@ -19,6 +19,7 @@ from jax.sharding import PartitionSpec as P
 
 import cpu_kernels.selective_scan as cpu_kernels
 import pallas_kernels.selective_scan as pallas
+import pallas_kernels.selective_scan_tpu as pallas_tpu
 from cpu_kernels import build as cpu_build
 from pallas_kernels.blocks import DEFAULT_BLOCKS, TILED, ScanBlocks
 from pallas_kernels.scan_chunk import VARIANTS
@@ -33,7 +34,8 @@ ALGORITHMS: dict[str, ScanFn] = {
     "sequential": sequential.scan,
     "associative": associative.scan,
     "chunked": chunked.scan,
-    # The Pallas kernels: natively when tracing for a GPU, in Pallas' interpreter elsewhere.
+    # The Pallas kernels: Triton's natively when tracing for a GPU, Mosaic's when tracing for
+    # a TPU (`FUSED_BY_BACKEND`), Triton's in Pallas' interpreter elsewhere.
     "pallas": pallas.selective_scan,
     # The C++ kernels for CPUs (XLA FFI), built on first use; float32 only.
     "cpu": cpu_kernels.scan,
@@ -41,6 +43,9 @@ ALGORITHMS: dict[str, ScanFn] = {
 
 # Algorithms that take D, z and `reverse` themselves and return y in u's dtype.
 FUSED = frozenset({"pallas"})
+# Their versions for a backend other than the GPU's: the TPU's Mosaic kernels (natively when
+# lowered for a TPU, in Pallas' interpreter when a CPU host runs them under compiling_for).
+FUSED_BY_BACKEND = {("pallas", "tpu"): pallas_tpu.selective_scan}
 
 # Algorithms that take `reverse` themselves; the others scan the time-flipped sequence.
 NATIVE_REVERSE = frozenset({"chunked", "cpu"})
@@ -97,7 +102,9 @@ def target_sm_count() -> int | None:
 @contextlib.contextmanager
 def compiling_for(backend: str, sm_count: int | None = None):
     """Trace scans for `backend` (a GPU of `sm_count` SMs) whatever jax's default backend is:
-    `vmp gpu-compile` traces on a CPU-only jax for compile-only GPU devices."""
+    `vmp gpu-compile` and `vmp compile` trace on a CPU-only jax for compile-only GPU or TPU
+    devices. For "tpu", `pallas` takes the TPU kernels, which a CPU host runs in Pallas'
+    interpreter (to check them) and which lower to Mosaic for TPU devices."""
     tokens = _TARGET.set(backend), _TARGET_SMS.set(sm_count)
     try:
         yield
@@ -216,7 +223,10 @@ def selective_scan(
     resolved = resolve_algorithm(algorithm, dtype=compute)
     if algorithm != "auto" and (reason := _cannot_run(resolved, target_backend(), compute)):
         raise ValueError(f"selective_scan: algorithm {resolved!r} cannot scan here: {reason}")
-    blocks = (blocks or DEFAULT_BLOCKS).validate(resolved)
+    target = target_backend()
+    blocks = (blocks or DEFAULT_BLOCKS).validate(resolved, target)
+    if (resolved, target) == ("pallas", "tpu"):
+        pallas_tpu.check_blocks(blocks, u.dtype)
     if variant not in VARIANTS:
         raise ValueError(f"selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
     return _selective_scan(
@@ -233,7 +243,7 @@ def selective_scan(
         algorithm=resolved,
         blocks=blocks if resolved in TILED else None,  # one compile per untiled algorithm
         variant=variant,
-        interpret=target_backend() != "gpu",
+        target=target if resolved in FUSED else None,
         sm_count=target_sm_count() if resolved in FUSED else None,
         mesh=_kernel_mesh(u.shape[0]) if resolved in KERNELS else None,
     )
@@ -246,7 +256,7 @@ STATIC = (
     "algorithm",
     "blocks",
     "variant",
-    "interpret",
+    "target",
     "sm_count",
     "mesh",
 )
@@ -275,13 +285,16 @@ def _scan(
     algorithm,
     blocks,
     variant,
-    interpret,
+    target,
     sm_count,
 ):
     """One algorithm's scan with the D skip and the gate: (b, l, d) -> (b, l, d) in u's dtype."""
     options = {"mask_diagonal": mask_diagonal, "residual": residual}
     if algorithm in TILED:
         options["blocks"] = blocks
+    if (algorithm, target) in FUSED_BY_BACKEND:
+        fused = FUSED_BY_BACKEND[algorithm, target]
+        return fused(u, delta, A, B, C, D, z, reverse=reverse, variant=variant, **options)
     if algorithm in FUSED:
         return ALGORITHMS[algorithm](
             u,
@@ -293,7 +306,7 @@ def _scan(
             z,
             reverse=reverse,
             variant=variant,
-            interpret=interpret,
+            interpret=target != "gpu",
             sm_count=sm_count,
             **options,
         )
