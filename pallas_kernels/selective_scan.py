@@ -74,6 +74,7 @@ from pallas_kernels.scan_chunk import (
 from pallas_kernels.segments import chunks_per_segment, segments_wanted
 
 F32 = jnp.float32
+INFERENCE_UNROLL = 2  # the inference forward's chunk, in chunks (`_inference`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -356,7 +357,7 @@ _SUMMARY_COMBINE = {
 }
 
 
-def _segment_entries(cfg: _Config, inputs, in_specs, *, adjoint: bool):
+def _segment_entries(cfg: _Config, inputs, in_specs, *, adjoint: bool, name: str):
     """What enters every segment, [(b, S, T, D, n) float32]: the forward's (h[, r]) in scan
     order, or with `adjoint` the backward's (x[, dr]) from the sequence's end. [] unsplit.
 
@@ -371,7 +372,7 @@ def _segment_entries(cfg: _Config, inputs, in_specs, *, adjoint: bool):
     tiles = 4 if cfg.residual else 2
     shape = jax.ShapeDtypeStruct((b, cfg.segments, d, n), F32)
     kernel = functools.partial(_summary_kernel, cfg=cfg, adjoint=adjoint)
-    name = "selective_scan_bwd_summary" if adjoint else "selective_scan_fwd_summary"
+    name = f"{name}_summary"  # the summary kernel of the pass `name`
     summaries = _call(kernel, cfg, b, d, in_specs, [s["bsdn"]] * tiles, [shape] * tiles, name)(
         *inputs
     )
@@ -384,12 +385,29 @@ def _segment_entries(cfg: _Config, inputs, in_specs, *, adjoint: bool):
     return [jnp.stack(shifted, axis=2)]
 
 
+def _inference(cfg: _Config) -> _Config:
+    """The tiling of the inference forward: chunks of INFERENCE_UNROLL x q tokens, as many
+    segments. It saves nothing per chunk, so a chunk is only how many tokens it unrolls: at 16
+    ptxas gave the kernel 48 registers and spilled 8 bytes on sm_90a, at 32 it takes 56 and
+    spills nothing (A100: 48, none, both); `vmp gpu-compile kernels` reports it."""
+    q = cfg.blocks.chunk_size * INFERENCE_UNROLL
+    chunks = pl.cdiv(cfg.length, q)
+    blocks = dataclasses.replace(cfg.blocks, chunk_size=q)
+    return dataclasses.replace(
+        cfg, blocks=blocks, segment_chunks=chunks_per_segment(chunks, cfg.segments)
+    )
+
+
 def _forward(cfg: _Config, u, delta, A, B, C, D, z, *, save_states: bool):
     (b, _, d), n = u.shape, A.shape[1]
+    cfg = cfg if save_states else _inference(cfg)
     K = cfg.padded_chunks
     s = _specs(cfg, n)
+    # The forward of a training step saves the chunk states; the inference forward (vmp eval,
+    # vmp predict) does not, and is a kernel of its own (its own registers and spills).
+    name = "selective_scan_fwd" if save_states else "selective_scan_fwd_inference"
     entries = _segment_entries(
-        cfg, [u, delta, A, B], [s["bld"], s["bld"], s["dn"], s["bln"]], adjoint=False
+        cfg, [u, delta, A, B], [s["bld"], s["bld"], s["dn"], s["bln"]], adjoint=False, name=name
     )
     inputs = [u, delta, A, B, C, D] + ([z] if cfg.gated else []) + entries
     in_specs = [s["bld"], s["bld"], s["dn"], s["bln"], s["bln"], s["d"]]
@@ -401,7 +419,7 @@ def _forward(cfg: _Config, u, delta, A, B, C, D, z, *, save_states: bool):
         out_shape += [jax.ShapeDtypeStruct((b, K, d, n), F32)] * n_saved
         out_specs += [s["bkdn"]] * n_saved
     kernel = functools.partial(_forward_kernel, cfg=cfg, save_states=save_states)
-    outs = _call(kernel, cfg, b, d, in_specs, out_specs, out_shape, "selective_scan_fwd")(*inputs)
+    outs = _call(kernel, cfg, b, d, in_specs, out_specs, out_shape, name)(*inputs)
     return outs[0], tuple(outs[1:])
 
 
@@ -416,6 +434,7 @@ def _backward(cfg: _Config, saved, dy):
         summary_in,
         [s["bld"], s["bld"], s["dn"], s["bln"]] + [s["bld"]] * cfg.gated,
         adjoint=True,
+        name="selective_scan_bwd",
     )
     inputs = [u, delta, A, B, C, D] + ([z] if cfg.gated else []) + [dy, *states, *entries]
     in_specs = [s["bld"], s["bld"], s["dn"], s["bln"], s["bln"], s["d"]]

@@ -16,7 +16,9 @@ from pallas_kernels.selective_scan import VARIANTS, selective_scan
 from tests.ssm.cases import (
     OPTION_COMBOS,
     OPTION_IDS,
+    TOLERANCE,
     SharedSweeps,
+    assert_close,
     assert_matches,
     check_batch_sharded,
     random_inputs,
@@ -79,6 +81,20 @@ def test_matches_reference_float32(request, mode, variant, reverse, mask, residu
 def test_optional_skip_and_gate(mode, variant, with_D, with_z, seed):
     x = random_inputs(seed, 1, 7, 4, 2, with_D=with_D, with_z=with_z)
     _compare(x, jnp.float32, mode, variant=variant)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_inference_forward_matches_reference(mode, variant, seed):
+    """The forward alone (vmp eval, vmp predict) is a kernel of its own that saves no states
+    and walks chunks of INFERENCE_UNROLL x q tokens: at L = 19, three such chunks of 8 (the
+    last partial), split into segments."""
+    args = scan_args(random_inputs(seed, 2, 19, 5, 3), jnp.float32)
+    options = {"reverse": True, "mask_diagonal": True, "residual": True}
+    kernel_args = {"blocks": SMALL, "variant": variant, "interpret": mode == "interpret"}
+    got = jax.jit(lambda a: selective_scan(**a, **options, **kernel_args))(args)
+    want = dispatch(**args, algorithm="reference", **options)
+    assert_close(got, want, TOLERANCE["float32"], "pallas inference y")
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -1,7 +1,9 @@
 """`vmp gpu-compile kernels`: the Pallas selective-scan kernels compiled for a GPU target.
 
-The forward and backward kernels (with their segments' summary kernels, where the sequence is
-split) are compiled at one scan shape with VMP's backward-scan
+The kernels of a training step, forward and backward (with their segments' summary kernels,
+where the sequence is split), and the inference forward that `vmp eval` and `vmp predict` run
+(it saves no chunk states: a kernel of its own) are compiled at one scan shape with VMP's
+backward-scan
 options (reverse, masked diagonal, residual SSM, D skip and silu(z) gate; bf16 u, B, C and z,
 float32 delta, A and D), and reported per kernel: registers per thread, spill bytes, shared
 memory per block, grid and threads (what XLA launches), blocks resident per SM and what limits
@@ -14,21 +16,23 @@ from vmp_jax.gpucompile import occupancy, targets, toolchain
 
 # The shape the kernels are tuned at: VMP-S's scan at 8 frames, batch 16 (b, L, D, N).
 TARGET_SHAPE = (16, 1569, 768, 16)
-# Every kernel the scan's forward and backward launch, in launch order; the summaries only when
-# the sequence is split into segments (pallas_kernels/segments.py).
+# Every kernel a training step's scan launches, in launch order, then the inference forward;
+# the summaries only when the sequence is split into segments (pallas_kernels/segments.py).
 KERNELS = {
     "selective_scan_fwd_summary": "forward summary",
     "selective_scan_fwd": "forward",
     "selective_scan_bwd_summary": "backward summary",
     "selective_scan_bwd": "backward",
+    "selective_scan_fwd_inference_summary": "inference forward summary",
+    "selective_scan_fwd_inference": "inference forward",
 }
-REQUIRED = ("selective_scan_fwd", "selective_scan_bwd")
+REQUIRED = ("selective_scan_fwd", "selective_scan_bwd", "selective_scan_fwd_inference")
 
 
 @dataclasses.dataclass(frozen=True)
 class KernelFigures:
     name: str
-    pass_: str  # "forward" or "backward"
+    pass_: str  # KERNELS' values: "forward", "backward", "inference forward", ...
     registers: int
     spill_store_bytes: int
     spill_load_bytes: int

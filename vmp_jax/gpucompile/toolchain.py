@@ -121,7 +121,7 @@ def parse_launches(dump_dir: str) -> dict[str, tuple]:
     return launches
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the worker, before it runs: the kernel sends it SIGTERM when `vmp gpu-compile`
     dies, so that a stopped command leaves no compile running (Linux; elsewhere nothing)."""
     if sys.platform.startswith("linux"):
@@ -161,7 +161,7 @@ def run_worker(task: dict, *, timeout: float = 3600, dump: bool = False) -> Work
             text=True,
             env=env,
             timeout=timeout,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
         if done.returncode or not lines:

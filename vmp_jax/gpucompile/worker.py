@@ -34,7 +34,8 @@ def compile_only_devices(target: str, count: int) -> list:
     return list(topology.devices)
 
 
-def _memory(compiled) -> dict:
+def memory_figures(compiled) -> dict:
+    """What XLA assigned a compiled program per device, in bytes."""
     m = compiled.memory_analysis()
     return {
         "argument_bytes": int(m.argument_size_in_bytes),
@@ -44,12 +45,15 @@ def _memory(compiled) -> dict:
     }
 
 
-def compile_kernels(task: dict) -> dict:
+def scan_programs(sharding, shape, blocks: list, variant: str) -> dict:
+    """The programs a kernels compile checks, by pass, each (jitted function, abstract
+    arguments on `sharding`): "training", jax.grad of a sum over y (the forward that saves its
+    chunk states, and the backward), and "inference", the forward alone (what vmp eval and
+    vmp predict run). VMP's backward-scan options with the D skip and the gate; bf16 u, B, C
+    and z, float32 delta, A and D; algorithm "pallas" with `blocks` (ScanBlocks' fields)."""
     from vmp_jax.ssm import ScanBlocks, selective_scan
 
-    (device,) = compile_only_devices(task["target"], 1)
-    sharding = SingleDeviceSharding(device)
-    b, L, d, n = task["shape"]
+    b, L, d, n = shape
 
     def spec(shape, dtype):
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
@@ -62,18 +66,34 @@ def compile_kernels(task: dict) -> dict:
         mask_diagonal=True,
         residual=True,
         algorithm="pallas",
-        blocks=ScanBlocks(*task["blocks"]),
-        variant=task["variant"],
+        blocks=ScanBlocks(*blocks),
+        variant=variant,
     )
 
-    def loss(*args):
-        return jnp.sum(selective_scan(*args, **options).astype(f32))
+    def scan(*args):
+        return selective_scan(*args, **options)
 
-    grad = jax.jit(jax.grad(loss, argnums=tuple(range(7))))
-    with compiling_for("gpu", targets.get(task["target"]).sms):  # natively, as on the GPU
-        traced = grad.trace(u, delta, A, B, B, D, z)
-    compiled = traced.lower().compile()
-    return {"compiled": True, "memory": _memory(compiled)}
+    def loss(*args):
+        return jnp.sum(scan(*args).astype(f32))
+
+    args = (u, delta, A, B, B, D, z)
+    return {
+        "training": (jax.jit(jax.grad(loss, argnums=tuple(range(7)))), args),
+        "inference": (jax.jit(scan), args),
+    }
+
+
+def compile_kernels(task: dict) -> dict:
+    (device,) = compile_only_devices(task["target"], 1)
+    programs = scan_programs(
+        SingleDeviceSharding(device), task["shape"], task["blocks"], task["variant"]
+    )
+    memory = {}
+    for name, (program, args) in programs.items():
+        with compiling_for("gpu", targets.get(task["target"]).sms):  # natively, as on the GPU
+            traced = program.trace(*args)
+        memory[name] = memory_figures(traced.lower().compile())
+    return {"compiled": True, "memory": memory}
 
 
 def compile_train_step(task: dict) -> dict:
@@ -97,7 +117,7 @@ def compile_train_step(task: dict) -> dict:
     return {
         "compiled": True,
         "error": "",
-        "memory": _memory(compiled),
+        "memory": memory_figures(compiled),
         "triton_calls": kernels,
         "compile_s": seconds,
     }
