@@ -36,8 +36,10 @@ interpreter (`pltpu.InterpretParams`: TPU memory semantics, out-of-bounds reads 
 optionally races), which cannot share a program with Mosaic's branch (its ordered callbacks).
 """
 
+import contextvars
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -213,11 +215,42 @@ def _cost(cfg: _Config, u, n: int, operands, outputs, *, backward: bool) -> pl.C
     return pl.CostEstimate(flops=flops, transcendentals=transcendentals, bytes_accessed=moved)
 
 
+def _tiled_bytes(shape, dtype) -> int:
+    """Bytes of a VMEM buffer of `shape`: its last two dimensions padded to Mosaic's tiles
+    ((8, 128) for 32-bit values, (16, 128) for 16-bit ones)."""
+    itemsize = jnp.dtype(dtype).itemsize
+    *lead, rows, lanes = (1, *shape) if len(shape) == 1 else shape
+    rows = pl.cdiv(rows, SUBLANES.get(itemsize, 8)) * SUBLANES.get(itemsize, 8)
+    lanes = pl.cdiv(lanes, LANE_WIDTH) * LANE_WIDTH
+    return math.prod(lead) * rows * lanes * itemsize
+
+
+def vmem_bytes(in_specs, operands, out_specs, out_shape, scratch_tiles: int, tile) -> int:
+    """The VMEM a call's blocks take, two buffers each (Pallas' pipeline), and its scratch."""
+    blocks = [
+        2 * _tiled_bytes([d for d in spec.block_shape if d is not None], x.dtype)
+        for spec, x in zip([*in_specs, *out_specs], [*operands, *out_shape], strict=True)
+    ]
+    return sum(blocks) + scratch_tiles * _tiled_bytes(tile, F32)
+
+
+# Where `kernel_figures` collects what each call would take (None: not collecting).
+_FIGURES = contextvars.ContextVar("vmp_tpu_kernel_figures", default=None)
+
+
 def _call(cfg: _Config, kernel, name, operands, in_specs, out_specs, out_shape, cost):
     """The pallas_call, natively for a TPU and in the TPU interpreter elsewhere (see the
     module's docstring); two (n, c) float32 scratch tiles carry state between chunks."""
     b, _, d = operands[0].shape
     n = operands[2].shape[0]
+    if (figures := _FIGURES.get()) is not None:
+        tile = (n, cfg.channel_block)
+        figures[name] = {
+            "vmem_bytes": vmem_bytes(in_specs, operands, out_specs, out_shape, 2, tile),
+            "flops": cost.flops,
+            "transcendentals": cost.transcendentals,
+            "bytes_accessed": cost.bytes_accessed,
+        }
 
     def call(interpret):
         return pl.pallas_call(
@@ -257,7 +290,7 @@ def _forward(cfg: _Config, u, delta, At, Bt, Ct, D, z, *, save_states: bool):
         out_specs += [s["bknc"]] * saved
     kernel = functools.partial(_forward_kernel, cfg=cfg, save_states=save_states)
     cost = _cost(cfg, u, n, operands, out_shape, backward=False)
-    name = "selective_scan_tpu_fwd"
+    name = "selective_scan_tpu_fwd" if save_states else "selective_scan_tpu_fwd_inference"
     outs = _call(cfg, kernel, name, operands, in_specs, out_specs, out_shape, cost)
     return outs[0], tuple(outs[1:])
 
@@ -304,6 +337,41 @@ def _scan_fwd(cfg, u, delta, At, Bt, Ct, D, z):
 
 
 _scan.defvjp(_scan_fwd, _backward)
+
+
+def kernel_figures(shape, blocks: ScanBlocks = DEFAULT_BLOCKS, dtype=jnp.bfloat16) -> dict:
+    """Static figures of the kernels a training step and an inference forward run at scan
+    shape (b, L, D, N), VMP's backward-scan options with the D skip and the gate, u, B, C and z
+    in `dtype` (delta, A, D float32): {kernel name: {vmem_bytes (its blocks, two buffers each,
+    padded to the tiles, and its scratch), flops, transcendentals, bytes_accessed (its
+    pl.CostEstimate)}}. Traced abstractly (nothing runs, no TPU needed)."""
+    b, L, d, n = shape
+    act = jax.ShapeDtypeStruct((b, L, d), dtype)
+    args = (
+        act,
+        jax.ShapeDtypeStruct((b, L, d), F32),
+        jax.ShapeDtypeStruct((d, n), F32),
+        jax.ShapeDtypeStruct((b, L, n), dtype),
+        jax.ShapeDtypeStruct((b, L, n), dtype),
+        jax.ShapeDtypeStruct((d,), F32),
+        act,
+    )
+    options = {"reverse": True, "mask_diagonal": True, "residual": True, "blocks": blocks}
+
+    def scan(*a):
+        return selective_scan(*a, **options, interpret=False)
+
+    def loss(*a):
+        return jnp.sum(scan(*a).astype(F32))
+
+    figures = {}
+    token = _FIGURES.set(figures)
+    try:
+        jax.eval_shape(jax.grad(loss, argnums=tuple(range(7))), *args)
+        jax.eval_shape(scan, *args)  # the inference forward: no states saved
+    finally:
+        _FIGURES.reset(token)
+    return figures
 
 
 def check_blocks(blocks: ScanBlocks, dtype=F32) -> ScanBlocks:
@@ -406,4 +474,4 @@ def selective_scan(
     return y[:, :L, :d]
 
 
-__all__ = ["check_blocks", "selective_scan"]
+__all__ = ["check_blocks", "kernel_figures", "selective_scan"]

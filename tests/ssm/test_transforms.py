@@ -73,12 +73,13 @@ def test_eager_calls_compile_once_per_shape():
 
 def test_auto_resolves_per_backend():
     """What benchmarks/RESULTS.md and docs/scan.md promise: the C++ kernels on CPU, the Pallas
-    kernels on GPU, chunked on TPU; float64 takes the backend's best XLA algorithm."""
+    kernels on GPU and on TPU; float64 takes the backend's best XLA algorithm."""
     assert [resolve_algorithm("auto", b) for b in ("cpu", "gpu", "tpu")] == [
         "cpu",
         "pallas",
-        "chunked",
+        "pallas",
     ]
+    assert resolve_algorithm("auto", "tpu", jnp.float64) == "chunked"
     assert resolve_algorithm("auto", "cpu", jnp.float64) == "sequential"
     assert resolve_algorithm("auto", "gpu", jnp.float64) == "chunked"
     assert all(name in ALGORITHMS for name in api.AUTO_BY_BACKEND.values())
@@ -103,6 +104,22 @@ def test_tracing_for_a_gpu_takes_the_native_kernels_and_float64_falls_back():
         want = selective_scan(**x64, algorithm="reference")
         assert y.dtype == jnp.float64
         np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-10)
+
+
+def test_tracing_for_a_tpu_takes_the_mosaic_kernels_and_a_cpu_runs_them():
+    """`compiling_for("tpu")`: "auto" is the TPU kernels; one traced program lowers to Mosaic
+    for a TPU and to Pallas' interpreter for this CPU, where it runs and equals the reference.
+    Outside the context the CPU's own algorithm is back."""
+    args = _args(3)
+    with api.compiling_for("tpu"):
+        assert resolve_algorithm("auto") == "pallas"
+        traced = jax.jit(lambda a: selective_scan(**a, reverse=True, residual=True)).trace(args)
+    assert traced.lower(lowering_platforms=("tpu",)).as_text().count("tpu_custom_call") == 1
+    assert "tpu_custom_call" not in traced.lower().as_text()
+    y = traced.lower().compile()(args)
+    want = selective_scan(**args, reverse=True, residual=True, algorithm="reference")
+    assert_close(y, want, TOLERANCE["float32"], "TPU kernels on CPU")
+    assert api.target_backend() == "cpu" and resolve_algorithm("auto") == "cpu"
 
 
 def test_bfloat16_inputs_keep_float32_state():

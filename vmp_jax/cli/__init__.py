@@ -5,7 +5,7 @@ import sys
 from collections.abc import Sequence
 
 from vmp_jax import xla_flags
-from vmp_jax.cli import bench, data, evaluate, gpu, interop, launch, model, train
+from vmp_jax.cli import bench, compiling, data, evaluate, gpu, interop, launch, model, train
 from vmp_jax.engine.preemption import Preempted
 from vmp_jax.storage.access import StorageAccessError
 
@@ -13,7 +13,7 @@ from vmp_jax.storage.access import StorageAccessError
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmp", description="VideoMambaPro in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for area in (bench, model, data, train, launch, evaluate, interop, gpu):
+    for area in (bench, model, data, train, launch, evaluate, interop, gpu, compiling):
         area.add(subparsers)
     return parser
 

@@ -7,7 +7,7 @@ import json
 from vmp_jax.cli.bench import scan_blocks
 
 
-def _kernels(args: argparse.Namespace) -> int:
+def kernels(args: argparse.Namespace) -> int:
     from vmp_jax.gpucompile import kernels
     from vmp_jax.ssm import ScanBlocks
 
@@ -30,13 +30,15 @@ def _kernels(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
-    from vmp_jax.gpucompile import train
+def train(args: argparse.Namespace) -> int:
+    from vmp_jax.gpucompile import train as gpu_train
 
-    figures = train.compile_train(
-        args.config, args.overrides, args.target, args.devices, args.per_device_batch
+    devices = 1 if args.devices is None else args.devices
+    figures = gpu_train.compile_train(
+        args.config, args.overrides, args.target, devices, args.per_device_batch
     )
-    print(json.dumps(figures.as_json(), indent=1) if args.json else train.format_result(figures))
+    text = gpu_train.format_result(figures)
+    print(json.dumps(figures.as_json(), indent=1) if args.json else text)
     return 0 if figures.fits else 1
 
 
@@ -88,7 +90,7 @@ def add(subparsers) -> None:
     )
     k.add_argument("--variant", default="sequential", help="sequential or associative")
     k.add_argument("--json", action="store_true")
-    k.set_defaults(func=_kernels)
+    k.set_defaults(func=kernels)
     t = commands.add_parser(
         "train",
         help="whether a config's train step compiles and fits on N GPUs of a target",
@@ -103,7 +105,7 @@ def add(subparsers) -> None:
     t.add_argument("--devices", type=int, default=1)
     t.add_argument("--per-device-batch", type=int, default=None)
     t.add_argument("--json", action="store_true")
-    t.set_defaults(func=_train, accepts_overrides=True)
+    t.set_defaults(func=train, accepts_overrides=True)
     from vmp_jax.gpucompile.table import K400_CONFIGS
 
     m = commands.add_parser(

@@ -1,6 +1,7 @@
-"""`vmp gpu-compile table`: per-device memory of every K400 recipe's train step on H100 and
-A100 GPUs, at the paper's per-GPU batch (256 clips over 16 GPUs: 16), on 1 and on 8 GPUs with
-the config's mesh, and the largest per-device batch that fits.
+"""`vmp gpu-compile table` and `vmp compile table`: per-device memory of every K400 recipe's
+train step at the paper's per-device batch (256 clips over 16 GPUs: 16), on H100 and A100 GPUs
+(1 and 8, with the config's mesh) or on TPU topologies (one host and several), and the largest
+per-device batch that fits.
 
 The largest batch is estimated from two compiles (at the batch and at twice it): a train
 step's memory is a fixed part (weights, optimiser state) plus a part per clip, and the line
@@ -27,31 +28,45 @@ PAPER_BATCH = 16  # 256 clips over 16 GPUs
 class Row:
     config: str
     target: str
-    devices: int
-    figures: train.TrainFigures
+    devices: int | str  # a GPU count, or a TPU topology
+    figures: train.TrainFigures  # or tpucompile.report.TpuTrainFigures: the same fields
     largest_batch: int | None  # estimated; None when not asked for or not compiled
 
 
-def largest_batch(config: str, target: str, devices: int, first: train.TrainFigures) -> int:
-    """The largest per-device batch whose step fits, from the line through two compiles."""
-    if not first.compiled:
+def largest_batch(compile_train, config: str, target: str, devices, first) -> int:
+    """The largest per-device batch whose step fits, from the line through two compiles
+    (where a TPU compile is refused for memory, libtpu's figure of what it needs is used)."""
+    if first.per_device_bytes is None:
         return 0
     b = first.per_device_batch
-    second = train.compile_train(str(REPO_ROOT / config), [], target, devices, 2 * b)
-    if not second.compiled:
+    second = compile_train(str(REPO_ROOT / config), [], target, devices, 2 * b)
+    if second.per_device_bytes is None:
         return 0
     per_clip = (second.per_device_bytes - first.per_device_bytes) / b
     fixed = first.per_device_bytes - b * per_clip
     return max(0, math.floor((first.usable_bytes - fixed) / per_clip)) if per_clip > 0 else 0
 
 
-def rows(configs, targets, device_counts, *, batch=PAPER_BATCH, estimate=True, echo=print):
-    """Compiles every (config, target, devices) and yields a Row as each is done."""
+def rows(
+    configs,
+    targets,
+    places,
+    *,
+    compile_train=train.compile_train,
+    batch=PAPER_BATCH,
+    estimate=True,
+    echo=print,
+):
+    """Compiles every (config, target, place) with `compile_train(config, overrides, target,
+    place, batch)`, a place being a GPU count or, per target, a TPU topology (`places` a
+    callable from target to topologies), and yields a Row as each is done."""
     for config in configs:
         for target in targets:
-            for devices in device_counts:
-                f = train.compile_train(str(REPO_ROOT / config), [], target, devices, batch)
-                best = largest_batch(config, target, devices, f) if estimate else None
+            for devices in places(target) if callable(places) else places:
+                f = compile_train(str(REPO_ROOT / config), [], target, devices, batch)
+                best = None
+                if estimate:
+                    best = largest_batch(compile_train, config, target, devices, f)
                 row = Row(config, target, devices, f, best)
                 echo(format_row(row))
                 yield row
@@ -60,6 +75,10 @@ def rows(configs, targets, device_counts, *, batch=PAPER_BATCH, estimate=True, e
 HEADER = (
     "| config | GPU | GPUs | scan | GiB per GPU at 16 | fits | largest batch per GPU |\n"
     "|---|---|---:|---|---:|---|---:|"
+)
+TPU_HEADER = (
+    "| config | TPU | topology | scan | GiB per chip at 16 | fits | largest batch per chip |\n"
+    "|---|---|---|---|---:|---|---:|"
 )
 
 
@@ -73,7 +92,7 @@ def _gib(size: int) -> str:
 def format_row(r: Row) -> str:
     f = r.figures
     gib = "-" if f.per_device_bytes is None else _gib(f.per_device_bytes)
-    fits = "yes" if f.fits else ("no" if f.compiled else "does not compile")
+    fits = "yes" if f.fits else ("no" if f.per_device_bytes is not None else "does not compile")
     best = "-" if r.largest_batch is None else f"~{r.largest_batch}"
     name = r.config.removeprefix("configs/").removesuffix(".py")
     return f"| {name} | {r.target} | {r.devices} | {f.algorithm} | {gib} | {fits} | {best} |"
