@@ -142,6 +142,8 @@ SLOWEST_FIRST = (
     "tests/engine/test_sharding.py",
     "tests/train/test_train_cli.py",
     "tests/pallas/test_selective_scan.py",
+    "tests/pallas/test_selective_scan_tpu.py",
+    "tests/tpucompile/test_compile.py",
     "tests/train/test_diagnostics.py",
     "tests/test_cli.py",
     "tests/models/test_bfloat16_long.py",

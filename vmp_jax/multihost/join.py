@@ -5,7 +5,9 @@ The run is described, first match wins, by:
   2. the variables `vmp launch` sets and JAX documents: JAX_COORDINATOR_ADDRESS,
      JAX_NUM_PROCESSES, JAX_PROCESS_ID;
   3. SLURM (`srun`, one task per host, SLURM_NTASKS > 1) or Open MPI (`mpirun`,
-     OMPI_COMM_WORLD_SIZE > 1): JAX's cluster detection reads the rest itself.
+     OMPI_COMM_WORLD_SIZE > 1), or the workers of a Cloud TPU pod slice (TPU_WORKER_HOSTNAMES
+     or TPU_PROCESS_ADDRESSES listing more than one host, as the TPU VM runtime and GKE set
+     them): JAX's cluster detection reads the rest itself.
 Otherwise the run is one process and there is nothing to join.
 
 Joining is bounded. JAX's own wait for the coordinator ends in an abort with a C++ stack
@@ -27,6 +29,15 @@ import jax
 
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 SCHEDULERS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")  # > 1: a launcher JAX detects
+TPU_WORKERS = ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES")  # comma-separated hosts
+
+
+def _tpu_pod_workers() -> int:
+    """How many hosts the TPU pod slice this process runs on has (1 off a pod)."""
+    for name in TPU_WORKERS:
+        if value := os.environ.get(name):
+            return len([host for host in value.split(",") if host.strip()])
+    return 1
 EXIT_CODE = 2  # what a process that could not join exits with
 
 
@@ -64,7 +75,7 @@ class Cluster:
             cluster.validate()
             return cluster
         detected = any(int(os.environ.get(name, "1")) > 1 for name in SCHEDULERS)
-        return cls(timeout_s=timeout_s, detected=detected)
+        return cls(timeout_s=timeout_s, detected=detected or _tpu_pod_workers() > 1)
 
     @property
     def multi_process(self) -> bool:
@@ -90,7 +101,7 @@ class Cluster:
 
     def describe(self) -> str:
         if self.coordinator is None:
-            return "this process (SLURM or MPI task)"
+            return "this process (SLURM or MPI task, or TPU pod worker)"
         return f"process {self.process_id} of {self.num_processes} (coordinator {self.coordinator})"
 
 

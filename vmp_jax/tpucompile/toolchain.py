@@ -93,3 +93,7 @@ def run_worker(task: dict, *, timeout: float = 3600) -> dict:
         tail = "\n".join((done.stderr + done.stdout).strip().splitlines()[-20:])
         raise RuntimeError(f"the TPU compile worker failed (exit {done.returncode}):\n{tail}")
     return json.loads(lines[-1])
+
+
+if __name__ == "__main__":  # `python -m vmp_jax.tpucompile.toolchain`: what `make setup` runs
+    print(install(echo=print))
