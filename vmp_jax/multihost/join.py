@@ -38,6 +38,8 @@ def _tpu_pod_workers() -> int:
         if value := os.environ.get(name):
             return len([host for host in value.split(",") if host.strip()])
     return 1
+
+
 EXIT_CODE = 2  # what a process that could not join exits with
 
 
