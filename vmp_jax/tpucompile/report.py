@@ -88,7 +88,7 @@ def format_kernels(report: dict) -> str:
             f"{k['bytes_accessed'] / 1e9:.2f} |"
         )
     memory = [
-        f"{name} program: {_bytes_in_use(p['memory']) / GIB:.2f} GiB per chip, "
+        f"{name} program: {_bytes_in_use(p['memory']) / GIB:.2f} GiB per device, "
         f"{p['mosaic_calls']} Mosaic kernels"
         for name, p in report["passes"].items()
     ]
