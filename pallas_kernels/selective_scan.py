@@ -59,6 +59,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
+from pallas_kernels.inputs import check, pad_axis
 from pallas_kernels.scan_chunk import (
     VARIANTS,
     backward_token,
@@ -474,31 +475,6 @@ def _scan_fwd(cfg, u, delta, A, B, C, D, z):
 _scan.defvjp(_scan_fwd, _backward)
 
 
-def _check(u, A, variant):
-    for name, x in (("u", u), ("A", A)):
-        if x.dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
-            raise ValueError(
-                f"pallas selective_scan: {name} has dtype {x.dtype}; the kernels take float32, "
-                "bfloat16 or float16 (state and accumulation are float32); use another "
-                "algorithm for float64"
-            )
-    if u.ndim != 3 or A.ndim != 2 or A.shape[0] != u.shape[2]:
-        raise ValueError(
-            f"pallas selective_scan: u has shape {u.shape} and A {A.shape}; expected "
-            "(batch, L, D) and (D, N)"
-        )
-    if variant not in VARIANTS:
-        raise ValueError(f"pallas selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
-
-
-def _pad_axis(x, axis, size):
-    if x is None or x.shape[axis] == size:
-        return x
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, size - x.shape[axis])
-    return jnp.pad(x, pad)
-
-
 def selective_scan(
     u,
     delta,
@@ -531,7 +507,7 @@ def selective_scan(
         sequence for (pallas_kernels/segments.py); None: jax's first device's when it is a
         GPU. Interpreted, nothing is split unless `blocks.segments` says so.
     """
-    _check(u, A, variant)
+    check(u, A, variant)
     blocks.validate("pallas")
     (_, L, d), n = u.shape, A.shape[1]
     c = min(blocks.channel_block or pl.next_power_of_2(d), pl.next_power_of_2(d))
@@ -543,13 +519,13 @@ def selective_scan(
     segments = blocks.segments or segments_wanted(u.shape[0] * dp // c, blocks.num_warps, sms)
     with_D = D if D is not None else jnp.zeros((d,), F32)
     padded = dict(
-        u=_pad_axis(u, 2, dp),
-        delta=_pad_axis(delta, 2, dp),
-        A=_pad_axis(_pad_axis(A, 0, dp), 1, n_p),
-        B=_pad_axis(B, 2, n_p),
-        C=_pad_axis(C, 2, n_p),
-        D=_pad_axis(with_D, 0, dp),
-        z=_pad_axis(z, 2, dp),
+        u=pad_axis(u, 2, dp),
+        delta=pad_axis(delta, 2, dp),
+        A=pad_axis(pad_axis(A, 0, dp), 1, n_p),
+        B=pad_axis(B, 2, n_p),
+        C=pad_axis(C, 2, n_p),
+        D=pad_axis(with_D, 0, dp),
+        z=pad_axis(z, 2, dp),
     )
     cfg = _Config(
         L,

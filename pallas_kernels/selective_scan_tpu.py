@@ -47,9 +47,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
+from pallas_kernels.inputs import check, pad_axis
 from pallas_kernels.scan_chunk import (
     LANES,
-    VARIANTS,
     backward_token,
     chunk_readouts,
     chunk_states,
@@ -393,14 +393,6 @@ def check_blocks(blocks: ScanBlocks, dtype=F32) -> ScanBlocks:
     return blocks
 
 
-def _pad_to(x, axis, size):
-    if x is None or x.shape[axis] == size:
-        return x
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, size - x.shape[axis])
-    return jnp.pad(x, pad)
-
-
 def _by_chunk(x, chunks: int, q: int):
     """(b, K q, n) -> (b, K, n, q): each chunk's B (or C) with the tokens on the lanes."""
     b, _, n = x.shape
@@ -437,8 +429,7 @@ def selective_scan(
         it is lowered for anything else; True: the TPU interpreter; False: Mosaic.
       detect_races: the TPU interpreter's race detection (with interpret=True).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"pallas selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
+    check(u, A, variant)
     check_blocks(blocks, u.dtype)
     (_, L, d), q = u.shape, blocks.chunk_size
     c = d if d <= blocks.tpu_channel_block else blocks.tpu_channel_block
@@ -446,7 +437,7 @@ def selective_scan(
     Lp = chunks * q
 
     def channels_and_tokens(x):  # (b, L, d) -> (b, Lp, dp), zeros after
-        return _pad_to(_pad_to(x, 1, Lp), 2, dp)
+        return pad_axis(pad_axis(x, 1, Lp), 2, dp)
 
     with_D = D if D is not None else jnp.zeros((d,), F32)
     cfg = _Config(
@@ -465,10 +456,10 @@ def selective_scan(
         cfg,
         channels_and_tokens(u),
         channels_and_tokens(delta),
-        _pad_to(A, 0, dp).T,  # (n, dp)
-        _by_chunk(_pad_to(B, 1, Lp), chunks, q),  # (b, K, n, q)
-        _by_chunk(_pad_to(C, 1, Lp), chunks, q),
-        _pad_to(with_D, 0, dp)[None, :],  # (1, dp)
+        pad_axis(A, 0, dp).T,  # (n, dp)
+        _by_chunk(pad_axis(B, 1, Lp), chunks, q),  # (b, K, n, q)
+        _by_chunk(pad_axis(C, 1, Lp), chunks, q),
+        pad_axis(with_D, 0, dp)[None, :],  # (1, dp)
         None if z is None else channels_and_tokens(z),
     )
     return y[:, :L, :d]

@@ -116,3 +116,7 @@ def test_a_tiling_the_tpu_cannot_take_is_named():
         tpu_pallas(**x16, blocks=SMALL)
     # A channel block that is no power of two is the GPU's restriction, not the TPU's.
     tpu_pallas(**x, blocks=ScanBlocks(channel_block=6))
+    with jax.enable_x64(True):
+        x64 = scan_args(random_inputs(0, 1, 16, 2, 2), jnp.float64)
+        with pytest.raises(ValueError, match="u has dtype float64.*float32, bfloat16"):
+            selective_scan_tpu.selective_scan(**x64)

@@ -6,7 +6,6 @@ import argparse
 import json
 
 from vmp_jax.cli import gpu
-from vmp_jax.cli.bench import scan_blocks
 from vmp_jax.gpucompile.targets import TARGETS as GPU_TARGETS
 from vmp_jax.tpucompile.targets import TARGETS as TPU_TARGETS
 
@@ -70,7 +69,6 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def add(subparsers) -> None:
-    from vmp_jax.gpucompile.kernels import TARGET_SHAPE
     from vmp_jax.gpucompile.table import K400_CONFIGS
 
     p = subparsers.add_parser(
@@ -91,19 +89,7 @@ def add(subparsers) -> None:
         "pass's and the inference forward's kernels on one chip, their VMEM against the "
         "core's, their cost estimates and the programs' memory per chip.",
     )
-    b, length, d, n = TARGET_SHAPE
-    k.add_argument("--target", required=True, choices=ALL_TARGETS)
-    k.add_argument("--batch", type=int, default=b)
-    k.add_argument("--length", type=int, default=length)
-    k.add_argument("--dim", type=int, default=d)
-    k.add_argument("--state", type=int, default=n)
-    k.add_argument(
-        "--blocks",
-        type=scan_blocks,
-        help="q,c,w[,s[,g[,t]]]: chunk, channels, warps, sub-chunk, segments, TPU channels",
-    )
-    k.add_argument("--variant", default="sequential", help="sequential or associative")
-    k.add_argument("--json", action="store_true")
+    gpu.add_kernel_arguments(k, ALL_TARGETS)
     k.set_defaults(func=_kernels)
     t = commands.add_parser(
         "train",

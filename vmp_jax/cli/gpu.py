@@ -55,8 +55,27 @@ def _table(args: argparse.Namespace) -> int:
     return 0
 
 
-def add(subparsers) -> None:
+def add_kernel_arguments(parser, targets) -> None:
+    """The flags of a kernels compile: target, scan shape (default: the kernels' tuning shape),
+    blocks, variant, --json."""
     from vmp_jax.gpucompile.kernels import TARGET_SHAPE
+
+    b, length, d, n = TARGET_SHAPE
+    parser.add_argument("--target", required=True, choices=targets)
+    parser.add_argument("--batch", type=int, default=b)
+    parser.add_argument("--length", type=int, default=length)
+    parser.add_argument("--dim", type=int, default=d)
+    parser.add_argument("--state", type=int, default=n)
+    parser.add_argument(
+        "--blocks",
+        type=scan_blocks,
+        help="q,c,w[,s[,g[,t]]]: chunk, channels, warps, sub-chunk, segments, TPU channels",
+    )
+    parser.add_argument("--variant", default="sequential", help="sequential or associative")
+    parser.add_argument("--json", action="store_true")
+
+
+def add(subparsers) -> None:
     from vmp_jax.gpucompile.targets import TARGETS
 
     p = subparsers.add_parser(
@@ -77,19 +96,7 @@ def add(subparsers) -> None:
         "bytes, shared memory, grid, threads, blocks per SM and their limit, occupancy and "
         "waves.",
     )
-    b, length, d, n = TARGET_SHAPE
-    k.add_argument("--target", required=True, choices=sorted(TARGETS))
-    k.add_argument("--batch", type=int, default=b)
-    k.add_argument("--length", type=int, default=length)
-    k.add_argument("--dim", type=int, default=d)
-    k.add_argument("--state", type=int, default=n)
-    k.add_argument(
-        "--blocks",
-        type=scan_blocks,
-        help="q,c,w[,s[,g[,t]]]: chunk, channels, warps, sub-chunk, segments, TPU channels",
-    )
-    k.add_argument("--variant", default="sequential", help="sequential or associative")
-    k.add_argument("--json", action="store_true")
+    add_kernel_arguments(k, sorted(TARGETS))
     k.set_defaults(func=kernels)
     t = commands.add_parser(
         "train",

@@ -139,43 +139,56 @@ class WorkerResult:
     ptxas: str  # the ptxas binary and version XLA used
 
 
+def run_compile_worker(module: str, task: dict, folder: str, env: dict, *, timeout: float):
+    """Runs `python -m module` with `task` as JSON on stdin, `folder` (a toolchain) first on
+    its path, JAX_PLATFORMS=cpu, no compilation cache (figures come from a real compile) and
+    `env` set; it dies with this process. Returns (the last JSON line it printed, its stderr);
+    RuntimeError with its output if it fails without one."""
+    full = dict(os.environ)
+    full.update(
+        JAX_PLATFORMS="cpu",
+        JAX_ENABLE_COMPILATION_CACHE="false",
+        PYTHONPATH=os.pathsep.join([folder, full.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        **env,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        input=json.dumps(task),
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=timeout,
+        preexec_fn=die_with_parent,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = "\n".join((done.stderr + done.stdout).strip().splitlines()[-20:])
+        raise RuntimeError(f"the compile worker {module} failed (exit {done.returncode}):\n{tail}")
+    return json.loads(lines[-1]), done.stderr
+
+
 def run_worker(task: dict, *, timeout: float = 3600, dump: bool = False) -> WorkerResult:
     """Runs one compile task (vmp_jax.gpucompile.worker) for a target, in a subprocess with
     the toolchain; RuntimeError with its output if it fails without a result."""
     folder = install(echo=lambda m: print(m, file=sys.stderr))
     with tempfile.TemporaryDirectory(prefix="vmp-gpu-compile-") as scratch:
-        env = dict(os.environ)
-        env.update(
-            JAX_PLATFORMS="cpu",
-            # Figures come from ptxas' log of a real compile: never from a cached program.
-            JAX_ENABLE_COMPILATION_CACHE="false",
-            PYTHONPATH=os.pathsep.join([folder, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        env = dict(
             TF_CPP_MIN_LOG_LEVEL="0",
-            TF_CPP_VMODULE="subprocess_compilation=3",
+            TF_CPP_VMODULE="subprocess_compilation=3",  # ptxas' report, in XLA's log
             XLA_FLAGS=xla_flags.with_flags(f"--xla_dump_to={scratch}" if dump else ""),
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "vmp_jax.gpucompile.worker"],
-            input=json.dumps(task),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            preexec_fn=die_with_parent,
+        result, log = run_compile_worker(
+            "vmp_jax.gpucompile.worker", task, folder, env, timeout=timeout
         )
-        lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode or not lines:
-            tail = "\n".join((done.stderr + done.stdout).strip().splitlines()[-20:])
-            raise RuntimeError(f"the GPU compile worker failed (exit {done.returncode}):\n{tail}")
         launches = parse_launches(scratch) if dump else {}
     kernels = {
         name: dataclasses.replace(
             report,
             **dict(zip(("grid", "threads", "shared_bytes"), launches.get(name, ()), strict=False)),
         )
-        for name, report in parse_ptxas(done.stderr).items()
+        for name, report in parse_ptxas(log).items()
     }
-    return WorkerResult(json.loads(lines[-1]), kernels, ptxas_version(done.stderr))
+    return WorkerResult(result, kernels, ptxas_version(log))
 
 
 if __name__ == "__main__":  # `python -m vmp_jax.gpucompile.toolchain`: what `make setup` runs

@@ -123,11 +123,12 @@ def compile_train_step(task: dict) -> dict:
     }
 
 
-def main() -> None:
+def serve(kinds: dict) -> None:
+    """Reads one task as JSON on stdin, runs `kinds[task["kind"]]` on it and prints its result
+    as one JSON line (what `toolchain.run_compile_worker` reads)."""
     task = json.loads(sys.stdin.read())
-    run = {"kernels": compile_kernels, "train": compile_train_step}[task["kind"]]
-    print(json.dumps(run(task)), flush=True)
+    print(json.dumps(kinds[task["kind"]](task)), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    serve({"kernels": compile_kernels, "train": compile_train_step})

@@ -68,9 +68,10 @@ NO_FLOAT64 = frozenset({"pallas", "cpu"})
 #   12.9 and 14.8; `sequential` over 100), and its kernels compile without spills at 25%
 #   occupancy or more on H100 and A100.
 # tpu: no TPU has timed these either; by static figures (`vmp compile train --config
-#   configs/k400_vmp_ti_f8.py --target v5e`, benchmarks/RESULTS.md): with `pallas` (the TPU
-#   kernels) VMP-Ti's train step at 16 clips per chip on v5e:2x2 takes 11.8 GiB per chip and
-#   fits the chip's 16 GiB; with `chunked` it takes 18.0 GiB and does not.
+#   configs/k400_vmp_ti_f8.py --target v5e --per-device-batch 16`, benchmarks/RESULTS.md):
+#   with `pallas` (the TPU kernels) VMP-Ti's train step at 16 clips per chip on v5e:2x2 takes
+#   11.8 GiB per chip and fits the chip's 16 GiB; with `chunked` it takes 18.0 GiB and does
+#   not.
 AUTO_BY_BACKEND: dict[str, str] = {
     "cpu": "cpu",
     "gpu": "pallas",

@@ -13,13 +13,12 @@ server lookups (TPU_SKIP_MDS_QUERY) and ALLOW_MULTIPLE_LIBTPU_LOAD=1, so that tw
 """
 
 import importlib.metadata
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
-from vmp_jax.gpucompile.toolchain import die_with_parent
+from vmp_jax.gpucompile.toolchain import run_compile_worker
 
 STAMP = ".installed"
 
@@ -70,29 +69,11 @@ def run_worker(task: dict, *, timeout: float = 3600) -> dict:
     JSON result. RuntimeError with the worker's output if it fails without one."""
     folder = install(echo=lambda m: print(m, file=sys.stderr))
     with tempfile.TemporaryDirectory(prefix="vmp-tpu-compile-") as scratch:
-        env = dict(os.environ)
-        env.update(
-            JAX_PLATFORMS="cpu",
-            JAX_ENABLE_COMPILATION_CACHE="false",
-            PYTHONPATH=os.pathsep.join([folder, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-            TPU_LOG_DIR=scratch,
-            TPU_SKIP_MDS_QUERY="1",
-            ALLOW_MULTIPLE_LIBTPU_LOAD="1",
+        env = dict(TPU_LOG_DIR=scratch, TPU_SKIP_MDS_QUERY="1", ALLOW_MULTIPLE_LIBTPU_LOAD="1")
+        result, _ = run_compile_worker(
+            "vmp_jax.tpucompile.worker", task, folder, env, timeout=timeout
         )
-        done = subprocess.run(
-            [sys.executable, "-m", "vmp_jax.tpucompile.worker"],
-            input=json.dumps(task),
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            preexec_fn=die_with_parent,
-        )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode or not lines:
-        tail = "\n".join((done.stderr + done.stdout).strip().splitlines()[-20:])
-        raise RuntimeError(f"the TPU compile worker failed (exit {done.returncode}):\n{tail}")
-    return json.loads(lines[-1])
+    return result
 
 
 if __name__ == "__main__":  # `python -m vmp_jax.tpucompile.toolchain`: what `make setup` runs

@@ -12,14 +12,12 @@ Tasks:
       topology gives the multi-process program).
 """
 
-import json
-import sys
 import time
 
 from jax.experimental import topologies
 from jax.sharding import SingleDeviceSharding
 
-from vmp_jax.gpucompile.worker import memory_figures, scan_programs
+from vmp_jax.gpucompile.worker import memory_figures, scan_programs, serve
 from vmp_jax.ssm.api import compiling_for
 from vmp_jax.tpucompile import targets
 
@@ -103,11 +101,5 @@ def compile_train_step(task: dict) -> dict:
     }
 
 
-def main() -> None:
-    task = json.loads(sys.stdin.read())
-    run = {"kernels": compile_kernels, "train": compile_train_step}[task["kind"]]
-    print(json.dumps(run(task)), flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    serve({"kernels": compile_kernels, "train": compile_train_step})
