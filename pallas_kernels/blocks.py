@@ -33,7 +33,7 @@ class ScanBlocks:
       for, 1 elsewhere; 1: no split.
     tpu_channel_block: channels per TPU kernel instance, on the 128 lanes (Pallas on TPU
       only; a multiple of 128; all of D when D is smaller). The TPU kernels also take
-      chunk_size (a multiple of 8, 16 for 16-bit inputs) and variant; the other fields are
+      chunk_size (a multiple of 8) and variant; the other fields are
       the GPU's.
 
     The defaults serve both: for `chunked` they were chosen on CPU at (2, 3137, 384, 16), and

@@ -60,8 +60,8 @@ from pallas_kernels.scan_chunk import (
 
 F32 = jnp.float32
 LANE_WIDTH = 128
-# Rows of a (q, c) block: a multiple of the sublane tile, 8 rows of 32-bit values and 16 of
-# 16-bit ones (Mosaic's (8, 128) and (16, 128) tiles).
+BLOCK_ROWS = 8  # a block's rows: a multiple of this (Pallas TPU), whatever the dtype
+# VMEM tiles, by item size: (8, 128) for 32-bit values, (16, 128) for 16-bit ones.
 SUBLANES = {4: 8, 2: 16}
 
 
@@ -374,21 +374,20 @@ def kernel_figures(shape, blocks: ScanBlocks = DEFAULT_BLOCKS, dtype=jnp.bfloat1
     return figures
 
 
-def check_blocks(blocks: ScanBlocks, dtype=F32) -> ScanBlocks:
+def check_blocks(blocks: ScanBlocks) -> ScanBlocks:
     """`blocks` as the TPU kernels take them: ValueError naming the field otherwise (before
-    Mosaic would reject the block shapes)."""
+    Mosaic would reject the block shapes: a (q, c) block's rows a multiple of 8, its lanes of
+    128, whatever the dtype)."""
     c = blocks.tpu_channel_block
     if c % LANE_WIDTH:
         raise ValueError(
             f"ScanBlocks: tpu_channel_block must be a multiple of {LANE_WIDTH} (the TPU's "
             f"lanes), got {c}"
         )
-    rows = SUBLANES.get(jnp.dtype(dtype).itemsize, 8)
-    if blocks.chunk_size % rows:
+    if blocks.chunk_size % BLOCK_ROWS:
         raise ValueError(
-            f"ScanBlocks: chunk_size must be a multiple of {rows} for the TPU kernels with "
-            f"{jnp.dtype(dtype).name} inputs (a chunk's tokens are the rows of a "
-            f"({rows}, 128)-tiled block), got {blocks.chunk_size}"
+            f"ScanBlocks: chunk_size must be a multiple of {BLOCK_ROWS} for the TPU kernels (a "
+            f"chunk's tokens are the rows of a block), got {blocks.chunk_size}"
         )
     return blocks
 
@@ -421,16 +420,16 @@ def selective_scan(
     (b, l, n); D (d,). Returns y (b, l, d) in u's dtype; the state is float32.
 
     Args:
-      blocks: the tiling: `chunk_size` tokens per chunk (a multiple of 8, 16 for 16-bit
-        inputs) and `tpu_channel_block` channels per kernel instance (a multiple of 128; all of
-        D when D is smaller).
+      blocks: the tiling: `chunk_size` tokens per chunk (a multiple of 8) and
+        `tpu_channel_block` channels per kernel instance (a multiple of 128; all of D when D
+        is smaller).
       variant: how a chunk's states are computed, "sequential" or "associative" (scan_chunk).
       interpret: None: Mosaic when the program is lowered for a TPU, Pallas' interpreter when
         it is lowered for anything else; True: the TPU interpreter; False: Mosaic.
       detect_races: the TPU interpreter's race detection (with interpret=True).
     """
     check(u, A, variant)
-    check_blocks(blocks, u.dtype)
+    check_blocks(blocks)
     (_, L, d), q = u.shape, blocks.chunk_size
     c = d if d <= blocks.tpu_channel_block else blocks.tpu_channel_block
     chunks, dp = pl.cdiv(L, q), pl.cdiv(d, c) * c

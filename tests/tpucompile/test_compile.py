@@ -78,9 +78,9 @@ def test_bad_input_is_named_not_a_traceback(capsys):
     argv = ["compile", "kernels", "--target", "v5e", "--blocks", "16,32,4,2,1,96"]
     assert cli.main(argv) == 2
     assert "tpu_channel_block must be a multiple of 128" in capsys.readouterr().err
-    argv = ["compile", "kernels", "--target", "v5p", "--blocks", "8,32,4"]
-    assert cli.main(argv) == 2  # the activations are bf16: 16-row chunks
-    assert "chunk_size must be a multiple of 16" in capsys.readouterr().err
+    argv = ["compile", "kernels", "--target", "v5p", "--blocks", "12,32,4"]
+    assert cli.main(argv) == 2  # a chunk's tokens are a block's rows: a multiple of 8
+    assert "chunk_size must be a multiple of 8, got 12" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["compile", "kernels", "--target", "v7x"])
     assert "invalid choice: 'v7x'" in capsys.readouterr().err

@@ -230,7 +230,7 @@ def selective_scan(
     target = target_backend()
     blocks = (blocks or DEFAULT_BLOCKS).validate(resolved, target)
     if (resolved, target) == ("pallas", "tpu"):
-        pallas_tpu.check_blocks(blocks, u.dtype)
+        pallas_tpu.check_blocks(blocks)
     if variant not in VARIANTS:
         raise ValueError(f"selective_scan: unknown variant {variant!r}; valid: {VARIANTS}")
     return _selective_scan(

@@ -37,15 +37,13 @@ def _topology(target: targets.TpuTarget, topology: str | None) -> str:
 
 def compile_kernels(target_name: str, shape, blocks, variant: str = "sequential") -> dict:
     """The kernels' figures at `shape` on one chip of `target_name`, as JSON-ready dict."""
-    import jax.numpy as jnp
-
     from pallas_kernels.selective_scan_tpu import check_blocks
     from vmp_jax.ssm import VARIANTS, ScanBlocks
 
     target = targets.get(target_name)
     shape = check_shape(shape)
     blocks = blocks if isinstance(blocks, ScanBlocks) else ScanBlocks(*blocks)
-    check_blocks(blocks, jnp.bfloat16)  # the activations' dtype: 16-row chunks
+    check_blocks(blocks)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     task = {
