@@ -80,7 +80,7 @@ def test_bad_input_is_named_not_a_traceback(capsys):
     assert "tpu_channel_block must be a multiple of 128" in capsys.readouterr().err
     argv = ["compile", "kernels", "--target", "v5p", "--blocks", "12,32,4"]
     assert cli.main(argv) == 2  # a chunk's tokens are a block's rows: a multiple of 8
-    assert "chunk_size must be a multiple of 8, got 12" in capsys.readouterr().err
+    assert "chunk_size must be a multiple of 8 for the TPU kernels" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["compile", "kernels", "--target", "v7x"])
     assert "invalid choice: 'v7x'" in capsys.readouterr().err
