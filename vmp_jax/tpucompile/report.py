@@ -9,8 +9,9 @@ BlockSpecs) against the core's VMEM, and its cost estimate. Static figures, not 
 
 train: the step `vmp train` jits, on a mesh of every chip of a topology (one host by default;
 a multi-host topology such as v5e:4x4 gives the multi-process program), with the per-chip
-memory libtpu assigned against the chip's HBM. libtpu refuses a program that does not fit
-("Ran out of memory on HBM"): the report then says by how much, and which knobs help.
+memory libtpu assigned against the chip's HBM. A step over the HBM is either refused by libtpu
+("Ran out of memory on HBM", with what it needs) or compiled with more than the chip holds;
+either way the report says by how much, and which knobs help.
 """
 
 import dataclasses
@@ -127,7 +128,6 @@ class TpuTrainFigures:
 
     @property
     def fits(self) -> bool:
-        """libtpu compiles only a program that fits its HBM."""
         return self.compiled and self.per_device_bytes <= self.device_memory_bytes
 
     def as_json(self) -> dict:
