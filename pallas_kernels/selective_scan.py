@@ -59,7 +59,6 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
-from pallas_kernels.inputs import check, pad_axis
 from pallas_kernels.scan_chunk import (
     VARIANTS,
     backward_token,
@@ -73,6 +72,7 @@ from pallas_kernels.scan_chunk import (
     output,
 )
 from pallas_kernels.segments import chunks_per_segment, segments_wanted
+from pallas_kernels.wrapping import check, pad_axis, saving_states_vjp
 
 F32 = jnp.float32
 INFERENCE_UNROLL = 2  # the inference forward's chunk, in chunks (`_inference`)
@@ -462,17 +462,7 @@ def _backward(cfg: _Config, saved, dy):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan(cfg, u, delta, A, B, C, D, z):
-    return _forward(cfg, u, delta, A, B, C, D, z, save_states=False)[0]
-
-
-def _scan_fwd(cfg, u, delta, A, B, C, D, z):
-    y, states = _forward(cfg, u, delta, A, B, C, D, z, save_states=True)
-    return y, (u, delta, A, B, C, D, z, states)
-
-
-_scan.defvjp(_scan_fwd, _backward)
+_scan = saving_states_vjp(_forward, _backward)
 
 
 def selective_scan(

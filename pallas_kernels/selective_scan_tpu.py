@@ -47,7 +47,6 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from pallas_kernels.blocks import DEFAULT_BLOCKS, ScanBlocks
-from pallas_kernels.inputs import check, pad_axis
 from pallas_kernels.scan_chunk import (
     LANES,
     backward_token,
@@ -57,6 +56,7 @@ from pallas_kernels.scan_chunk import (
     make_step,
     output,
 )
+from pallas_kernels.wrapping import check, pad_axis, saving_states_vjp
 
 F32 = jnp.float32
 LANE_WIDTH = 128
@@ -326,17 +326,7 @@ def _backward(cfg: _Config, saved, dy):
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _scan(cfg, u, delta, At, Bt, Ct, D, z):
-    return _forward(cfg, u, delta, At, Bt, Ct, D, z, save_states=False)[0]
-
-
-def _scan_fwd(cfg, u, delta, At, Bt, Ct, D, z):
-    y, states = _forward(cfg, u, delta, At, Bt, Ct, D, z, save_states=True)
-    return y, (u, delta, At, Bt, Ct, D, z, states)
-
-
-_scan.defvjp(_scan_fwd, _backward)
+_scan = saving_states_vjp(_forward, _backward)
 
 
 def kernel_figures(shape, blocks: ScanBlocks = DEFAULT_BLOCKS, dtype=jnp.bfloat16) -> dict:

@@ -1,7 +1,10 @@
 """What the wrappers of both kernels (Triton: selective_scan.py; Mosaic TPU:
-selective_scan_tpu.py) do to their inputs before the kernels see them: check their dtypes and
-shapes, and pad an axis with zeros to the kernels' blocks."""
+selective_scan_tpu.py) share: checking the inputs' dtypes and shapes, padding an axis with
+zeros to the kernels' blocks, and the custom VJP that ties a forward and a backward pass."""
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 from pallas_kernels.scan_chunk import VARIANTS
@@ -35,3 +38,22 @@ def pad_axis(x, axis: int, size: int):
     pad = [(0, 0)] * x.ndim
     pad[axis] = (0, size - x.shape[axis])
     return jnp.pad(x, pad)
+
+
+def saving_states_vjp(forward, backward):
+    """scan(cfg, u, delta, A, B, C, D, z) -> y with a custom VJP: the primal runs
+    `forward(..., save_states=False)` (the inference forward, nothing saved); under
+    differentiation `forward(..., save_states=True)` also returns the states entering each
+    chunk, and `backward(cfg, (u, delta, A, B, C, D, z, states), dy)` gives the cotangents.
+    `cfg`, the call's static description, must be hashable."""
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def scan(cfg, u, delta, A, B, C, D, z):
+        return forward(cfg, u, delta, A, B, C, D, z, save_states=False)[0]
+
+    def scan_forward(cfg, u, delta, A, B, C, D, z):
+        y, states = forward(cfg, u, delta, A, B, C, D, z, save_states=True)
+        return y, (u, delta, A, B, C, D, z, states)
+
+    scan.defvjp(scan_forward, backward)
+    return scan
