@@ -11,10 +11,11 @@ import tempfile
 
 # XLA's CPU backend at LLVM -O0: most of the suite's time is XLA compiling small programs, and
 # at -O0 LLVM compiles them in about half the time while they run about as fast at the tests'
-# shapes. The maths is the same (XLA's own passes, fusion and buffer assignment do not depend
-# on it, and without fast-math LLVM may not reorder float arithmetic at any level), so what
-# the tests compare is unchanged; users run at XLA's default. The TPU compile worker, which
-# would read it too, is started without it (tests/tpucompile).
+# shapes. XLA's own passes (fusion, buffer assignment, cost analysis) do not depend on it; the
+# float results may differ in their last bits (LLVM fuses multiply-adds only when it
+# optimises), which every tolerance here covers, and a test comparing two runs bit for bit
+# runs both the same way. Users run at XLA's default. The TPU compile worker, which would read
+# it too, is started without it (tests/tpucompile/conftest.py).
 FAST_CPU_COMPILE = "--xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = " ".join(
     dict.fromkeys(
