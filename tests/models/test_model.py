@@ -50,7 +50,7 @@ def test_vmp_ti_logits_agree_across_scan_algorithms():
     for algorithm, blocks in (("cpu", {}), ("sequential", {}), ("chunked", {"scan_chunk_size": 2})):
         cfg = preset("ti", pro=True, scan_algorithm=algorithm, scan_layers=True, **blocks)
         graph, weights = nnx.split(_eval_model(cfg))
-        forward = jax.jit(lambda w, v: nnx.merge(graph, w)(v), compiler_options=OPTIMISED)
+        forward = jax.jit(lambda w, v, g=graph: nnx.merge(g, w)(v), compiler_options=OPTIMISED)
         logits[algorithm] = np.asarray(forward(weights, video))
     assert logits["cpu"].shape == (1, 400)
     for algorithm in ("sequential", "chunked"):
