@@ -27,10 +27,11 @@ format: setup
 
 # --dist loadfile: a test file runs on one worker, so its module fixtures (a two-process
 # training run, a trained checkpoint) are built once. (xdist's loadgroup does not group under
-# pytest 9: every test of an xdist_group landed on either worker.)
+# pytest 9: every test of an xdist_group landed on either worker.) --no-loadscope-reorder: the
+# files go out in collection order, the slowest first (tests/conftest.py SLOWEST_FIRST).
 # PYTEST_ARGS adds flags, e.g. make test PYTEST_ARGS="--durations=0 --compile-times".
 test: lint
-	$(BIN)/pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The main job on CPU: generate the motion dataset, train the demo VMP on it, evaluate it,
 # and classify a few videos with it.

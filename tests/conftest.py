@@ -146,24 +146,27 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(f"| all | {all_s:.0f} | {all_c:.0f} ({all_c / all_s:.0%}) |")
 
 
-# The files that take longest (tests/README.md), run first: `make test` hands whole files to its
-# two workers in collection order, and a long file started last would leave one worker idle.
+# The files that take longest (their sums in tests/README.md), run first: `make test` hands
+# whole files to its two workers in collection order (--no-loadscope-reorder: by default xdist
+# orders files by their number of tests instead), and a long file started last would leave one
+# worker idle.
 SLOWEST_FIRST = (
-    "tests/multihost/test_multihost.py",
     "tests/gpucompile/test_compile.py",
+    "tests/multihost/test_multihost.py",
     "tests/ssm/test_algorithms.py",
-    "tests/models/test_model.py",
-    "tests/engine/test_sharding.py",
-    "tests/train/test_train_cli.py",
-    "tests/pallas/test_selective_scan.py",
-    "tests/pallas/test_selective_scan_tpu.py",
     "tests/tpucompile/test_compile.py",
-    "tests/train/test_diagnostics.py",
+    "tests/models/test_model.py",
+    "tests/train/test_train_cli.py",
+    "tests/pallas/test_selective_scan_tpu.py",
+    "tests/engine/test_sharding.py",
+    "tests/pallas/test_selective_scan.py",
     "tests/test_cli.py",
-    "tests/models/test_bfloat16_long.py",
-    "tests/train/test_bench_train.py",
-    "tests/interop/test_import.py",
+    "tests/train/test_diagnostics.py",
     "tests/interop/test_torch_model.py",
+    "tests/train/test_bench_train.py",
+    "tests/models/test_bfloat16_long.py",
+    "tests/interop/test_import.py",
+    "tests/evaluate/test_predict.py",
 )
 
 
