@@ -15,8 +15,11 @@ import tempfile
 # float results may differ in their last bits (LLVM fuses multiply-adds only when it
 # optimises), which every tolerance here covers, and a test comparing two runs bit for bit
 # runs both the same way. Users run at XLA's default. The TPU compile worker, which would read
-# it too, is started without it (tests/tpucompile/conftest.py).
-FAST_CPU_COMPILE = "--xla_backend_optimization_level=0"
+# it too, is started without it (tests/tpucompile/conftest.py); a test whose program runs long
+# compiles it with `compiler_options=XLA_DEFAULT_COMPILE`.
+_CPU_OPT_LEVEL = "xla_backend_optimization_level"
+FAST_CPU_COMPILE = f"--{_CPU_OPT_LEVEL}=0"
+XLA_DEFAULT_COMPILE = {_CPU_OPT_LEVEL: 2}  # XLA's default level
 os.environ["XLA_FLAGS"] = " ".join(
     dict.fromkeys(
         [

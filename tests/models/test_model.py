@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import nnx
 
+from tests.conftest import XLA_DEFAULT_COMPILE
 from tests.ssm.cases import ScanInputs, assert_close, spec_loop
 from vmp_jax.engine.sharding import make_mesh
 from vmp_jax.engine.state import flat_params, set_params
@@ -32,11 +33,6 @@ def _eval_model(cfg: ModelConfig, seed=0) -> VideoMamba:
     return model
 
 
-# XLA's default optimisation for a program that runs long: the suite compiles at -O0
-# (tests/conftest.py), at which this VMP-Ti forward takes 2.3x as long.
-OPTIMISED = {"xla_backend_optimization_level": 2}
-
-
 @pytest.mark.slow
 def test_vmp_ti_logits_agree_across_scan_algorithms():
     """Same parameters (same seed), full VMP-Ti at 8 x 224 x 224, one clip, 24 blocks of
@@ -50,7 +46,10 @@ def test_vmp_ti_logits_agree_across_scan_algorithms():
     for algorithm, blocks in (("cpu", {}), ("sequential", {}), ("chunked", {"scan_chunk_size": 2})):
         cfg = preset("ti", pro=True, scan_algorithm=algorithm, scan_layers=True, **blocks)
         graph, weights = nnx.split(_eval_model(cfg))
-        forward = jax.jit(lambda w, v, g=graph: nnx.merge(g, w)(v), compiler_options=OPTIMISED)
+        # XLA's default optimisation: at the suite's -O0 this forward takes 2.3x as long.
+        forward = jax.jit(
+            lambda w, v, g=graph: nnx.merge(g, w)(v), compiler_options=XLA_DEFAULT_COMPILE
+        )
         logits[algorithm] = np.asarray(forward(weights, video))
     assert logits["cpu"].shape == (1, 400)
     for algorithm in ("sequential", "chunked"):
