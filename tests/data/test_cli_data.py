@@ -118,7 +118,7 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     assert abs(float(frames[0][6]) - ratio) < 0.01 + 0.01 * ratio  # from the same run
     rows = [r for r in printed if r.startswith(("| video | ", "| frames | ", "| video, full"))]
     assert len(rows) == 7  # 4 variants and the breakdown (with video, full decode)
-    assert "the host's part with augment on device" in "\n".join(printed)
+    assert "onto canvas: with augment on device, what follows the read" in "\n".join(printed)
 
     assert cli.main([*args, *small, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -126,5 +126,5 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     assert [(r["source"], r["augment_on"]) for r in result["rows"]] == list(bench_data.VARIANTS)
     assert all(keys <= set(r) and r["clips_per_s"] > 0 for r in result["rows"])
     assert [b["source"] for b in result["breakdown"]] == ["video", "frames", "video, full decode"]
-    assert all(b["decode"] > 0 for b in result["breakdown"])
+    assert all(b["decode"] > 0 and b["onto canvas"] > 0 for b in result["breakdown"])
     assert result["device_augment_ms_per_clip"] > 0

@@ -89,6 +89,25 @@ def test_augmenting_on_the_device_places_frames_on_a_canvas_sized_to_the_store(
     assert batch["rows_coef"].shape[0] == 4
 
 
+def test_frames_decoded_onto_the_canvas_equal_the_frames_placed_there(store):
+    """`read_onto` (augment_on=device) against `on_canvas(read(...))`: a canvas as wide as the
+    frames (decoded in place), wider (copied across), taller (zero rows below), and a plan that
+    repeats frames; a canvas smaller than the frames or a frame of another size is refused."""
+    video = frame_store.open_store(store)[3]  # 48 x 48 frames
+    plan = np.array([9, 0, 0, 15, 4, 9])
+    for canvas in [(48, 48), (64, 48), (48, 56), (64, 72)]:
+        expected, h, w = pipeline.on_canvas(video.read(plan), canvas)
+        np.testing.assert_array_equal(video.read_onto(plan, canvas), expected)
+        placed, *size = pipeline.frames_on_canvas(video, plan, canvas)
+        np.testing.assert_array_equal(placed, expected)
+        assert size == [h, w] == [48, 48]
+    with pytest.raises(ValueError, match="exceed"):
+        video.read_onto(plan, (40, 48))
+    jpeg = frame_store.encode_jpeg(np.zeros((48, 40, 3), np.uint8), 90)
+    with pytest.raises(frame_store.decode.DecodeError, match="48x40 frame"):
+        frame_store.decode_jpeg(jpeg, "v", into=np.empty((48, 48, 3), np.uint8))
+
+
 def test_an_interrupted_packing_resumes_where_it_stopped(
     motion_dataset, store, tmp_path, monkeypatch
 ):
@@ -136,7 +155,8 @@ def test_make_frames_leaves_broken_videos_out_and_lists_them(motion_dataset, tmp
     assert len(frame_store.open_store(out)) == 2
 
 
-def test_a_corrupt_record_is_skipped_and_counted(motion_dataset, store, tmp_path):
+@pytest.mark.parametrize("augment_on", ["host", "device"])
+def test_a_corrupt_record_is_skipped_and_counted(motion_dataset, store, tmp_path, augment_on):
     copy = tmp_path / "corrupt"
     copy.mkdir()
     for name in os.listdir(store):
@@ -145,7 +165,8 @@ def test_a_corrupt_record_is_skipped_and_counted(motion_dataset, store, tmp_path
         if name == "shard-00000.array_record":
             data[100:4000] = bytes(3900)  # the first frames of the first video
         (copy / name).write_bytes(bytes(data))
-    config = _config(motion_dataset, **{"data.source": "frames", "data.batch_size": 24})
+    overrides = {"data.source": "frames", "data.batch_size": 24, "data.augment_on": augment_on}
+    config = _config(motion_dataset, **overrides)
     config.data.train_list = str(copy)
     (batch,) = _take(pipeline.train_dataset(config), 1)
     assert batch["skipped"].sum() >= 1

@@ -88,8 +88,13 @@ class StoredVideo:
     def read(self, plan: decode.Plan) -> np.ndarray:
         """uint8 (len(indices), H, W, 3): the stored frames nearest to the plan's indices, each
         JPEG decoded once; a corrupt record raises DecodeError (skipped and counted)."""
+        return self.read_onto(plan, (self.height, self.width))
+
+    def read_onto(self, plan: decode.Plan, canvas: tuple[int, int]) -> np.ndarray:
+        """uint8 (len(indices), Hc, Wc, 3): `read`'s frames at the top left of a zeroed canvas at
+        least as large as them (what `pipeline.on_canvas` makes of `read`'s answer)."""
         indices = decode.plan_indices(plan, self.num_frames)
-        return self.frames_from_records(indices, *self.read_records(indices))
+        return self.decode_onto(indices, *self.read_records(indices), canvas)
 
     def read_records(self, indices) -> tuple[list[int], list[bytes]]:
         """(the stored frames that source frames `indices` need, sorted; their JPEG records)."""
@@ -99,10 +104,28 @@ class StoredVideo:
         except (RuntimeError, ValueError, OSError) as e:  # ArrayRecord: RuntimeError, bad chunk
             raise decode.DecodeError(self.name, "corrupt stored frame", str(e)) from e
 
-    def frames_from_records(self, indices, wanted: list[int], data: list[bytes]) -> np.ndarray:
-        """`read`'s frames from `read_records`' answer: uint8 (len(indices), H, W, 3)."""
-        frames = {j: decode_jpeg(d, self.name) for j, d in zip(wanted, data, strict=True)}
-        return np.stack([frames[self.stored_index(int(i))] for i in indices])
+    def decode_onto(self, indices, wanted: list[int], data: list[bytes], canvas) -> np.ndarray:
+        """`read_onto`'s canvas from `read_records`' answer. Where the frames are as wide as the
+        canvas (always for `read`), libjpeg-turbo decodes each one straight into its rows of
+        the canvas: no frame arrays to allocate, stack or copy (benchmarks/RESULTS.md)."""
+        if self.height > canvas[0] or self.width > canvas[1]:
+            raise ValueError(f"{self.name}: {self.height}x{self.width} frames exceed {canvas}")
+        placed = np.zeros((len(indices), *canvas, 3), np.uint8)  # (K, Hc, Wc, 3)
+        jpegs = dict(zip(wanted, data, strict=True))
+        first = {}  # stored frame -> the slot it was decoded into
+        for slot, i in enumerate(indices):
+            j = self.stored_index(int(i))
+            if j in first:
+                placed[slot] = placed[first[j]]
+                continue
+            first[j] = slot
+            rows = placed[slot, : self.height]  # (H, Wc, 3), contiguous
+            if self.width == canvas[1]:
+                decode_jpeg(jpegs[j], self.name, into=rows)
+            else:
+                frame = np.empty((self.height, self.width, 3), np.uint8)
+                rows[:, : self.width] = decode_jpeg(jpegs[j], self.name, into=frame)
+        return placed
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -112,12 +135,19 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality, "RGB", "420")
 
 
-def decode_jpeg(data: bytes, name: str) -> np.ndarray:
-    """JPEG bytes -> uint8 (H, W, 3) RGB (libjpeg-turbo); DecodeError naming `name` if corrupt."""
+def decode_jpeg(data: bytes, name: str, into: np.ndarray | None = None) -> np.ndarray:
+    """JPEG bytes -> uint8 (H, W, 3) RGB (libjpeg-turbo), decoded into `into` (a C-contiguous
+    (H, W, 3) array) if given; DecodeError naming `name` if corrupt or not of `into`'s shape."""
     import simplejpeg
 
     try:
-        return simplejpeg.decode_jpeg(data, "RGB")
+        if into is None:
+            return simplejpeg.decode_jpeg(data, "RGB")
+        height, width = simplejpeg.decode_jpeg_header(data)[:2]
+        if (height, width, 3) != into.shape:
+            raise ValueError(f"a {height}x{width} frame where the store's table says {into.shape}")
+        simplejpeg.decode_jpeg(data, "RGB", buffer=into)
+        return into
     except ValueError as e:
         raise decode.DecodeError(name, "corrupt stored frame", str(e)) from e
 

@@ -29,7 +29,7 @@ import grain
 import numpy as np
 from absl import flags
 
-from vmp_jax.data import randaugment, resample, sampling, sources, transforms
+from vmp_jax.data import frame_store, randaugment, resample, sampling, sources, transforms
 from vmp_jax.data.decode import DecodeError
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,15 @@ def on_canvas(frames: np.ndarray, canvas: tuple[int, int]) -> tuple[np.ndarray, 
     return placed, h, w
 
 
+def frames_on_canvas(item, plan, canvas: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+    """`on_canvas(item.read(plan), canvas)`; a frame store's frames that fit the canvas are
+    decoded straight onto it (`StoredVideo.read_onto`)."""
+    stored = isinstance(item, frame_store.StoredVideo)
+    if stored and item.height <= canvas[0] and item.width <= canvas[1]:
+        return item.read_onto(plan, canvas), item.height, item.width
+    return on_canvas(item.read(plan), canvas)
+
+
 def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
     """uint8 (T, S, S, 3) -> float32 (T, S, S, 3): flip, RandAugment, normalisation, erasing."""
     if s.flip and rng.random() < 0.5:
@@ -178,12 +187,12 @@ def train_clip(item, s: ClipSettings, rng) -> dict[str, np.ndarray]:
     augmented; with data.augment_on=device, {"video": uint8 (R, T, Hc, Wc, 3)} (the frames on
     the canvas) and each clip's crop plan (`resample.crop_plan`, arrays (R, ...)), for the
     train step to crop, resize and augment."""
-    frames = item.read(train_plan(s, rng))  # uint8 (R * T, H, W, 3)
-    clips = np.split(frames, s.repeated_aug)
+    plan = train_plan(s, rng)
     if s.augment_on == "host":
+        clips = np.split(item.read(plan), s.repeated_aug)  # (T, H, W, 3) each
         return {"video": np.stack([augment_clip(crop_clip(c, s, rng), s, rng) for c in clips])}
-    placed, h, w = on_canvas(frames, s.canvas)  # (R * T, Hc, Wc, 3)
-    boxes = [crop_box(h, w, s, rng) for _ in clips]
+    placed, h, w = frames_on_canvas(item, plan, s.canvas)  # (R * T, Hc, Wc, 3)
+    boxes = [crop_box(h, w, s, rng) for _ in range(s.repeated_aug)]
     plans = [resample.crop_plan(box, s.img_size, s.canvas) for box in boxes]
     stacked = {k: np.stack([p[k] for p in plans]) for k in resample.PLAN_KEYS}
     return {"video": placed.reshape(s.repeated_aug, -1, *s.canvas, 3)} | stacked

@@ -98,9 +98,10 @@ DEFAULT_CANVAS = (320, 576)
 
 def canvas_of(data, source=None) -> tuple[int, int]:
     """The (height, width) the loader places training frames on with data.augment_on=device:
-    data.canvas if set; else a frame store's largest frames (`frame_size`), rounded up to
-    multiples of 8; else DEFAULT_CANVAS; never under data.img_size."""
+    data.canvas if set; else a frame store's largest frames (`frame_size`), exactly, so that
+    frames of that width decode straight onto it (`StoredVideo.read_onto`); else
+    DEFAULT_CANVAS; never under data.img_size."""
     if data.canvas is not None:
         return tuple(data.canvas)
     size = getattr(source, "frame_size", None) or DEFAULT_CANVAS
-    return tuple(max(data.img_size, -(-n // 8) * 8) for n in size)
+    return tuple(max(data.img_size, n) for n in size)
