@@ -133,8 +133,10 @@ def breakdown(
     `pipeline.frames_on_canvas` does; a video's decode and then the copy) and the crop plans;
     over `clips` clips of one item, in this process (`repeated_aug` clips share a read and a
     decode, as in the pipeline). selective: False decodes video files as before frames were
-    skipped (`decode.read_frames`)."""
+    skipped (`decode.read_frames`); after one untimed read."""
     rng = np.random.default_rng(seed)
+    # Untimed, as the rows' first batch: opens the store's shards (once per process) or the file.
+    item.read(pipeline.train_plan(s, np.random.default_rng(seed + 1)))
     spent = dict.fromkeys(("read", "decode", "crop", "augment", "onto canvas"), 0.0)
     reads = max(1, clips // s.repeated_aug)
     for _ in range(reads):
