@@ -11,7 +11,15 @@ import pytest
 from tests.data.conftest import broken_files
 from tests.data.test_pipeline import _config, _take
 from vmp_jax import cli
-from vmp_jax.data import frame_packing, frame_store, listing, pipeline, sampling, sources
+from vmp_jax.data import (
+    frame_packing,
+    frame_store,
+    listing,
+    pipeline,
+    sampling,
+    sources,
+    transforms,
+)
 
 SMALL = frame_packing.Settings(videos_per_shard=4)
 
@@ -106,6 +114,27 @@ def test_frames_decoded_onto_the_canvas_equal_the_frames_placed_there(store):
     jpeg = frame_store.encode_jpeg(np.zeros((48, 40, 3), np.uint8), 90)
     with pytest.raises(frame_store.decode.DecodeError, match="48x40 frame"):
         frame_store.decode_jpeg(jpeg, "v", into=np.empty((48, 48, 3), np.uint8))
+
+
+def test_frames_resized_down_anyway_are_decoded_at_a_reduced_size(store):
+    """Eval views from a store packed larger than they need: libjpeg decodes at 1/2, 1/4 or
+    1/8 where the short side stays at least the views' (DCT scaling), within resampling and
+    JPEG error of a full decode resized alike."""
+    sides = (0, 224, 160, 80, 40, 39)
+    assert [frame_store.dct_reduction(320, 428, s) for s in sides] == [1, 1, 2, 4, 8, 8]
+    videos = frame_store.open_store(store)
+    plan = np.array([3, 9, 9, 0])
+    full, other = videos[5].read(plan), videos[12].read(plan)  # (4, 48, 48, 3)
+    for short_side, reduction in ((32, 1), (24, 2), (12, 4), (6, 8)):
+        frames = videos[5].read(plan, short_side=short_side)
+        assert frames.shape == (4, 48 // reduction, 48 // reduction, 3)
+        np.testing.assert_array_equal(
+            pipeline.read_for_short_side(videos[5], plan, short_side), frames
+        )
+        views = [transforms.resize_short_side(f, short_side) for f in (frames, full, other)]
+        a, b, c = (v.astype(np.float32) for v in views)
+        assert np.abs(a - b).mean() < 5  # 0 at 1/1, 1.7-2.8 reduced (motion textures)
+        assert np.abs(c - b).mean() > 15  # another video: 26-63
 
 
 def test_an_interrupted_packing_resumes_where_it_stopped(

@@ -85,10 +85,15 @@ class StoredVideo:
         """The stored frame nearest to source frame `index`."""
         return min(self.count - 1, int(round(index / self.every)))
 
-    def read(self, plan: decode.Plan) -> np.ndarray:
+    def read(self, plan: decode.Plan, short_side: int = 0) -> np.ndarray:
         """uint8 (len(indices), H, W, 3): the stored frames nearest to the plan's indices, each
-        JPEG decoded once; a corrupt record raises DecodeError (skipped and counted)."""
-        return self.read_onto(plan, (self.height, self.width))
+        JPEG decoded once; a corrupt record raises DecodeError (skipped and counted).
+        short_side: for a caller that resizes the frames down to it, they are decoded at 1/2,
+        1/4 or 1/8 of their size where their short side stays at least that (`dct_reduction`)."""
+        reduction = dct_reduction(self.height, self.width, short_side)
+        size = reduced(self.height, reduction), reduced(self.width, reduction)
+        indices = decode.plan_indices(plan, self.num_frames)
+        return self.decode_onto(indices, *self.read_records(indices), size, reduction)
 
     def read_onto(self, plan: decode.Plan, canvas: tuple[int, int]) -> np.ndarray:
         """uint8 (len(indices), Hc, Wc, 3): `read`'s frames at the top left of a zeroed canvas at
@@ -104,12 +109,16 @@ class StoredVideo:
         except (RuntimeError, ValueError, OSError) as e:  # ArrayRecord: RuntimeError, bad chunk
             raise decode.DecodeError(self.name, "corrupt stored frame", str(e)) from e
 
-    def decode_onto(self, indices, wanted: list[int], data: list[bytes], canvas) -> np.ndarray:
-        """`read_onto`'s canvas from `read_records`' answer. Where the frames are as wide as the
-        canvas (always for `read`), libjpeg-turbo decodes each one straight into its rows of
-        the canvas: no frame arrays to allocate, stack or copy (benchmarks/RESULTS.md)."""
-        if self.height > canvas[0] or self.width > canvas[1]:
-            raise ValueError(f"{self.name}: {self.height}x{self.width} frames exceed {canvas}")
+    def decode_onto(
+        self, indices, wanted: list[int], data: list[bytes], canvas, reduction: int = 1
+    ) -> np.ndarray:
+        """`read_onto`'s canvas from `read_records`' answer, the frames decoded at 1/reduction
+        of their size. Where they are as wide as the canvas (always for `read`), libjpeg-turbo
+        decodes each one straight into its rows of the canvas: no frame arrays to allocate,
+        stack or copy (benchmarks/RESULTS.md)."""
+        h, w = reduced(self.height, reduction), reduced(self.width, reduction)
+        if h > canvas[0] or w > canvas[1]:
+            raise ValueError(f"{self.name}: {h}x{w} frames exceed {canvas}")
         placed = np.zeros((len(indices), *canvas, 3), np.uint8)  # (K, Hc, Wc, 3)
         jpegs = dict(zip(wanted, data, strict=True))
         first = {}  # stored frame -> the slot it was decoded into
@@ -119,13 +128,31 @@ class StoredVideo:
                 placed[slot] = placed[first[j]]
                 continue
             first[j] = slot
-            rows = placed[slot, : self.height]  # (H, Wc, 3), contiguous
-            if self.width == canvas[1]:
-                decode_jpeg(jpegs[j], self.name, into=rows)
+            rows = placed[slot, :h]  # (h, Wc, 3), contiguous
+            if w == canvas[1]:
+                decode_jpeg(jpegs[j], self.name, into=rows, reduction=reduction)
             else:
-                frame = np.empty((self.height, self.width, 3), np.uint8)
-                rows[:, : self.width] = decode_jpeg(jpegs[j], self.name, into=frame)
+                frame = np.empty((h, w, 3), np.uint8)
+                rows[:, :w] = decode_jpeg(jpegs[j], self.name, frame, reduction)
         return placed
+
+
+# libjpeg's DCT scaling: at 1/2, 1/4 and 1/8 of the size, the decoder skips most of the inverse
+# DCT, upsampling and colour conversion of the dropped pixels (a quarter to a third less CPU at
+# 320 px); its other factors (3/4, 5/8, ...) cost more than a full decode.
+DCT_REDUCTIONS = (8, 4, 2)
+
+
+def reduced(size: int, reduction: int) -> int:
+    """A frame side decoded at 1/reduction, as libjpeg rounds it (up)."""
+    return -(-size // reduction)
+
+
+def dct_reduction(height: int, width: int, short_side: int) -> int:
+    """The largest of 8, 4 and 2 by which libjpeg may shrink height x width frames while
+    decoding them with their short side still at least `short_side`; 1 when none may."""
+    fits = [r for r in DCT_REDUCTIONS if min(reduced(height, r), reduced(width, r)) >= short_side]
+    return fits[0] if short_side > 0 and fits else 1
 
 
 def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
@@ -135,18 +162,23 @@ def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(frame), quality, "RGB", "420")
 
 
-def decode_jpeg(data: bytes, name: str, into: np.ndarray | None = None) -> np.ndarray:
+def decode_jpeg(
+    data: bytes, name: str, into: np.ndarray | None = None, reduction: int = 1
+) -> np.ndarray:
     """JPEG bytes -> uint8 (H, W, 3) RGB (libjpeg-turbo), decoded into `into` (a C-contiguous
-    (H, W, 3) array) if given; DecodeError naming `name` if corrupt or not of `into`'s shape."""
+    array of the frame's shape at 1/reduction, `reduced`) if given; DecodeError naming `name` if
+    corrupt or not of `into`'s shape."""
     import simplejpeg
 
     try:
         if into is None:
             return simplejpeg.decode_jpeg(data, "RGB")
         height, width = simplejpeg.decode_jpeg_header(data)[:2]
-        if (height, width, 3) != into.shape:
+        size = reduced(height, reduction), reduced(width, reduction)
+        if (*size, 3) != into.shape:
             raise ValueError(f"a {height}x{width} frame where the store's table says {into.shape}")
-        simplejpeg.decode_jpeg(data, "RGB", buffer=into)
+        # simplejpeg takes the smallest of libjpeg's scalings at least min_height x min_width.
+        simplejpeg.decode_jpeg(data, "RGB", min_height=size[0], min_width=size[1], buffer=into)
         return into
     except ValueError as e:
         raise decode.DecodeError(name, "corrupt stored frame", str(e)) from e

@@ -174,6 +174,14 @@ def frames_on_canvas(item, plan, canvas: tuple[int, int]) -> tuple[np.ndarray, i
     return on_canvas(item.read(plan), canvas)
 
 
+def read_for_short_side(item, plan, short_side: int) -> np.ndarray:
+    """`item.read(plan)` for frames about to be resized to `short_side`: a frame store's are
+    decoded at a reduced size where that keeps their short side at least `short_side`."""
+    if isinstance(item, frame_store.StoredVideo):
+        return item.read(plan, short_side=short_side)
+    return item.read(plan)
+
+
 def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
     """uint8 (T, S, S, 3) -> float32 (T, S, S, 3): flip, RandAugment, normalisation, erasing."""
     if s.flip and rng.random() < 0.5:
@@ -210,7 +218,9 @@ def test_views(item, s: ClipSettings) -> np.ndarray:
             ]
         )
 
-    frames = transforms.resize_short_side(item.read(plan), s.short_side)
+    frames = transforms.resize_short_side(
+        read_for_short_side(item, plan, s.short_side), s.short_side
+    )
     views = [
         transforms.eval_crops(c, s.img_size, s.num_crops) for c in np.split(frames, s.num_clips)
     ]
