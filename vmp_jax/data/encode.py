@@ -1,5 +1,6 @@
 """Writing frames as a video file with PyAV (the generated dataset, tests, benchmarks)."""
 
+import fractions
 import os
 
 import av
@@ -14,7 +15,7 @@ def write_video(
     path: str | os.PathLike,
     frames: np.ndarray,
     *,
-    fps: int = 25,
+    fps: int | fractions.Fraction = 25,
     codec: str = "libx264",
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,

@@ -32,7 +32,7 @@ class Settings:
             raise ValueError("--every and --videos-per-shard must be at least 1")
 
 
-def _read(item, every: int):
+def read_video(item, every: int):
     """(uint8 (K, H, W, 3) frames 0, every, 2 every..., source frame count, fps, file bytes)."""
     plan = lambda n: range(0, n, every)  # noqa: E731
     if isinstance(item, listing.VideoFile):
@@ -51,7 +51,7 @@ def pack_video(job) -> dict:
     {"error": message} for an unreadable video."""
     item, settings = job
     try:
-        frames, num_frames, fps, source_bytes = _read(item, settings.every)
+        frames, num_frames, fps, source_bytes = read_video(item, settings.every)
     except decode.DecodeError as e:
         return {"error": str(e), "name": item.name}
     _, h, w, _ = frames.shape

@@ -1,0 +1,91 @@
+"""`vmp make-frames --reencode gop8|intra`: short-GOP H.264 copies of a list's videos with a list
+file per split; keyframes where asked, the frames close to the source's, the trade-off printed,
+resumable, broken videos listed and left out, and no source ever overwritten."""
+
+import os
+
+import av
+import numpy as np
+import pytest
+
+from tests.data.conftest import broken_files
+from vmp_jax import cli
+from vmp_jax.data import listing, reencode
+
+
+def _keyframes(path: str) -> list[int]:
+    """The indices of the video's keyframes, in presentation order."""
+    with av.open(path) as container:
+        return [i for i, frame in enumerate(container.decode(video=0)) if frame.key_frame]
+
+
+def _reencode(motion_dataset, out, gop, capsys, *extra):
+    argv = ["make-frames", "--list", os.path.join(motion_dataset, "train.txt"), "--data-root"]
+    argv += [motion_dataset, "--out", str(out), "--reencode", gop, "--workers", "1", *extra]
+    code = cli.main(argv)
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("gop,keyframes", [("gop8", [0, 8]), ("intra", list(range(16)))])
+def test_reencoded_videos_have_the_keyframes_asked_and_the_source_frames(
+    motion_dataset, tmp_path, capsys, gop, keyframes
+):
+    out = tmp_path / gop
+    code, printed = _reencode(motion_dataset, out, gop, capsys, "--crf", "18")
+    assert code == 0
+    sources = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
+    copies = listing.read_list_file(str(out / "list.txt"), str(out))
+    assert [c.video_id for c in copies] == [reencode.relative_path(s) for s in sources]
+    assert [c.label for c in copies] == [s.label for s in sources]
+    for source, copy in list(zip(sources, copies, strict=True))[::6]:
+        assert _keyframes(copy.path) == keyframes
+        a, b = source.read(np.arange(16)), copy.read(np.arange(16))  # (16, 48, 48, 3)
+        other = sources[(sources.index(source) + 1) % len(sources)].read(np.arange(16))
+        assert np.abs(a.astype(float) - b).mean() < 4  # CRF 18 of CRF 23 frames
+        assert np.abs(a.astype(float) - other).mean() > 12
+    assert f"re-encoded {len(sources)} videos, kept 0 already there ({gop}" in printed
+    assert "decoding an 8-frame training clip (exact, one core, 4 videos)" in printed
+    assert f"--config.data.data_root={out} --config.data.train_list={out}/list.txt" in printed
+
+
+def test_an_interrupted_reencode_keeps_what_it_finished(motion_dataset, tmp_path, capsys):
+    out = tmp_path / "gop8"
+    assert _reencode(motion_dataset, out, "gop8", capsys)[0] == 0
+    finished = sorted(out.rglob("*.mp4"))
+    stamps = {p: p.stat().st_mtime_ns for p in finished}
+    finished[3].unlink()  # as if the run had stopped before it
+    part = finished[5].with_name(finished[5].name + ".part.mp4")
+    part.write_bytes(b"half a file")  # a temporary file of an interrupted write: not kept
+    code, printed = _reencode(motion_dataset, out, "gop8", capsys)
+    assert code == 0
+    assert "re-encoded 1 videos, kept 23 already there" in printed
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in finished if p != finished[3])
+    assert finished[3].is_file()
+
+
+def test_reencode_lists_broken_videos_and_never_overwrites_a_source(
+    motion_dataset, tmp_path, capsys
+):
+    bad = broken_files(str(tmp_path))
+    good = os.path.join(motion_dataset, "videos", "right", "right_0005.mp4")
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("".join(f"{p} 0\n" for p in [good, *bad.values(), good]))
+    out = tmp_path / "out"
+    argv = ["make-frames", "--list", str(mixed), "--out", str(out), "--reencode", "intra"]
+    assert cli.main([*argv, "--workers", "1"]) == 1
+    printed = capsys.readouterr().out
+    assert "unreadable: 4 videos, left out" in printed
+    for reason, path in bad.items():
+        assert printed.count(f"{path}: {reason}") == 1
+    assert "re-encoded 1 videos, kept 0 already there" in printed  # the same file listed twice
+    copies = listing.read_list_file(str(out / "list.txt"), str(out))
+    assert len(copies) == 2 and copies[0].path.startswith(str(out))  # absolute ids, made relative
+
+    listed = tmp_path / "in_place.txt"
+    listed.write_text("videos/right/right_0005.mp4 0\n")
+    argv = ["make-frames", "--list", str(listed), "--data-root", motion_dataset, "--out"]
+    assert cli.main([*argv, motion_dataset, "--reencode", "gop8"]) == 2
+    assert "would overwrite the source video" in capsys.readouterr().err
+    assert cli.main([*argv, str(out), "--reencode", "gop8", "--crf", "60"]) == 2
+    assert "--crf must be in 0..51, got 60" in capsys.readouterr().err
+    assert reencode.relative_path(listing.VideoFile("x", 0, "../up/a.avi")) == "_/up/a.mp4"

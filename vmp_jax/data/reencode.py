@@ -1,0 +1,176 @@
+"""`vmp make-frames --reencode gop8|intra`: for users who keep video files, re-encode them with
+short GOPs so that exact selective decoding (vmp_jax.data.decode) starts close to every wanted
+frame.
+
+With libx264's defaults (a keyframe every 250 frames) the 8 frames of a training clip spread
+over a 10 s video cost nearly a whole decode; with a keyframe every 8 frames (`gop8`) each
+wanted frame needs at most 7 before it, and with every frame a keyframe (`intra`) only itself.
+The price is size, which the command prints with the decode time per clip before and after.
+
+The output is a folder of H.264 MP4 files (libx264 at `crf`, 4:2:0, the short side resized
+down to `short_side`, an odd side cropped by one pixel) at the videos' relative paths, and a
+list file per split, read as `data.source=list` with `data.data_root` the folder. Resumable:
+each file is written whole (a temporary name renamed, or one upload), and a rerun keeps the
+files there. Unreadable videos are left out and listed, as `vmp make-frames` lists them.
+"""
+
+import collections
+import dataclasses
+import fractions
+import os
+import time
+
+import numpy as np
+
+from vmp_jax import storage
+from vmp_jax.data import decode, encode, frame_packing, listing, parallel, sampling, transforms
+
+GOPS = {"gop8": 8, "intra": 1}  # --reencode: frames from one keyframe to the next
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    gop: str = "gop8"
+    short_side: int = 320
+    crf: int = 23  # libx264's constant quality (its default); 18 is near visually lossless
+
+    def validate(self) -> None:
+        if self.gop not in GOPS:
+            raise ValueError(f"--reencode must be one of {sorted(GOPS)}, got {self.gop!r}")
+        if not 0 <= self.crf <= 51:
+            raise ValueError(f"--crf must be in 0..51, got {self.crf}")
+        if self.short_side < 16:
+            raise ValueError(f"--short-side must be at least 16, got {self.short_side}")
+
+
+def relative_path(item) -> str:
+    """Where `item` is re-encoded, relative to the output folder: its id (its path as the list
+    writes it, or `<class>/<file>`) as .mp4, made relative (a URL's scheme and a leading '/'
+    dropped, '..' parts written '_'), so no id can reach outside the folder."""
+    path = item.video_id.split("://", 1)[-1].replace("\\", "/")
+    parts = ["_" if p == ".." else p for p in path.split("/") if p not in ("", ".")]
+    return "/".join([*parts[:-1], os.path.splitext(parts[-1])[0] + ".mp4"])
+
+
+def x264_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, H', W', 3): the short side resized down to `short_side` if
+    longer, an odd side cropped by one pixel (libx264's 4:2:0 takes even sides only)."""
+    if min(frames.shape[1:3]) > short_side:
+        frames = transforms.resize_short_side(frames, short_side)
+    _, h, w, _ = frames.shape
+    return frames[:, : h - h % 2, : w - w % 2]
+
+
+def _encode(path: str, frames: np.ndarray, fps: float, settings: Settings) -> None:
+    rate = fractions.Fraction(fps or 25.0).limit_denominator(1001)  # 29.97 -> 30000/1001
+    gop = GOPS[settings.gop]  # a keyframe exactly every `gop` frames: no scene-cut extras
+    params = f"{encode.REPRODUCIBLE_X264['x264-params']}:keyint={gop}:min-keyint={gop}:scenecut=0"
+    options = {"x264-params": params, "crf": str(settings.crf)}
+    encode.write_video(path, frames, fps=rate, options=options)
+
+
+def _write_whole(path: str, frames: np.ndarray, fps: float, settings: Settings) -> None:
+    """Encodes to `path` whole or not at all: locally through a temporary file renamed over
+    it; in a bucket through a local file uploaded at the end."""
+    if storage.is_url(path):
+        with storage.staged_file(path) as local:
+            _encode(local, frames, fps, settings)
+        return
+    storage.makedirs(storage.dirname(path))
+    part = f"{path}.part.mp4"  # the extension names the container
+    _encode(part, frames, fps, settings)
+    os.replace(part, path)
+
+
+def reencode_video(job) -> dict:
+    """A worker's job (item, Settings, target path) -> {"path", "bytes", "source_bytes",
+    "kept"} or {"error", "name"} for an unreadable video. A file already at the target (a
+    finished earlier run's) is kept."""
+    item, settings, path = job
+    source_bytes = storage.getsize(item.path) if storage.isfile(getattr(item, "path", "")) else 0
+    if storage.isfile(path):
+        return dict(path=path, bytes=storage.getsize(path), source_bytes=source_bytes, kept=True)
+    try:
+        frames, _, fps, source_bytes = frame_packing.read_video(item, every=1)
+    except decode.DecodeError as e:
+        return {"error": str(e), "name": item.name}
+    _write_whole(path, x264_frames(frames, settings.short_side), fps, settings)
+    return dict(path=path, bytes=storage.getsize(path), source_bytes=source_bytes, kept=False)
+
+
+def reencode(items, out: str, list_name: str, settings: Settings, *, workers=None, progress=None):
+    """Re-encodes `items` under `out` (each file once, however often it is listed) and writes
+    the list file `out/list_name` of those that could be read (their new paths, their labels);
+    returns {"results": [...] in item order, "list": its path}. ValueError, before any work,
+    when a target is its own source (--out the data root of .mp4 files)."""
+    settings.validate()
+    targets = [storage.join(out, relative_path(item)) for item in items]
+    for item, target in zip(items, targets, strict=True):
+        source = getattr(item, "path", None)
+        if source and storage.resolve(source) == storage.resolve(target):
+            raise ValueError(f"--out {out} would overwrite the source video {source}")
+    uses, first = collections.Counter(targets), {}
+    for item, target in zip(items, targets, strict=True):
+        first.setdefault(target, item)  # in list order
+    jobs = ((item, settings, target) for target, item in first.items())
+    done = {}
+    computed = parallel.map_in_processes(reencode_video, jobs, workers)
+    for target, result in zip(first, computed, strict=True):
+        done[target] = result
+        for _ in range(uses[target] if progress else 0):
+            progress()
+    results = [done[t] for t in targets]
+    lines = [
+        f"{relative_path(item)} {item.label}"
+        for item, r in zip(items, results, strict=True)
+        if "error" not in r
+    ]
+    list_file = storage.join(out, list_name)
+    storage.write_text(list_file, "\n".join(lines) + "\n")
+    return {"results": results, "list": list_file}
+
+
+def clip_decode_ms(path: str, clips: int = 8, num_frames: int = 8, seed: int = 0) -> float:
+    """CPU ms to decode one training clip (segment sampling of `num_frames` over the whole
+    video, the selective exact decoder) of the video at `path`, over `clips` clips."""
+    rng = np.random.default_rng(seed)
+    data = storage.read_bytes(path)
+    start = time.process_time()
+    for _ in range(clips):
+        plan = lambda n: sampling.train_indices("segment", n, num_frames, 1, rng)  # noqa: E731
+        decode.read_frames(data, plan, name=path)
+    return 1000 * (time.process_time() - start) / clips
+
+
+def report(items, done: dict, settings: Settings, sample: int = 4) -> list[str]:
+    """What `--reencode` prints: files written and kept, the size against the sources', the
+    decode CPU per 8-frame training clip before and after on up to `sample` videos (the
+    trade-off), and each unreadable video once."""
+    from vmp_jax.data import scan
+
+    results = done["results"]
+    files = {r["path"]: (i, r) for i, r in zip(items, results, strict=True) if "error" not in r}
+    good = list(files.values())  # each file once, however often it is listed
+    new, source = sum(r["bytes"] for _, r in good), sum(r["source_bytes"] for _, r in good)
+    kept = sum(r["kept"] for _, r in good)
+    gop = GOPS[settings.gop]
+    lines = [
+        f"re-encoded {len(good) - kept} videos, kept {kept} already there ({settings.gop}: a "
+        f"keyframe every {gop} frame{'s' if gop > 1 else ''}, CRF {settings.crf}, short side "
+        f"{settings.short_side}): {new / 2**20:.1f} MiB, {new / 2**20 / max(len(good), 1):.2f} "
+        f"MiB per video; list {done['list']}"
+    ]
+    if source:
+        lines.append(f"  {new / source:.1f}x the source files' {source / 2**20:.1f} MiB")
+    timed = [(i, r) for i, r in good if isinstance(i, listing.VideoFile)][:sample]
+    if timed:
+        before = np.mean([clip_decode_ms(i.path) for i, _ in timed])
+        after = np.mean([clip_decode_ms(r["path"]) for _, r in timed])
+        lines.append(
+            f"  decoding an 8-frame training clip (exact, one core, {len(timed)} videos): "
+            f"{before:.1f} ms -> {after:.1f} ms of CPU ({before / after:.1f}x faster)"
+        )
+    bad = {r["name"]: r["error"] for r in results if "error" in r}
+    if bad:
+        lines += [f"unreadable: {len(bad)} videos, left out", *scan.bad_file_lines(bad)]
+    return lines
