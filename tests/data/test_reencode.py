@@ -23,7 +23,8 @@ def _reencode(motion_dataset, out, gop, capsys, *extra):
     argv = ["make-frames", "--list", os.path.join(motion_dataset, "train.txt"), "--data-root"]
     argv += [motion_dataset, "--out", str(out), "--reencode", gop, "--workers", "1", *extra]
     code = cli.main(argv)
-    return code, capsys.readouterr().out
+    printed = capsys.readouterr()
+    return code, printed.out + printed.err
 
 
 @pytest.mark.parametrize("gop,keyframes", [("gop8", [0, 8]), ("intra", list(range(16)))])
@@ -61,6 +62,8 @@ def test_an_interrupted_reencode_keeps_what_it_finished(motion_dataset, tmp_path
     assert "re-encoded 1 videos, kept 23 already there" in printed
     assert all(p.stat().st_mtime_ns == stamps[p] for p in finished if p != finished[3])
     assert finished[3].is_file()
+    code, printed = _reencode(motion_dataset, out, "intra", capsys)
+    assert code == 2 and "other settings (gop: gop8 -> intra)" in printed  # no mixed encodings
 
 
 def test_reencode_lists_broken_videos_and_never_overwrites_a_source(

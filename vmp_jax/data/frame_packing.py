@@ -71,12 +71,18 @@ def _fingerprint(items) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def changed_settings(path: str, settings: dict) -> list[str]:
+    """'key: before -> now' for each of `settings` that differs from the JSON file at `path`
+    (an earlier run's), none when there is no such file."""
+    before = frame_store.read_json(path) if storage.isfile(path) else settings
+    return [f"{k}: {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v]
+
+
 def _check_resume(out: str, packing: dict) -> None:
     """Writes packing.json, or checks that an earlier packing into `out` had the same one."""
     path = storage.join(out, PACKING_FILE)
     if storage.isfile(path):
-        before = frame_store.read_json(path)
-        changed = [f"{k}: {before.get(k)} -> {v}" for k, v in packing.items() if before.get(k) != v]
+        changed = changed_settings(path, packing)
         if changed:
             raise StoreError(
                 f"{out} holds a packing with other settings or videos ({'; '.join(changed)}): "

@@ -17,6 +17,7 @@ files there. Unreadable videos are left out and listed, as `vmp make-frames` lis
 import collections
 import dataclasses
 import fractions
+import json
 import os
 import time
 
@@ -82,6 +83,22 @@ def _write_whole(path: str, frames: np.ndarray, fps: float, settings: Settings) 
     os.replace(part, path)
 
 
+SETTINGS_FILE = "reencode.json"
+
+
+def _check_resume(out: str, settings: Settings) -> None:
+    """Writes out/reencode.json, or checks that an earlier run into `out` had the same settings
+    (the files it kept would otherwise mix two encodings)."""
+    path = storage.join(out, SETTINGS_FILE)
+    changed = frame_packing.changed_settings(path, dataclasses.asdict(settings))
+    if changed:
+        raise ValueError(
+            f"{out} holds copies re-encoded with other settings ({'; '.join(changed)}): use "
+            "another --out, or delete it to start over"
+        )
+    storage.write_text(path, json.dumps(dataclasses.asdict(settings)))
+
+
 def reencode_video(job) -> dict:
     """A worker's job (item, Settings, target path) -> {"path", "bytes", "source_bytes",
     "kept"} or {"error", "name"} for an unreadable video. A file already at the target (a
@@ -104,6 +121,7 @@ def reencode(items, out: str, list_name: str, settings: Settings, *, workers=Non
     returns {"results": [...] in item order, "list": its path}. ValueError, before any work,
     when a target is its own source (--out the data root of .mp4 files)."""
     settings.validate()
+    _check_resume(out, settings)
     targets = [storage.join(out, relative_path(item)) for item in items]
     for item, target in zip(items, targets, strict=True):
         source = getattr(item, "path", None)
