@@ -82,3 +82,31 @@ def test_table_rows_print_small_steps_in_their_first_digit():
     from vmp_jax.gpucompile import table
 
     assert table._gib(30 * 2**20) == "0.03" and table._gib(int(38.44 * 2**30)) == "38.4"
+
+
+def test_the_largest_batch_takes_one_compile_per_further_place():
+    """The first place of a config and target is compiled at 16 and 32 clips; a further place
+    (more hosts, more GPUs) only at 16, taking the first place's memory per clip and its own
+    fixed part; the largest batch is where that line crosses the usable memory."""
+    import types
+
+    from vmp_jax.gpucompile import table
+
+    fixed, per_clip, usable = {"one": 6 * 2**30, "four": 4 * 2**30}, 2**29, 30 * 2**30
+    calls = []
+
+    def compile_train(config, overrides, target, devices, batch):
+        calls.append((devices, batch))
+        used = None if devices == "broken" else fixed[devices] + per_clip * batch
+        return types.SimpleNamespace(
+            per_device_bytes=used, per_device_batch=batch, usable_bytes=usable,
+            fits=used is not None and used <= usable, algorithm="pallas",
+        )  # fmt: skip
+
+    found = list(table.rows(["c.py"], ["v5e"], ["one", "four"], compile_train=compile_train))
+    assert calls == [("one", 16), ("one", 32), ("four", 16)]
+    assert [r.largest_batch for r in found] == [48, 52]  # (30 - 6) / 0.5 and (30 - 4) / 0.5
+    calls.clear()
+    broken = table.rows(["c.py"], ["v5e"], ["broken", "four"], compile_train=compile_train)
+    assert [r.largest_batch for r in broken] == [0, 52]  # the second place measures its own
+    assert calls == [("broken", 16), ("four", 16), ("four", 32)]

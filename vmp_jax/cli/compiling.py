@@ -115,8 +115,9 @@ def add(subparsers) -> None:
         description="Compiles the train step of each config at the paper's per-device batch "
         "(16) for each target (GPUs: 1 and 8 of them; TPUs: one host and --hosts hosts) and "
         "prints one markdown row each: GiB per device, whether it fits, and the largest "
-        "per-device batch that fits (from a second compile at twice the batch: memory is "
-        "linear in the batch). Minutes per row on a small CPU.",
+        "per-device batch that fits (memory is linear in the batch: a second compile at twice "
+        "the batch for the first GPU count or topology; the others take its memory per clip). "
+        "Minutes per row on a small CPU.",
     )
     m.add_argument("--configs", nargs="+", default=K400_CONFIGS)
     m.add_argument("--targets", nargs="+", choices=ALL_TARGETS, default=["v5e", "v5p", "v6e"])

@@ -120,8 +120,9 @@ def add(subparsers) -> None:
         help="per-GPU memory of every K400 recipe on 1 and 8 H100/A100s, largest batch",
         description="Compiles the train step of each config at the paper's per-GPU batch (16) "
         "for each target and GPU count, and prints one markdown row each: GiB per GPU, "
-        "whether it fits, and the largest per-GPU batch that fits (from a second compile at "
-        "twice the batch: memory is linear in the batch). Minutes per row on a small CPU.",
+        "whether it fits, and the largest per-GPU batch that fits (memory is linear in the "
+        "batch: a second compile at twice the batch for the first GPU count; the others take "
+        "its memory per clip). Minutes per row on a small CPU.",
     )
     m.add_argument("--configs", nargs="+", default=K400_CONFIGS)
     m.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["h100", "a100"])

@@ -5,7 +5,11 @@ per-device batch that fits.
 
 The largest batch is estimated from two compiles (at the batch and at twice it): a train
 step's memory is a fixed part (weights, optimiser state) plus a part per clip, and the line
-through the two points says where it crosses the memory jax may use.
+through the two points says where it crosses the memory jax may use. The part per clip (a
+device's activations at a per-device batch) does not change with the number of devices or
+hosts, so a config and target's further places (8 GPUs, several TPU hosts) take the first
+place's and need one compile each, which gives their own fixed part (VMP-Ti, VMP-Ti f16 and
+VMP-S on v5e, v5p and v6e: the same largest batch from 4 hosts' own two compiles).
 """
 
 import dataclasses
@@ -33,18 +37,23 @@ class Row:
     largest_batch: int | None  # estimated; None when not asked for or not compiled
 
 
-def largest_batch(compile_train, config: str, target: str, devices, first) -> int:
-    """The largest per-device batch whose step fits, from the line through two compiles
-    (where a TPU compile is refused for memory, libtpu's figure of what it needs is used)."""
+def largest_batch(compile_train, config: str, target: str, devices, first, per_clip=None):
+    """(the largest per-device batch whose step fits, bytes per clip): from the line through
+    `first` and, where `per_clip` is not given, a second compile at twice its batch (where a
+    TPU compile is refused for memory, libtpu's figure of what it needs is used); 0 and the
+    given `per_clip` when a compile fails."""
     if first.per_device_bytes is None:
-        return 0
+        return 0, per_clip
     b = first.per_device_batch
-    second = compile_train(str(REPO_ROOT / config), [], target, devices, 2 * b)
-    if second.per_device_bytes is None:
-        return 0
-    per_clip = (second.per_device_bytes - first.per_device_bytes) / b
+    if per_clip is None:
+        second = compile_train(str(REPO_ROOT / config), [], target, devices, 2 * b)
+        if second.per_device_bytes is None:
+            return 0, None
+        per_clip = (second.per_device_bytes - first.per_device_bytes) / b
+    if per_clip <= 0:
+        return 0, per_clip
     fixed = first.per_device_bytes - b * per_clip
-    return max(0, math.floor((first.usable_bytes - fixed) / per_clip)) if per_clip > 0 else 0
+    return max(0, math.floor((first.usable_bytes - fixed) / per_clip)), per_clip
 
 
 def rows(
@@ -59,14 +68,19 @@ def rows(
 ):
     """Compiles every (config, target, place) with `compile_train(config, overrides, target,
     place, batch)`, a place being a GPU count or, per target, a TPU topology (`places` a
-    callable from target to topologies), and yields a Row as each is done."""
+    callable from target to topologies), and yields a Row as each is done. With `estimate`,
+    the first place of a config and target is compiled again at twice the batch; the others
+    take its memory per clip (`largest_batch`)."""
     for config in configs:
         for target in targets:
+            per_clip = None
             for devices in places(target) if callable(places) else places:
                 f = compile_train(str(REPO_ROOT / config), [], target, devices, batch)
                 best = None
                 if estimate:
-                    best = largest_batch(compile_train, config, target, devices, f)
+                    best, per_clip = largest_batch(
+                        compile_train, config, target, devices, f, per_clip
+                    )
                 row = Row(config, target, devices, f, best)
                 echo(format_row(row))
                 yield row
