@@ -89,6 +89,7 @@ def test_reencode_lists_broken_videos_and_never_overwrites_a_source(
     argv = ["make-frames", "--list", str(listed), "--data-root", motion_dataset, "--out"]
     assert cli.main([*argv, motion_dataset, "--reencode", "gop8"]) == 2
     assert "would overwrite the source video" in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(motion_dataset, reencode.SETTINGS_FILE))  # no work
     assert cli.main([*argv, str(out), "--reencode", "gop8", "--crf", "60"]) == 2
     assert "--crf must be in 0..51, got 60" in capsys.readouterr().err
     assert reencode.relative_path(listing.VideoFile("x", 0, "../up/a.avi")) == "_/up/a.mp4"

@@ -121,12 +121,12 @@ def reencode(items, out: str, list_name: str, settings: Settings, *, workers=Non
     returns {"results": [...] in item order, "list": its path}. ValueError, before any work,
     when a target is its own source (--out the data root of .mp4 files)."""
     settings.validate()
-    _check_resume(out, settings)
     targets = [storage.join(out, relative_path(item)) for item in items]
     for item, target in zip(items, targets, strict=True):
         source = getattr(item, "path", None)
         if source and storage.resolve(source) == storage.resolve(target):
             raise ValueError(f"--out {out} would overwrite the source video {source}")
+    _check_resume(out, settings)
     uses, first = collections.Counter(targets), {}
     for item, target in zip(items, targets, strict=True):
         first.setdefault(target, item)  # in list order
