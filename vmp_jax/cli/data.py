@@ -298,6 +298,12 @@ def _frame_targets(args) -> list[tuple[str, str, str, str]]:
     return targets
 
 
+def _list_flags(lists: dict[str, str]) -> str:
+    """The overrides that point a config at {split: list file or store} ("list" trains)."""
+    keys = {"train": "train_list", "val": "val_list"}
+    return " ".join(f"--config.data.{keys.get(s, 'train_list')}={f}" for s, f in lists.items())
+
+
 def _reencode(args: argparse.Namespace) -> int:
     """make-frames --reencode: every split's videos under --out, a list file per split."""
     from tqdm import tqdm
@@ -319,8 +325,7 @@ def _reencode(args: argparse.Namespace) -> int:
         print("\n".join(reencode.report(items, done, settings)))
         unreadable += sum("error" in r for r in done["results"])
         lists[split] = done["list"]
-    keys = {"train": "train_list", "val": "val_list"}
-    use = " ".join(f"--config.data.{keys.get(s, 'train_list')}={f}" for s, f in lists.items())
+    use = _list_flags(lists)
     print(f"train on them with --config.data.source=list --config.data.data_root={args.out} {use}")
     return 1 if unreadable else 0
 
@@ -349,8 +354,7 @@ def _make_frames(args: argparse.Namespace) -> int:
         print(f"{split}: {where} -> {out}")
         print("\n".join(frame_packing.report(summary)))
         unreadable += len(summary["unreadable"])
-    keys = {"train": "train_list", "val": "val_list"}
-    use = " ".join(f"--config.data.{keys.get(s, 'train_list')}={o}" for s, _, _, o in targets)
+    use = _list_flags({split: out for split, _, _, out in targets})
     print(f"train on it with --config.data.source=frames {use}")
     return 1 if unreadable else 0
 

@@ -92,14 +92,14 @@ class StoredVideo:
         1/4 or 1/8 of their size where their short side stays at least that (`dct_reduction`)."""
         reduction = dct_reduction(self.height, self.width, short_side)
         size = reduced(self.height, reduction), reduced(self.width, reduction)
-        indices = decode.plan_indices(plan, self.num_frames)
-        return self.decode_onto(indices, *self.read_records(indices), size, reduction)
+        return self.read_onto(plan, size, reduction)
 
-    def read_onto(self, plan: decode.Plan, canvas: tuple[int, int]) -> np.ndarray:
-        """uint8 (len(indices), Hc, Wc, 3): `read`'s frames at the top left of a zeroed canvas at
-        least as large as them (what `pipeline.on_canvas` makes of `read`'s answer)."""
+    def read_onto(self, plan: decode.Plan, canvas: tuple[int, int], reduction: int = 1):
+        """uint8 (len(indices), Hc, Wc, 3): `read`'s frames (at 1/reduction of their size) at
+        the top left of a zeroed canvas at least as large as them (what `pipeline.on_canvas`
+        makes of `read`'s answer)."""
         indices = decode.plan_indices(plan, self.num_frames)
-        return self.decode_onto(indices, *self.read_records(indices), canvas)
+        return self.decode_onto(indices, *self.read_records(indices), canvas, reduction)
 
     def read_records(self, indices) -> tuple[list[int], list[bytes]]:
         """(the stored frames that source frames `indices` need, sorted; their JPEG records)."""

@@ -104,8 +104,9 @@ def reencode_video(job) -> dict:
     "kept"} or {"error", "name"} for an unreadable video. A file already at the target (a
     finished earlier run's) is kept."""
     item, settings, path = job
-    source_bytes = storage.getsize(item.path) if storage.isfile(getattr(item, "path", "")) else 0
     if storage.isfile(path):
+        source = getattr(item, "path", "")
+        source_bytes = storage.getsize(source) if storage.isfile(source) else 0
         return dict(path=path, bytes=storage.getsize(path), source_bytes=source_bytes, kept=True)
     try:
         frames, _, fps, source_bytes = frame_packing.read_video(item, every=1)
