@@ -167,16 +167,58 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Writes a whole file, whole or not at all, so a crash leaves no half file: on a URL one
     upload (an object appears complete or not at all); locally a temporary file beside it,
-    renamed over it (its directory made first)."""
+    renamed over it (its directory made first). The temporary's name is unique to this
+    write, so two processes writing the same file never write into one temporary (the last
+    rename wins, whole); it is flushed to disk before the rename, and the rename itself after
+    it (the directory synced), so a power cut leaves the old file or the new, never an empty
+    one."""
     path = os.fspath(path)
     if is_url(path):
         fs, at = filesystem(path)
         fs.pipe_file(at, data)
         return
     _make_parent(path)
-    with builtins.open(f"{path}.tmp", "wb") as f:
-        f.write(data)
-    os.replace(f"{path}.tmp", path)
+    directory = os.path.dirname(path) or "."
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, _FILE_MODE)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+    _sync_directory(directory)
+
+
+def _default_file_mode() -> int:
+    """The mode open() gives a new file (0o666 less the umask): mkstemp's is 0o600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
+def _sync_directory(directory: str) -> None:
+    """Flushes a directory's entries (a rename in it) to disk, where the system allows it
+    (not on Windows, nor on every file system)."""
+    try:
+        handle = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
 
 
 def _make_parent(path: str) -> None:
