@@ -5,11 +5,13 @@ checkpoints of `vmp import` work too; class names come from label maps."""
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from tests.data.conftest import broken_files
+from tests.tiny_run import tiny_overrides
 from tests.train.test_train_cli import DEMO, _args
 from vmp_jax import cli
 from vmp_jax.data import labels, synthetic
@@ -134,6 +136,32 @@ def test_bad_input_is_named(trained, tmp_path, capsys):
     argv = ["predict", "--checkpoint", trained, "--out", str(tmp_path / "p.txt"), "v.mp4"]
     assert cli.main(argv) == 2
     assert "--out must end in .csv or .json" in capsys.readouterr().err
+
+
+def test_a_run_names_its_classes_without_its_dataset(trained, motion_dataset, tmp_path, capsys):
+    """The run's classes.txt names the classes wherever the checkpoint goes: the dataset folder
+    gone, from its own config.json or from --config; an explicit --labels still wins."""
+    moved = tmp_path / "copied-run"
+    shutil.copytree(trained, moved)
+    names = synthetic.class_names(4)
+    assert (moved / "classes.txt").read_text().split() == names
+    saved = json.loads((moved / "config.json").read_text())
+    gone = str(tmp_path / "deleted-dataset")
+    saved["data"].update(data_root=gone, label_map="")
+    (moved / "config.json").write_text(json.dumps(saved))
+    video = str(tmp_path / "clip.mp4")
+    shutil.copy(_val_videos(motion_dataset)[0][1], video)
+    argv = ["predict", "--checkpoint", str(moved), "--views", "1", "--top-k", "4", video]
+    for config in ([], ["--config", DEMO, *tiny_overrides(gone)]):
+        assert cli.main([*argv, *config]) == 0
+        shown = capsys.readouterr().out.split()[1::2]  # the video, then (class, probability)s
+        assert sorted(shown) == sorted(names)
+    other = tmp_path / "other.txt"
+    other.write_text("w\nx\ny\nz\n")
+    assert cli.main([*argv, "--labels", str(other)]) == 0
+    assert sorted(capsys.readouterr().out.split()[1::2]) == ["w", "x", "y", "z"]
+    config = load_saved_config_like(num_classes=4)
+    assert labels.class_names(config, workdir=str(moved)) == names  # what `vmp eval` names
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import sys
 
 from vmp_jax.cli.launch import add_cluster_arguments, join_cluster
 
+LABELS_HELP = "a label map file (one name per line, CSV id,name, JSON): the class names"
 WEIGHTS_HELP = "which weights: the EMA copy when the run kept one (auto, the default), ema, or raw"
 
 
@@ -26,8 +27,9 @@ def _eval(args: argparse.Namespace) -> int:
     if not join.is_primary():
         return 0  # every process predicted its share; process 0 reports and writes
     summary = multiview.summary(predictions)
-    out = args.out or storage.join(workdir_of(args.checkpoint), "eval")
-    names = labels.class_names(config)
+    workdir = workdir_of(args.checkpoint)
+    out = args.out or storage.join(workdir, "eval")
+    names = labels.class_names(config, args.labels, workdir=workdir)
     paths = multiview.write_report(predictions, out, names)
     views = config.eval.num_clips * config.eval.num_crops
     print(
@@ -103,12 +105,14 @@ def _add_eval(subparsers) -> None:
         description="Evaluates --checkpoint (a workdir, its checkpoints/ or one step directory) "
         "on data.val_list with eval.num_clips x eval.num_crops views per video; writes "
         "predictions.csv (one row per video, keyed by its path as listed), per_class.csv and "
-        "confusion.png to --out (default: the checkpoint's workdir/eval). Overrides: "
-        "--config.KEY=VALUE.",
+        "confusion.png to --out (default: the checkpoint's workdir/eval). Class names from "
+        "--labels, else the names the run trained with (its workdir's classes.txt), "
+        "data.label_map or the data root's classes.txt. Overrides: --config.KEY=VALUE.",
     )
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None)
+    p.add_argument("--labels", help=LABELS_HELP)
     p.add_argument("--weights", choices=WEIGHTS, default="auto", help=WEIGHTS_HELP)
     add_cluster_arguments(p)
     p.set_defaults(func=_eval, accepts_overrides=True)
@@ -124,8 +128,9 @@ def _add_predict(subparsers) -> None:
         "eval.num_crops, as vmp eval, or --views 1 for one centre view), averages the softmax "
         "over the views and prints the top-k classes with their probabilities. The config is "
         "the checkpoint workdir's config.json (written by vmp train and vmp import) unless "
-        "--config is given; class names from --labels, data.label_map or the data root's "
-        "classes.txt, else indices. A video that cannot be read is reported with its reason "
+        "--config is given; class names from --labels, else the names the run trained with "
+        "(its workdir's classes.txt), data.label_map or the data root's classes.txt, else "
+        "indices. A video that cannot be read is reported with its reason "
         "and the others are still predicted; the exit code is 1 if any failed. Overrides: "
         "--config.KEY=VALUE.",
     )
@@ -136,7 +141,7 @@ def _add_predict(subparsers) -> None:
     p.add_argument("--config", help="the experiment file (default: the workdir's config.json)")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--views", type=int, default=None, help="1: one centre view per video")
-    p.add_argument("--labels", help="a label map file (one name per line, CSV id,name, JSON)")
+    p.add_argument("--labels", help=LABELS_HELP)
     p.add_argument("--out", help="also write the results: FILE.csv or FILE.json")
     p.add_argument("--weights", choices=WEIGHTS, default="auto", help=WEIGHTS_HELP)
     p.add_argument("--workers", type=int, default=2, help="decoding threads")

@@ -1,4 +1,9 @@
-"""Class names: a label map file, or the generated dataset's classes.txt, or none (indices).
+"""Class names: a label map file, the run's own classes.txt, the generated dataset's classes.txt,
+or none (indices).
+
+`vmp train` writes the names it trained with into its workdir (WORKDIR/classes.txt, beside
+config.json), so that a checkpoint copied to another machine or a bucket names its classes
+whatever the current folder holds.
 
 Label map formats (by content, whatever the extension):
   one name per line, line i naming class i      (classes.txt, Kinetics' label lists)
@@ -53,11 +58,17 @@ def _from_pairs(path: str, pairs) -> list[str]:
     return [by_index[i] for i in range(len(by_index))]
 
 
-def class_names(config, label_map: str | None = None) -> list[str] | None:
-    """The names of the config's classes: from `label_map`, else `data.label_map`, else the
-    data root's classes.txt; None when there is none. A map that names another number of
-    classes than model.num_classes is an error when asked for, and ignored when found."""
+def class_names(
+    config, label_map: str | None = None, *, workdir: str | None = None
+) -> list[str] | None:
+    """The names of the config's classes: from `label_map` (an explicit choice), else the run's
+    own WORKDIR/classes.txt (written by `vmp train`), else `data.label_map`, else the data
+    root's classes.txt; None when there is none. A map that names another number of classes
+    than model.num_classes is an error when asked for, and ignored when found."""
     k = config.model.num_classes
+    saved = storage.join(workdir, DATASET_FILE) if workdir else ""
+    if not label_map and saved and storage.isfile(saved):
+        label_map = saved  # the names the checkpoint was trained with
     explicit = label_map or config.data.get("label_map", "")
     if explicit:
         names = read_label_map(explicit)
@@ -71,3 +82,14 @@ def class_names(config, label_map: str | None = None) -> list[str] | None:
         return None
     names = read_label_map(found)
     return names if len(names) == k else None
+
+
+def save_class_names(config, workdir: str) -> str | None:
+    """Writes the config's class names (if it has any) as WORKDIR/classes.txt, one a line in
+    class order; returns the path, or None when the classes have no names."""
+    names = class_names(config)
+    if names is None:
+        return None
+    path = storage.join(workdir, DATASET_FILE)
+    storage.write_text(path, "".join(f"{name}\n" for name in names))
+    return path

@@ -12,6 +12,7 @@ import numpy as np
 from flax import nnx
 
 from vmp_jax import storage
+from vmp_jax.data import labels
 from vmp_jax.engine import checkpoint
 from vmp_jax.engine.state import Trainer, flat_params
 from vmp_jax.experiment import model_config, save_config
@@ -57,4 +58,5 @@ def import_weights(config, weights: str, out: str, *, head="drop", seed=0) -> re
     ckpt.save(0, trainer.with_params(trainer.init(), params))
     ckpt.close()
     save_config(config, out)
+    labels.save_class_names(config, out)
     return report

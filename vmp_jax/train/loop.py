@@ -2,7 +2,8 @@
 
 Start-up (everything that can fail on a bad config or missing data fails here, before any
 compile): the config was validated by `load_config`; the data sources are opened; the mesh is
-built; the state is created in its shards; the config is saved as WORKDIR/config.json. If
+built; the state is created in its shards; the config is saved as WORKDIR/config.json and the
+class names (if the data has any) as WORKDIR/classes.txt. If
 WORKDIR/checkpoints holds a checkpoint, the state and the data iterator are restored from the
 latest one and training continues from its step.
 
@@ -25,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax import storage
-from vmp_jax.data import pipeline, resample, sources
+from vmp_jax.data import labels, pipeline, resample, sources
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import checkpoint, optim, preemption, sharding, steps
 from vmp_jax.engine.mixing import Mixing
@@ -81,6 +82,7 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     echo = echo if first_host else silent
     if first_host:
         save_config(config, workdir)  # what `vmp predict` rebuilds the model from
+        labels.save_class_names(config, workdir)  # and names its classes with, anywhere
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
     ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
     data = iter(pipeline.train_dataset(config, s.train_source))
