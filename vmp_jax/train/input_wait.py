@@ -35,6 +35,10 @@ class InputWait:
         self._first = False
         return batch
 
+    def restart(self) -> None:
+        """Forgets the wait measured so far (a new window starts)."""
+        self._waited = 0.0
+
     def share(self, elapsed: float) -> float:
         share, self._waited = min(1.0, self._waited / max(elapsed, 1e-9)), 0.0
         if share > WARN_ABOVE and not self._warned:

@@ -19,7 +19,6 @@ on every process) and a clean exit (`preemption`). Last: curves.png.
 """
 
 import dataclasses
-import time
 
 import jax
 import numpy as np
@@ -35,7 +34,8 @@ from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import save_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
-from vmp_jax.train import input_wait, metrics_log, nonfinite
+from vmp_jax.train import metrics_log, nonfinite
+from vmp_jax.train.log_window import LogWindow
 
 
 @dataclasses.dataclass
@@ -142,15 +142,14 @@ def _init_from(trainer, state, path: str, echo):
 
 def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_host, preempt):
     c = s.config.train
-    final, pending, clips, skipped = {}, [], 0, 0
+    final, pending, skipped = {}, [], 0
     bar = tqdm(total=s.total_steps, initial=start, unit="step", disable=not first_host)
     watch = nonfinite.Watch(c.max_nonfinite, bar.write if first_host else silent, ckpt.latest)
-    wait = input_wait.InputWait(bar.write if first_host else silent)
-    tick = time.perf_counter()
+    window = LogWindow(bar.write if first_host else silent)
     for step in range(start, s.total_steps):
-        batch = wait.next(data)
+        batch = window.next(data)
         skipped += int(batch["skipped"].sum())
-        clips += len(batch["video"]) * jax.process_count()
+        window.count(len(batch["video"]) * jax.process_count())
         state, metrics = train_step(state, device_batch(batch, s.trainer.mesh))
         done = step + 1
         watch.dispatched(done, metrics["nonfinite"])
@@ -158,15 +157,15 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         stop = preempt.reached(done)  # every process, every step
         if done % c.log_every == 0 or done == s.total_steps or stop:
             watch.flush()  # the last step too: a log is written at the last step and at a stop
-            elapsed, tick = time.perf_counter() - tick, time.perf_counter()
+            clips_per_s, waited = window.close()
             skipped_all = collect.sum_over_processes(skipped)  # every process takes part
-            waiting = collect.mean_over_processes(wait.share(elapsed))
+            waiting = collect.mean_over_processes(waited)
             record = _mean(pending) | {
-                "clips_per_s": clips / elapsed,
+                "clips_per_s": clips_per_s,
                 "input_wait": waiting,
                 "skipped": skipped_all,
             }
-            pending, clips = [], 0
+            pending = []
             log.write(done, "train", record)
             shown = {"nonfinite": watch.total} if watch.total else {}
             bar.set_postfix(
@@ -191,7 +190,7 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             final["val"] = val
             if first_host:
                 bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
-            tick = time.perf_counter()
+            window.restart()  # the window's figures are of training steps alone
         if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
             ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
             log.sync()  # a bucket's metrics.jsonl holds the records up to every checkpoint
