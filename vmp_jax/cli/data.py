@@ -42,11 +42,33 @@ def _make_diagnostic(args: argparse.Namespace, height: int, width: int) -> int:
     return 0
 
 
+def _make_synthetic_ava(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vmp_jax.data import synthetic_ava
+
+    height, width = args.size or (120, 160)
+    spec = synthetic_ava.Spec(
+        args.out, args.videos, args.seconds, height, width, args.fps or 30,
+        args.val_fraction, args.actors, args.seed,
+    )  # fmt: skip
+    spec.validate()  # a bad setting fails before any work
+    with tqdm(total=spec.videos, unit="video") as bar:
+        files = synthetic_ava.make_dataset(
+            spec, workers=args.workers, progress=lambda _: bar.update()
+        )
+    print(f"wrote {len(files)} AVA files and {spec.videos} videos under {args.out} (data_root)")
+    return 0
+
+
 def _make_synthetic(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vmp_jax.data import synthetic
 
+    if args.kind == "ava":
+        return _make_synthetic_ava(args)
+    args.fps = args.fps or 25
     height, width = args.size or ((96, 96) if args.task == "motion" else (32, 32))
     if args.task != "motion":
         return _make_diagnostic(args, height, width)
@@ -75,14 +97,16 @@ def _add_data_commands(subparsers) -> None:
         description="Writes a labelled video dataset whose classes are motions (direction and "
         "order of moving shapes over panning textured backgrounds with distractors), in "
         "time-reversed pairs so that only temporal order separates them. Files: "
-        "OUT/videos/<class>/*.mp4, OUT/train.txt, OUT/val.txt, OUT/classes.txt.",
+        "OUT/videos/<class>/*.mp4, OUT/train.txt, OUT/val.txt, OUT/classes.txt. With --kind ava: "
+        "videos of moving actors doing AVA actions, and AVA's ground-truth, label-map, "
+        "excluded-timestamps and predicted-box files under AVA's names (docs/detection.md).",
     )
     p.add_argument("--out", required=True)
     p.add_argument("--classes", type=int, default=4)
     p.add_argument("--videos-per-class", type=int, default=100)
     p.add_argument("--frames", type=int, default=None, help="frames a video (32; contradiction: 8)")
     p.add_argument("--size", type=_size, default=None, help="S or WxH (96; diagnostic tasks: 32)")
-    p.add_argument("--fps", type=int, default=25)
+    p.add_argument("--fps", type=int, default=None, help="25 (--kind ava: 30, AVA's rate)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="encoding processes (all cores)")
@@ -99,6 +123,16 @@ def _add_data_commands(subparsers) -> None:
         help="decay: the clip's frames; contradiction: the frames between the two deciding frames",
     )
     p.add_argument("--patch", type=int, default=8, help="diagnostic tasks: the model's patch size")
+    p.add_argument(
+        "--kind",
+        choices=("classification", "ava"),
+        default="classification",
+        help="ava: the AVA-like detection dataset in AVA's files and layout "
+        "(vmp_jax.data.synthetic_ava; --size default 160x120; --val-fraction of --videos are val)",
+    )
+    p.add_argument("--videos", type=int, default=16, help="--kind ava: videos in all")
+    p.add_argument("--seconds", type=int, default=15, help="--kind ava: seconds a video")
+    p.add_argument("--actors", type=int, default=3, help="--kind ava: most actors a video")
     p.set_defaults(func=_make_synthetic)
 
     p = subparsers.add_parser(
