@@ -53,7 +53,11 @@ from vmp_jax.data.encode import write_video
 
 CUT_START = 900  # AVA: a video file is the cut from second 900 (its frame 0)
 POSES = {12: "stand", 11: "sit", 14: "walk"}  # exactly one at a time
-EXTRAS = {17: "carry/hold (an object)", 69: "hand wave", 79: "talk to"}  # any of them
+EXTRAS = {
+    17: "carry/hold (an object)",
+    69: "hand wave",
+    79: "talk to (e.g., self, a person, a group)",
+}  # any of them
 ACTIONS = dict(sorted((POSES | EXTRAS).items()))  # AVA action id -> AVA's name
 
 LABEL_MAP = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
