@@ -43,10 +43,38 @@ class Options(NamedTuple):
         }
 
 
-def _call(target: str, results, *args, options: Options):
+def _call(target: str, results, u, delta, A, B, C, *backward, options: Options):
+    """Calls a kernel on (u, delta, A, B, C), and for the backward (dy, saved_h, saved_r),
+    after `check_shapes`: the C++ code takes every size from u and A and trusts the other
+    buffers to match them, so a mismatched operand would be read out of bounds."""
+    check_shapes(u, delta, A, B, C, *backward, block=options.block)
     # vmap runs the kernel once per mapped element: the kernels take one (b, l, d) problem.
     call = jax.ffi.ffi_call(target, results, vmap_method="sequential")
-    return call(*args, **options.attributes())
+    return call(u, delta, A.T, B, C, *backward, **options.attributes())
+
+
+def check_shapes(u, delta, A, B, C, dy=None, saved_h=None, saved_r=None, *, block: int) -> None:
+    """ValueError naming the first operand whose shape does not match what u (b, l, d) and A
+    (d, n) make of it: delta and dy (b, l, d), B and C (b, l, n), the saved states
+    (b, ceil(l / block), n, d); and a block below one token."""
+    if block < 1:
+        raise ValueError(f"cpu scan: block must be >= 1 tokens, got {block}")
+    if len(u.shape) != 3:
+        raise ValueError(f"cpu scan: u has shape {tuple(u.shape)}, expected (b, l, d)")
+    b, l, d = u.shape
+    if len(A.shape) != 2 or A.shape[0] != d:
+        raise ValueError(f"cpu scan: A has shape {tuple(A.shape)}, expected (d, n) with d = {d}")
+    n = A.shape[1]
+    saved = (b, -(-l // block), n, d)
+    expected = {"delta": (b, l, d), "B": (b, l, n), "C": (b, l, n), "dy": (b, l, d)}
+    expected |= {"saved_h": saved, "saved_r": saved}
+    given = {"delta": delta, "B": B, "C": C, "dy": dy, "saved_h": saved_h, "saved_r": saved_r}
+    for name, x in given.items():
+        if x is not None and tuple(x.shape) != expected[name]:
+            raise ValueError(
+                f"cpu scan: {name} has shape {tuple(x.shape)}, expected {expected[name]} "
+                f"(u is {tuple(u.shape)}, A {tuple(A.shape)})"
+            )
 
 
 def _saved_shape(u, A, options: Options) -> jax.ShapeDtypeStruct:
@@ -58,14 +86,14 @@ def _saved_shape(u, A, options: Options) -> jax.ShapeDtypeStruct:
 @partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _scan(u, delta, A, B, C, options: Options):
     y = jax.ShapeDtypeStruct(u.shape, jnp.float32)
-    return _call("VmpScanForward", y, u, delta, A.T, B, C, options=options)
+    return _call("VmpScanForward", y, u, delta, A, B, C, options=options)
 
 
 def _scan_fwd(u, delta, A, B, C, options: Options):
     y = jax.ShapeDtypeStruct(u.shape, jnp.float32)
     saved = _saved_shape(u, A, options)
     y, saved_h, saved_r = _call(
-        "VmpScanForwardSaving", (y, saved, saved), u, delta, A.T, B, C, options=options
+        "VmpScanForwardSaving", (y, saved, saved), u, delta, A, B, C, options=options
     )
     return y, (u, delta, A, B, C, saved_h, saved_r)
 
@@ -82,7 +110,7 @@ def _scan_bwd(options: Options, residuals, dy):
         jax.ShapeDtypeStruct((channel_blocks, b, l, n), jnp.float32),  # dB per channel block
         jax.ShapeDtypeStruct((channel_blocks, b, l, n), jnp.float32),  # dC per channel block
     )
-    args = (u, delta, A.T, B, C, dy.astype(jnp.float32), saved_h, saved_r)
+    args = (u, delta, A, B, C, dy.astype(jnp.float32), saved_h, saved_r)
     du, ddelta, dA, dB, dC = _call("VmpScanBackward", shapes, *args, options=options)
     return du, ddelta, dA.sum(0).T, dB.sum(0), dC.sum(0)
 
@@ -113,6 +141,8 @@ def scan(
             raise ValueError(f"cpu scan: {name} must be float32, got {x.dtype}")
     if block is not None and block < 1:
         raise ValueError(f"cpu scan: block must be >= 1 tokens, got {block}")
+    if len(A.shape) != 2:  # before block_tokens reads its n; every shape: `_call`
+        raise ValueError(f"cpu scan: A has shape {tuple(A.shape)}, expected (d, n)")
     block = block or block_tokens(A.shape[1])
     options = Options(block, bool(reverse), bool(mask_diagonal), bool(residual))
     return _scan(u, delta, A, B, C, options)

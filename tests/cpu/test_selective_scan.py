@@ -3,6 +3,8 @@ under `batch_sharded`, and what happens where they cannot run. The same value an
 checks as every algorithm (every option combination, float32 and bfloat16, random shapes) are
 in tests/ssm/test_algorithms.py."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +23,7 @@ from tests.ssm.cases import (
     scan_args,
     sweep_against_reference,
 )
-from vmp_jax.ssm import api, compiling_for, resolve_algorithm, selective_scan
+from vmp_jax.ssm import compiling_for, resolve_algorithm, selective_scan
 
 # The kernels run where jax's default backend is the CPU (on a GPU machine `auto` is `pallas`,
 # and tests/pallas runs natively there).
@@ -64,6 +66,54 @@ def test_the_block_size_changes_nothing_but_time(seed):
         kernels.scan(**args, block=0, **vmp)
 
 
+# u (2, 6, 4) and A (4, 3): b, l, d, n = 2, 6, 4, 3; blocks of 4 tokens, 2 saved states.
+SHAPES = {
+    "u": (2, 6, 4),
+    "delta": (2, 6, 4),
+    "A": (4, 3),
+    "B": (2, 6, 3),
+    "C": (2, 6, 3),
+    "dy": (2, 6, 4),
+    "saved_h": (2, 2, 3, 4),
+    "saved_r": (2, 2, 3, 4),
+}
+# Each larger than expected (or of another rank), so that a kernel without the check reads
+# within its buffers (a smaller one would be read out of bounds).
+INCONSISTENT = [
+    ("u", (2, 24), "(b, l, d)"),
+    ("delta", (2, 7, 4), "(2, 6, 4)"),
+    ("A", (5, 3), "(d, n) with d = 4"),
+    ("A", (4, 3, 1), "(d, n)"),
+    ("B", (2, 6, 4), "(2, 6, 3)"),
+    ("C", (3, 6, 3), "(2, 6, 3)"),
+    ("dy", (2, 6, 5), "(2, 6, 4)"),
+    ("saved_h", (2, 3, 3, 4), "(2, 2, 3, 4)"),
+    ("saved_r", (2, 2, 4, 4), "(2, 2, 3, 4)"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "expected"), INCONSISTENT, ids=[f"{n}{s}" for n, s, _ in INCONSISTENT]
+)
+def test_the_kernels_refuse_an_operand_of_inconsistent_shape(name, shape, expected):
+    """The C++ kernels take every size from u and A and trust the other buffers: the Python
+    entry that calls them refuses any operand that does not match, naming it, its shape and
+    the expected one, whether called by `scan` (the forward) or by the backward."""
+    operands = {k: jnp.zeros(v, jnp.float32) for k, v in SHAPES.items()}
+    operands[name] = jnp.zeros(shape, jnp.float32)
+    message = re.escape(f"cpu scan: {name} has shape {shape}, expected {expected}")
+    if name in ("u", "delta", "A", "B", "C"):
+        forward = [operands[k] for k in ("u", "delta", "A", "B", "C")]
+        with pytest.raises(ValueError, match=message):
+            kernels.scan(*forward, mask_diagonal=True, residual=True, block=4)
+    b, l, d, n = SHAPES["saved_h"][0], SHAPES["u"][1], SHAPES["u"][2], SHAPES["A"][1]
+    results = [jax.ShapeDtypeStruct(s, jnp.float32) for s in [(b, l, d)] * 2 + [(b, n, d)]]
+    results += [jax.ShapeDtypeStruct((1, b, l, n), jnp.float32)] * 2  # one channel block
+    options = kernels.Options(4, False, True, True)
+    with pytest.raises(ValueError, match=message):
+        kernels._call("VmpScanBackward", tuple(results), *operands.values(), options=options)
+
+
 def test_batch_sharded_kernels_match_in_value_and_gradient(seed):
     """Under `batch_sharded(mesh)` each of the 8 devices runs the kernels on its shard of the
     batch; without it XLA would gather the whole batch onto every device for the custom call."""
@@ -95,7 +145,9 @@ def test_the_kernels_are_refused_when_tracing_for_a_gpu():
         pytest.raises(ValueError, match="'cpu' cannot scan here: it runs on cpu only, and the "),
     ):
         selective_scan(**args, algorithm="cpu")
-    assert api.ONLY_ON["cpu"] == "cpu"
+    with compiling_for("cpu"):  # traced for the CPU, explicitly: the kernels
+        lowered = jax.jit(lambda a: selective_scan(**a, algorithm="cpu")).lower(args).as_text()
+    assert "VmpScanForward" in lowered
 
 
 def test_the_library_is_built_once_per_machine_and_shared(tmp_path, monkeypatch):
