@@ -181,3 +181,37 @@ def test_a_seek_that_lands_past_its_target_is_retried_from_further_back(tmp_path
     plan = [35, 70, 100]
     frames, _ = decode.read_frames(path, plan)
     np.testing.assert_array_equal(frames, reference[plan])
+
+
+def test_a_raw_stream_without_timestamps_gives_the_exact_frames(tmp_path, seed):
+    """Annex-B H.264 (`.h264`): no timestamps, no frame count, no index, and it cannot seek.
+    The frames are numbered by counting from the first, far-apart ones included (where a
+    container that can seek would seek)."""
+    path = str(tmp_path / "raw.h264")
+    write_video(path, _moving_texture(300, 64, 48, seed=seed), options={"g": "25", "bf": "2"})
+    reference = _all_frames(path)  # (300, 48, 64, 3)
+    assert decode.probe(path).num_frames == 300
+    for selective in (True, False):
+        plan = [3, 140, 299, 140, 0]
+        frames, info = decode.read_frames(path, plan, selective=selective)
+        assert info.num_frames == 300
+        np.testing.assert_array_equal(frames, reference[plan])
+
+
+def test_frames_without_timestamps_after_a_seek_are_the_exact_ones(tmp_path, monkeypatch, seed):
+    """A container that seeks but whose frames carry no timestamps (simulated: every frame's
+    number hidden): after a seek a frame's number is unknown, so the frames are decoded in
+    order from the first and counted, never counted from the keyframe a seek landed on."""
+    path = str(tmp_path / "untimed.mp4")
+    write_video(path, _moving_texture(300, 64, 48, seed=seed), options={"g": "25"})
+    reference = _all_frames(path)
+    frames_of = decode._frames
+
+    def untimed(container, stream, timeline, wanted):
+        for _, frame in frames_of(container, stream, timeline, None):  # none left undecoded
+            yield None, frame
+
+    monkeypatch.setattr(decode, "_frames", untimed)
+    plan = [3, 140, 145]  # 3 -> 140: past keyframes, a seek; 145 follows on
+    frames, _ = decode.read_frames(path, plan)
+    np.testing.assert_array_equal(frames, reference[plan])

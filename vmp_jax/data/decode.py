@@ -12,7 +12,9 @@ zero-byte, truncated, not a container, no video stream) raises `DecodeError`, wh
 the file and the reason; the pipeline turns it into a skipped-and-counted sample.
 
 Indices are frame numbers at the stream's average rate, counted from its first frame, so that
-sampling can be planned from `probe` before any frame is decoded.
+sampling can be planned from `probe` before any frame is decoded. A stream without timestamps
+(raw Annex-B H.264: no frame count, no index, no seeking) has its frames numbered by counting;
+where a seek leaves that count unknown, every frame is decoded again in order from the first.
 """
 
 import contextlib
@@ -155,22 +157,41 @@ def _whole_object(video, wanted: list[int], info: VideoInfo) -> bool:
     return isinstance(video, _Remote) and span > WHOLE_OBJECT_SPAN
 
 
-def _info(container, stream, name: str) -> VideoInfo:
-    """From the headers: the stream's frame count, else its duration x rate, else the
-    container's duration x rate (Matroska/WebM), else a count of the stream's packets.
-    A stream with no frames raises DecodeError."""
-    fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+def _fps(stream) -> float:
+    return float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+
+
+def _header_frames(container, stream) -> int:
+    """The frame count the headers give: the stream's, else its duration x rate, else the
+    container's duration x rate (Matroska/WebM); 0 where they give none (a raw stream)."""
     num_frames = stream.frames
     if not num_frames and stream.duration is not None and stream.time_base is not None:
-        num_frames = int(round(float(stream.duration * stream.time_base) * fps))
+        num_frames = int(round(float(stream.duration * stream.time_base) * _fps(stream)))
     if not num_frames and container.duration:
-        num_frames = int(round(container.duration / av.time_base * fps))
+        num_frames = int(round(container.duration / av.time_base * _fps(stream)))
+    return int(num_frames or 0)
+
+
+def _info(container, stream, name: str) -> VideoInfo:
+    """The frame count from the headers, else a count of the stream's packets (which leaves
+    the container at its end: see `_rewound`). A stream with no frames raises DecodeError."""
+    num_frames = _header_frames(container, stream)
     if not num_frames:
         num_frames = sum(1 for packet in container.demux(stream) if packet.size)
-        container.seek(0)
     if num_frames <= 0:
         raise DecodeError(name, "the video stream has no frames")
-    return VideoInfo(int(num_frames), fps, stream.codec_context.height, stream.codec_context.width)
+    height, width = stream.codec_context.height, stream.codec_context.width
+    return VideoInfo(int(num_frames), _fps(stream), height, width)
+
+
+def _rewound(container) -> bool:
+    """Whether the container could seek back to its start (a raw stream, such as Annex-B
+    H.264, cannot seek at all)."""
+    try:
+        container.seek(0)
+    except av.FFmpegError:
+        return False
+    return True
 
 
 def probe(video: VideoInput, *, name: str | None = None) -> VideoInfo:
@@ -210,6 +231,7 @@ def read_frames(
         # One decoder thread: loader workers are the parallelism, frame threads cost 13-22%
         # more CPU, and skipping frames per packet needs packets decoded in the order sent.
         stream.thread_type = "NONE" if selective else "AUTO"
+        counted = not _header_frames(container, stream)
         info = _info(container, stream, name)
         indices = plan_indices(plan, info.num_frames)
         wanted = sorted(set(int(i) for i in indices))
@@ -219,11 +241,35 @@ def read_frames(
             data = storage.read_bytes(video.url)
             return read_frames(data, list(indices), name=name, selective=selective)
         try:
+            if counted and not _rewound(container):
+                raise _PositionLost
             found = _decode_wanted(container, stream, info, wanted, selective)
+        except _PositionLost:
+            found = None
         except av.FFmpegError as e:
             raise DecodeError(name, "corrupt video data", str(e)) from e
+    if found is None:  # frames without timestamps where a seek left their numbers unknown
+        found = _decode_in_order(video, name, info, wanted)
     found = _fill_overstated_end(found, wanted, info, name)
     return np.stack([found[int(i)] for i in indices]), info
+
+
+class _PositionLost(Exception):
+    """A decoded frame without a timestamp where its number cannot be counted (after a seek,
+    or after frames left undecoded), or a stream that cannot seek: `_decode_in_order` then
+    decodes every frame from the start, numbering them by counting."""
+
+
+def _decode_in_order(video, name: str, info: VideoInfo, wanted: list[int]) -> dict:
+    """The wanted frames of a fresh open, decoding every frame from the first, no seek: a
+    frame without a timestamp is the one after the frame before it."""
+    with _open(video, name) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "NONE"
+        try:
+            return _decode_wanted(container, stream, info, wanted, selective=False, seek=False)
+        except av.FFmpegError as e:
+            raise DecodeError(name, "corrupt video data", str(e)) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,17 +315,21 @@ def _worth_seeking(position: int, target: int, keyframes: list[int] | None, gap:
     return any(position < k <= target for k in keyframes if k > 0)
 
 
-def _decode_wanted(container, stream, info, wanted: list[int], selective: bool = True) -> dict:
+def _decode_wanted(
+    container, stream, info, wanted: list[int], selective: bool = True, seek: bool = True
+) -> dict:
     """The wanted frames (sorted, distinct) as {index: uint8 (H, W, 3)}.
 
-    Decodes forward, seeking to the keyframe before a wanted frame whenever that skips frames,
-    and asks libavcodec not to decode unwanted non-reference frames (`skip_frame`, set per
-    packet): no other frame depends on those, so every frame returned is the one a full
-    decode gives. A seek that lands after its target (a container index that is off) is
-    retried from further back."""
+    Decodes forward, seeking to the keyframe before a wanted frame whenever that skips frames
+    (never with `seek` False), and asks libavcodec not to decode unwanted non-reference
+    frames (`skip_frame`, set per packet): no other frame depends on those, so every frame
+    returned is the one a full decode gives. A seek that lands after its target (a container
+    index that is off) is retried from further back. A frame without a timestamp is numbered
+    by counting from the frame before it; after a seek, where that number is unknown, it
+    raises `_PositionLost`."""
     timeline = _Timeline.of(stream, info.fps)
     keyframes = _keyframes(stream, timeline) if selective else None
-    gap = max(1, int(SEEK_GAP_SECONDS * info.fps))
+    gap = max(1, int(SEEK_GAP_SECONDS * info.fps)) if seek else float("inf")
     wanted_set = set(wanted) if selective else None  # None: every frame decoded
     found: dict[int, np.ndarray] = {}
     frames, position, i = _frames(container, stream, timeline, wanted_set), -1, 0
@@ -288,7 +338,12 @@ def _decode_wanted(container, stream, info, wanted: list[int], selective: bool =
     while i < len(wanted):
         took = False
         for index, frame in frames:
-            position = index if index is not None and index > position else position + 1
+            if index is None and position is None:
+                raise _PositionLost  # a frame without a timestamp after a seek
+            if index is None or (position is not None and index <= position):
+                position += 1  # counted (or a timestamp that does not move forward)
+            else:
+                position = index
             if wanted[i] <= position:
                 rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3)
                 while i < len(wanted) and wanted[i] <= position:
@@ -301,7 +356,7 @@ def _decode_wanted(container, stream, info, wanted: list[int], selective: bool =
             break  # end of stream
         if i < len(wanted):
             frames = _seek(container, stream, timeline, wanted_set, wanted[i])
-            position = -1
+            position = None  # known again at the next frame with a timestamp
     return found
 
 
@@ -312,7 +367,10 @@ def _seek(container, stream, timeline: _Timeline, wanted: set[int] | None, targe
     back = 0
     while True:
         goal = max(0, target - back)
-        container.seek(timeline.pts(goal), stream=stream, backward=True)  # flushes the decoder
+        try:
+            container.seek(timeline.pts(goal), stream=stream, backward=True)  # flushes
+        except av.FFmpegError as e:  # a stream that cannot seek (a raw stream)
+            raise _PositionLost from e
         frames = _frames(container, stream, timeline, wanted)
         first = next(frames, None)
         if first is None or first[0] is None or first[0] <= target or goal == 0:
@@ -323,11 +381,12 @@ def _seek(container, stream, timeline: _Timeline, wanted: set[int] | None, targe
 def _frames(container, stream, timeline: _Timeline, wanted: set[int] | None):
     """(index or None, frame) in presentation order from the demuxer's position; non-reference
     frames not in `wanted` are not decoded (with `wanted` None, every frame is)."""
-    context = stream.codec_context
+    context, skipped = stream.codec_context, False
     for packet in container.demux(stream):
         index = timeline.index(packet.pts)
         skip = wanted is not None and index is not None and index not in wanted
         context.skip_frame = "NONREF" if skip else "DEFAULT"
+        skipped |= skip
         try:
             decoded = context.decode(packet)  # the last, empty packet flushes the decoder
         except av.FFmpegError:
@@ -335,6 +394,8 @@ def _frames(container, stream, timeline: _Timeline, wanted: set[int] | None):
                 raise  # corrupt data inside the file
             return  # a last packet cut short: the file ends here (reported as truncated)
         for frame in decoded:
+            if frame.pts is None and skipped:
+                raise _PositionLost  # frames left undecoded: counting would misnumber it
             yield timeline.index(frame.pts), frame
 
 
