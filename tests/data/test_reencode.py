@@ -19,6 +19,11 @@ def _keyframes(path: str) -> list[int]:
         return [i for i, frame in enumerate(container.decode(video=0)) if frame.key_frame]
 
 
+def _bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _reencode(motion_dataset, out, gop, capsys, *extra):
     argv = ["make-frames", "--list", os.path.join(motion_dataset, "train.txt"), "--data-root"]
     argv += [motion_dataset, "--out", str(out), "--reencode", gop, "--workers", "1", *extra]
@@ -93,3 +98,50 @@ def test_reencode_lists_broken_videos_and_never_overwrites_a_source(
     assert cli.main([*argv, str(out), "--reencode", "gop8", "--crf", "60"]) == 2
     assert "--crf must be in 0..51, got 60" in capsys.readouterr().err
     assert reencode.relative_path(listing.VideoFile("x", 0, "../up/a.avi")) == "_/up/a.mp4"
+
+
+def test_sources_that_map_to_one_name_get_their_own_copies(motion_dataset, tmp_path, capsys):
+    """`a.avi` and `a.mp4`, `../x.mp4` and `_/x.mp4`: one relative path each pair, one in the
+    train list and one in the val list, re-encoded into one folder."""
+    sources = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
+    one_per_class = list({s.label: s for s in sources}.values())  # 4 videos that differ
+    root = tmp_path / "root"
+    names = ["a.mp4", "_/x.mp4", "a.avi", "../x.mp4"]
+    for name, source in zip(names, one_per_class, strict=True):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(_bytes(source.path))  # MP4 data, as .avi too
+    lists = {}
+    for split, pair in (("train", slice(0, 2)), ("val", slice(2, 4))):
+        lists[split] = tmp_path / f"{split}.txt"
+        rows = zip(names[pair], one_per_class[pair], strict=True)
+        lists[split].write_text("".join(f"{n} {s.label}\n" for n, s in rows))
+    out = tmp_path / "out"
+    argv = ["make-frames", "--config", "configs/demo.py", "--config.data.source=list"]
+    argv += [f"--config.data.data_root={root}", f"--config.data.train_list={lists['train']}"]
+    argv += [f"--config.data.val_list={lists['val']}", "--out", str(out), "--reencode", "intra"]
+    assert cli.main([*argv, "--crf", "18", "--workers", "1"]) == 0
+    assert capsys.readouterr().out.count("re-encoded 2 videos, kept 0 already there") == 2
+    copies = [
+        c for s in ("train", "val") for c in listing.read_list_file(str(out / f"{s}.txt"), str(out))
+    ]
+    assert len({c.path for c in copies}) == 4
+    assert [c.video_id for c in copies][:2] == ["a.mp4", "_/x.mp4"]  # the first keeps its name
+    for source, copy in zip(one_per_class, copies, strict=True):
+        assert copy.label == source.label
+        a, b = source.read(np.arange(16)), copy.read(np.arange(16))  # (16, 48, 48, 3)
+        assert np.abs(a.astype(float) - b).mean() < 4  # its own source's frames
+
+
+def test_copies_are_assigned_across_splits_and_a_clash_names_both_sources():
+    train = [listing.VideoFile("/d/a.mp4", 0, "a.mp4"), listing.VideoFile("/d/a.mp4", 0, "a.mp4")]
+    val = [listing.VideoFile("/d/a.avi", 1, "a.avi"), listing.VideoFile("/d/a.mp4", 0, "a.mp4")]
+    (t, v) = reencode.assign_targets([train, val])
+    assert t == ["a.mp4", "a.mp4"] and v[1] == "a.mp4"  # one file listed thrice: one copy
+    assert v[0].startswith("a.") and v[0].endswith(".mp4") and v[0] != "a.mp4"
+    up = [listing.VideoFile("/d/_/x.mp4", 0, "_/x.mp4"), listing.VideoFile("/x.mp4", 1, "../x.mp4")]
+    (in_one_list,) = reencode.assign_targets([up])
+    assert in_one_list[0] == "_/x.mp4" and in_one_list[1].startswith("_/x.")
+    assert in_one_list[1].endswith(".mp4") and in_one_list[1] != "_/x.mp4"
+    same_id = [listing.VideoFile(f"/{root}/a.mp4", 0, "a.mp4") for root in "pqr"]
+    with pytest.raises(ValueError, match="/r/a.mp4 and /q/a.mp4 would be re-encoded to one"):
+        reencode.assign_targets([same_id])

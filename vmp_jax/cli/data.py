@@ -349,11 +349,18 @@ def _reencode(args: argparse.Namespace) -> int:
     targets = _frame_targets(args)
     storage.check_access([p for _, where, root, _ in targets for p in (where, root)], [args.out])
     unreadable, lists = 0, {}
-    for split, where, root, _ in targets:
-        items = listing.read_videos(where, root)
+    splits = [listing.read_videos(where, root) for _, where, root, _ in targets]
+    copies = reencode.assign_targets(splits)  # one copy per source across the splits
+    for (split, where, _, _), items, relative in zip(targets, splits, copies, strict=True):
         with tqdm(total=len(items), unit="video", desc=split) as bar:
             done = reencode.reencode(
-                items, args.out, f"{split}.txt", settings, workers=args.workers, progress=bar.update
+                items,
+                args.out,
+                f"{split}.txt",
+                settings,
+                targets=relative,
+                workers=args.workers,
+                progress=bar.update,
             )
         print(f"{split}: {where} -> {done['list']}")
         print("\n".join(reencode.report(items, done, settings)))

@@ -8,8 +8,9 @@ wanted frame needs at most 7 before it, and with every frame a keyframe (`intra`
 The price is size, which the command prints with the decode time per clip before and after.
 
 The output is a folder of H.264 MP4 files (libx264 at `crf`, 4:2:0, the short side resized
-down to `short_side`, an odd side cropped by one pixel) at the videos' relative paths, and a
-list file per split, read as `data.source=list` with `data.data_root` the folder. Resumable:
+down to `short_side`, an odd side cropped by one pixel) at the videos' relative paths (a
+later video whose relative path an earlier one took gets its own name), and a list file per
+split, read as `data.source=list` with `data.data_root` the folder. Resumable:
 each file is written whole (a temporary name renamed, or one upload), and a rerun keeps the
 files there. Unreadable videos are left out and listed, as `vmp make-frames` lists them.
 """
@@ -17,6 +18,7 @@ files there. Unreadable videos are left out and listed, as `vmp make-frames` lis
 import collections
 import dataclasses
 import fractions
+import hashlib
 import json
 import os
 import time
@@ -51,6 +53,47 @@ def relative_path(item) -> str:
     path = item.video_id.split("://", 1)[-1].replace("\\", "/")
     parts = ["_" if p == ".." else p for p in path.split("/") if p not in ("", ".")]
     return "/".join([*parts[:-1], os.path.splitext(parts[-1])[0] + ".mp4"])
+
+
+def _source_key(item) -> str:
+    """What makes two items one source: the file (its absolute path or URL), else the name."""
+    path = getattr(item, "path", None)
+    return storage.resolve(path) if path else item.name
+
+
+def assign_targets(splits) -> list[list[str]]:
+    """Each item's copy, relative to the output folder, for the items of every split written
+    into one folder (a list of lists, in order): `relative_path`, but never one copy for two
+    sources. An item listed again (the same file) shares its copy; a later source whose
+    relative path an earlier one took (`a.avi` after `a.mp4`, `../x.mp4` after `_/x.mp4`) gets
+    `<stem>.<8 hex digits of its id's SHA-256>.mp4` instead. ValueError, naming both sources,
+    where that name is taken too."""
+    owner: dict[str, str] = {}  # target -> the name of the source it copies
+    copy_of: dict[str, str] = {}  # source key -> target
+    out = []
+    for items in splits:
+        out.append([])
+        for item in items:
+            key = _source_key(item)
+            if key not in copy_of:
+                copy_of[key] = _free_target(item, owner)
+                owner[copy_of[key]] = item.name
+            out[-1].append(copy_of[key])
+    return out
+
+
+def _free_target(item, owner: dict[str, str]) -> str:
+    target = relative_path(item)
+    if target not in owner:
+        return target
+    digest = hashlib.sha256(item.video_id.encode()).hexdigest()[:8]
+    unique = f"{os.path.splitext(target)[0]}.{digest}.mp4"
+    if unique in owner:
+        raise ValueError(
+            f"{item.name} and {owner[unique]} would be re-encoded to one file {unique}: "
+            "rename one of them, or re-encode them into separate --out folders"
+        )
+    return unique
 
 
 def x264_frames(frames: np.ndarray, short_side: int) -> np.ndarray:
@@ -116,13 +159,28 @@ def reencode_video(job) -> dict:
     return dict(path=path, bytes=storage.getsize(path), source_bytes=source_bytes, kept=False)
 
 
-def reencode(items, out: str, list_name: str, settings: Settings, *, workers=None, progress=None):
-    """Re-encodes `items` under `out` (each file once, however often it is listed) and writes
+def reencode(
+    items,
+    out: str,
+    list_name: str,
+    settings: Settings,
+    *,
+    targets=None,
+    workers=None,
+    progress=None,
+):
+    """Re-encodes `items` under `out` (each source once, however often it is listed) and writes
     the list file `out/list_name` of those that could be read (their new paths, their labels);
     returns {"results": [...] in item order, "list": its path}. ValueError, before any work,
-    when a target is its own source (--out the data root of .mp4 files)."""
+    when a target is its own source (--out the data root of .mp4 files).
+
+    Args:
+      targets: each item's copy relative to `out`, from `assign_targets` over every split
+        written into `out` (default: over `items` alone).
+    """
     settings.validate()
-    targets = [storage.join(out, relative_path(item)) for item in items]
+    relative = targets if targets is not None else assign_targets([items])[0]
+    targets = [storage.join(out, t) for t in relative]
     for item, target in zip(items, targets, strict=True):
         source = getattr(item, "path", None)
         if source and storage.resolve(source) == storage.resolve(target):
@@ -140,8 +198,8 @@ def reencode(items, out: str, list_name: str, settings: Settings, *, workers=Non
             progress()
     results = [done[t] for t in targets]
     lines = [
-        f"{relative_path(item)} {item.label}"
-        for item, r in zip(items, results, strict=True)
+        f"{path} {item.label}"
+        for item, path, r in zip(items, relative, results, strict=True)
         if "error" not in r
     ]
     list_file = storage.join(out, list_name)
