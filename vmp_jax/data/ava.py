@@ -1,0 +1,388 @@
+"""AVA's files as published: ground truth, label map, excluded timestamps, person detections.
+
+Files are read from local paths or bucket URLs (`vmp_jax.storage`). Keys are (video_id,
+timestamp) with timestamp an int of seconds, as the official evaluator's "%s,%04d" key.
+
+- `read_ground_truth`: rows `video_id, timestamp, x1, y1, x2, y2, action_id, person_id`
+  (boxes normalised to [0, 1]) -> {key: GroundTruthBoxes}, the rows of one person on one
+  keyframe grouped into one box with a multi-hot label (`NUM_CLASSES` columns, action id i in
+  column i - 1: the 80 AVA actions, whatever subset the label map evaluates).
+- `read_label_map`: the pbtxt (`item { name: "..." id: N }`, or `label { name: ... label_id:
+  N }`, or `display_name`) -> {id: name}.
+- `read_excluded`: rows `video_id, timestamp` -> {key}.
+- `read_detections`: person detections as SlowFast's predicted-boxes CSV, `video_id,
+  timestamp, x1, y1, x2, y2, action_id (empty, -1 or 1: ignored), score` -> {key: PersonBoxes};
+  `read_proposals_pickle`: MMAction2's dense-proposals pickle (`"video_id,0902" -> [[x1, y1,
+  x2, y2, score], ...]`) through `ava_pickle.SafeUnpickler`: nothing in the file runs.
+- `read_rows`: any AVA-format CSV as columns, in file order (what the metric reads).
+
+Bad input. A row with a box outside [0, 1] or of zero area, an unknown action id, a malformed
+line (wrong column count, a field that is not a number): each is reported once (logged with
+the file, the line and what is wrong; after `REPORTED_PER_KIND` of a kind in a file the rest
+are only counted), left out, and reading goes on; every reader returns its `Problems` (the
+result's `.problems`), whose `summary()` counts them by kind. A file with no usable row at all
+(every line malformed) or that cannot be read is an `AvaFileError` naming the file and the
+first bad line.
+"""
+
+import collections
+import csv
+import dataclasses
+import logging
+import re
+
+import numpy as np
+
+from vmp_jax import storage
+from vmp_jax.data import ava_pickle
+
+log = logging.getLogger(__name__)
+
+NUM_CLASSES = 80  # AVA's action ids 1..80
+REPORTED_PER_KIND = 20  # problems of one kind logged per file; the rest are counted
+
+
+class AvaFileError(ValueError):
+    """A file that cannot be used at all: unreadable, or no line in it is a valid row."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One left-out row: the file, where in it (a line number or a key), what is wrong."""
+
+    path: str
+    where: int | str
+    kind: str  # short and fixed: "malformed", "box outside [0, 1]", "unknown action id", ...
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.where}: {self.message}"
+
+
+class Problems(list):
+    """The rows left out while reading, in order; `add` logs the first `REPORTED_PER_KIND` of
+    each kind per file."""
+
+    def add(self, path: str, where: int | str, kind: str, message: str) -> None:
+        problem = Problem(path, where, kind, message)
+        shown = sum(1 for p in self if p.path == path and p.kind == kind)
+        self.append(problem)
+        if shown < REPORTED_PER_KIND:
+            log.warning("%s (left out)", problem)
+        elif shown == REPORTED_PER_KIND:
+            log.warning("%s: more rows with %s: counted in the summary only", path, kind)
+
+    def counts(self) -> dict[str, int]:
+        return dict(collections.Counter(p.kind for p in self))
+
+    def summary(self) -> str:
+        """'N rows left out (a: kind, b: kind)' or 'no rows left out'."""
+        if not self:
+            return "no rows left out"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
+        return f"{len(self)} rows left out ({kinds})"
+
+
+@dataclasses.dataclass(frozen=True)
+class GroundTruthBoxes:
+    """One keyframe's annotated persons, N boxes."""
+
+    boxes: np.ndarray  # float32 (N, 4) normalised x1, y1, x2, y2, as the file gives them
+    labels: np.ndarray  # float32 (N, NUM_CLASSES) multi-hot, action id i -> column i - 1
+    person_ids: np.ndarray  # int64 (N,) AVA's person id (-1 where the file has none)
+
+    @property
+    def actions(self) -> list[list[int]]:
+        """Each box's action ids, ascending."""
+        return [list(np.flatnonzero(row) + 1) for row in self.labels]
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonBoxes:
+    """One keyframe's person detections (or proposals), N boxes."""
+
+    boxes: np.ndarray  # float32 (N, 4) normalised x1, y1, x2, y2
+    scores: np.ndarray  # float32 (N,) the detector's person score
+
+
+class KeyframeMap(dict):
+    """{(video_id, timestamp): value} with the `Problems` met while reading it."""
+
+    def __init__(self, *args, problems: Problems | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.problems = Problems() if problems is None else problems
+
+
+@dataclasses.dataclass(frozen=True)
+class Rows:
+    """An AVA-format CSV as columns, n valid rows in file order."""
+
+    video_ids: np.ndarray  # object (n,) str
+    timestamps: np.ndarray  # int64 (n,)
+    boxes: np.ndarray  # float64 (n, 4) x1, y1, x2, y2 as the file gives them
+    actions: np.ndarray  # int64 (n,) (-1 where the column is empty)
+    last: np.ndarray  # float64 (n,) the 8th column (person id or score); 1.0 if absent
+    has_last: np.ndarray  # bool (n,) whether the row has the 8th column
+    lines: np.ndarray  # int64 (n,) 1-based line numbers
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return storage.read_text(path).splitlines()
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as error:
+        raise AvaFileError(f"{path}: cannot be read: {error}") from error
+
+
+def _parse_fields(fields: list[str]) -> tuple:
+    """One row's values; ValueError naming the field that is not a number."""
+    names = ("timestamp", "x1", "y1", "x2", "y2", "action_id", "8th column")
+    values = []
+    for i, text in enumerate(fields[1:]):
+        text = text.strip()
+        try:
+            if i == 0:
+                values.append(int(text))
+            elif i == 5:
+                values.append(int(text) if text else -1)
+            else:
+                values.append(float(text))
+        except ValueError:
+            raise ValueError(f"{names[i]} {text!r} is not a number") from None
+    return tuple(values)
+
+
+def read_rows(
+    path: str, problems: Problems | None = None, widths: tuple[int, ...] = (7, 8)
+) -> tuple[Rows, Problems]:
+    """Every well-formed row of an AVA-format CSV (`video_id, timestamp, x1, y1, x2, y2,
+    action_id[, person_id or score]`), columns in file order; malformed lines go to `problems`.
+    Parsed column-wise with NumPy (millions of rows in seconds), row by row only to name the
+    lines of a column that fails."""
+    problems = Problems() if problems is None else problems
+    lines = _read_lines(path)
+    rows, numbers = [], []
+    for number, fields in enumerate(csv.reader(lines), start=1):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue  # blank line
+        if len(fields) not in widths:
+            problems.add(
+                path,
+                number,
+                "malformed",
+                f"{len(fields)} columns, expected {' or '.join(map(str, widths))}",
+            )
+            continue
+        rows.append(fields)
+        numbers.append(number)
+    try:
+        parsed = _columns(rows)
+    except ValueError:  # name the bad lines, keep the others
+        good = []
+        for fields, number in zip(rows, numbers, strict=True):
+            try:
+                _parse_fields(fields)
+                good.append((fields, number))
+            except ValueError as error:
+                problems.add(path, number, "malformed", str(error))
+        rows, numbers = [g[0] for g in good], [g[1] for g in good]
+        parsed = _columns(rows)
+    if not rows and problems and any(p.path == path for p in problems):
+        first = next(p for p in problems if p.path == path)
+        raise AvaFileError(f"{first}: no line of the file is a valid row")
+    return Rows(*parsed, np.asarray(numbers, np.int64)), problems
+
+
+def _columns(rows: list[list[str]]) -> tuple:
+    """(video_ids, timestamps, boxes, actions, last, has_last) from rows of 7 or 8 str
+    fields."""
+    if not rows:
+        empty = np.zeros(0, np.int64)
+        return np.zeros(0, object), empty, np.zeros((0, 4)), empty, np.zeros(0), empty > 0
+    cols = list(zip(*(r[:7] for r in rows), strict=True))
+    video_ids = np.asarray(cols[0], object)
+    timestamps = np.asarray([t.strip() for t in cols[1]], np.int64)
+    boxes = np.stack([np.asarray(cols[i], np.float64) for i in range(2, 6)], axis=1)
+    actions = np.asarray([a.strip() or "-1" for a in cols[6]], np.int64)
+    has_last = np.asarray([len(r) == 8 for r in rows])
+    last = np.asarray([r[7] if len(r) == 8 else "1.0" for r in rows], np.float64)
+    return video_ids, timestamps, boxes, actions, last, has_last
+
+
+def _check_boxes(path, rows: Rows, problems: Problems) -> np.ndarray:
+    """bool (n,): rows whose box lies in [0, 1] with positive width and height."""
+    b = rows.boxes
+    inside = np.all((b >= 0) & (b <= 1), axis=1)
+    positive = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    for i in np.flatnonzero(~inside):
+        problems.add(
+            path, int(rows.lines[i]), "box outside [0, 1]", f"box {b[i].tolist()} outside [0, 1]"
+        )
+    for i in np.flatnonzero(inside & ~positive):
+        problems.add(path, int(rows.lines[i]), "empty box", f"box {b[i].tolist()} has zero area")
+    return inside & positive
+
+
+def _check_actions(path, rows: Rows, known, problems: Problems) -> np.ndarray:
+    """bool (n,): rows whose action id is in `known` (default 1..NUM_CLASSES)."""
+    known = set(range(1, NUM_CLASSES + 1)) if known is None else set(known)
+    ok = np.isin(rows.actions, sorted(known))
+    for i in np.flatnonzero(~ok):
+        problems.add(
+            path, int(rows.lines[i]), "unknown action id", f"action id {rows.actions[i]} unknown"
+        )
+    return ok
+
+
+def read_ground_truth(path: str, action_ids=None, problems: Problems | None = None) -> KeyframeMap:
+    """{(video_id, timestamp): GroundTruthBoxes} of an AVA ground-truth CSV.
+
+    Rows of the same person on the same keyframe (same person_id and coordinates; for 7-column
+    files, without a person_id, the same coordinates) become one box whose multi-hot label has
+    every action of those rows; boxes keep the order of their first row. `action_ids`: the ids
+    a row may have (default 1..80; a label map's ids keeps only the evaluated ones, the others
+    reported)."""
+    rows, problems = read_rows(path, problems)
+    keep = _check_boxes(path, rows, problems) & _check_actions(path, rows, action_ids, problems)
+    grouped: dict = {}
+    for i in np.flatnonzero(keep):
+        key = (rows.video_ids[i], int(rows.timestamps[i]))
+        person = int(rows.last[i]) if rows.has_last[i] else -1
+        who = (person, tuple(rows.boxes[i]))
+        boxes = grouped.setdefault(key, {})
+        entry = boxes.setdefault(who, [rows.boxes[i], set(), person])
+        entry[1].add(int(rows.actions[i]))
+    result = KeyframeMap(problems=problems)
+    for key, boxes in grouped.items():
+        labels = np.zeros((len(boxes), NUM_CLASSES), np.float32)
+        for row, (_, ids, _) in enumerate(boxes.values()):
+            labels[row, np.asarray(sorted(ids)) - 1] = 1
+        result[key] = GroundTruthBoxes(
+            np.asarray([b[0] for b in boxes.values()], np.float32).reshape(-1, 4),
+            labels,
+            np.asarray([b[2] for b in boxes.values()], np.int64),
+        )
+    return result
+
+
+def read_excluded(path: str, problems: Problems | None = None) -> set[tuple[str, int]]:
+    """{(video_id, timestamp)} of an excluded-timestamps CSV (`video_id, timestamp`)."""
+    problems = Problems() if problems is None else problems
+    excluded, bad = set(), 0
+    lines = _read_lines(path)
+    for number, fields in enumerate(csv.reader(lines), start=1):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        try:
+            if len(fields) != 2:
+                raise ValueError(f"{len(fields)} columns, expected 2 (video_id, timestamp)")
+            excluded.add((fields[0], int(fields[1].strip())))
+        except ValueError as error:
+            bad += 1
+            problems.add(path, number, "malformed", str(error))
+    if bad and not excluded:
+        raise AvaFileError(f"{next(p for p in problems if p.path == path)}: no valid row")
+    return excluded
+
+
+def read_detections(path: str, problems: Problems | None = None) -> KeyframeMap:
+    """{(video_id, timestamp): PersonBoxes} of a person-detections CSV (SlowFast's
+    `ava_val_predicted_boxes.csv`: `video_id, timestamp, x1, y1, x2, y2, action_id, score`,
+    the action column empty, -1 or 1 and ignored). A box listed more than once on a keyframe
+    (once per action, as some tools write) is kept once, with its highest score."""
+    rows, problems = read_rows(path, problems, widths=(8,))
+    keep = _check_boxes(path, rows, problems)
+    grouped: dict = {}
+    for i in np.flatnonzero(keep):
+        key = (rows.video_ids[i], int(rows.timestamps[i]))
+        boxes = grouped.setdefault(key, {})
+        box = tuple(rows.boxes[i])
+        boxes[box] = max(boxes.get(box, -np.inf), rows.last[i])
+    result = KeyframeMap(problems=problems)
+    for key, boxes in grouped.items():
+        result[key] = PersonBoxes(
+            np.asarray(list(boxes), np.float32).reshape(-1, 4),
+            np.asarray(list(boxes.values()), np.float32),
+        )
+    return result
+
+
+_BLOCK = re.compile(r"\b(?:item|label)\s*\{([^}]*)\}", re.S)
+_NAME = re.compile(r"(?<![a-z_])(name|display_name)\s*:\s*\"([^\"]*)\"")
+_ID = re.compile(r"(?<![a-z_])(id|label_id)\s*:\s*(-?\d+)")
+
+
+def read_label_map(path: str) -> dict[int, str]:
+    """{id: name} of a label map pbtxt, in file order: `item { name: "..." id: N }` (AVA's
+    evaluation files), `label { name: "..." label_id: N ... }` (AVA's 80-action list), a
+    `display_name` where there is no `name`. AvaFileError for a file without items, an item
+    without an id, or an id given twice."""
+    text = storage.read_text(path)
+    labels: dict[int, str] = {}
+    for block in _BLOCK.finditer(text):
+        line = text.count("\n", 0, block.start()) + 1
+        names = dict(_NAME.findall(block.group(1)))
+        ids = dict(_ID.findall(block.group(1)))
+        ident = ids.get("id", ids.get("label_id"))
+        if ident is None:
+            raise AvaFileError(f"{path}:{line}: item without an id")
+        if int(ident) in labels:
+            raise AvaFileError(f"{path}:{line}: id {ident} given twice")
+        labels[int(ident)] = names.get("name", names.get("display_name", str(ident)))
+    if not labels:
+        raise AvaFileError(f'{path}: no `item {{ name: "..." id: N }}` in the file')
+    return labels
+
+
+def read_proposals_pickle(path: str, problems: Problems | None = None) -> KeyframeMap:
+    """{(video_id, timestamp): PersonBoxes} of MMAction2's dense-proposals pickle.
+
+    A key that is not "video_id,timestamp", an entry that is not an (N, 4) or (N, 5) array
+    (score 1 without a fifth column), and a box outside [0, 1] or of zero area are reported
+    (with the key) and left out; a file that is not such a dict is an error naming it."""
+    problems = Problems() if problems is None else problems
+    data = ava_pickle.safe_load(storage.read_bytes(path), path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a dict 'video_id,timestamp' -> boxes expected, got {type(data)}")
+    result = KeyframeMap(problems=problems)
+    for key, value in data.items():
+        parsed = _key(key)
+        if parsed is None:
+            problems.add(path, repr(key), "malformed", "key is not 'video_id,timestamp'")
+            continue
+        array = np.asarray(value, np.float64) if _numeric(value) else None
+        if array is None or array.ndim != 2 or array.shape[1] not in (4, 5):
+            shape = getattr(array, "shape", type(value).__name__)
+            problems.add(path, key, "malformed", f"boxes {shape}: (N, 4) or (N, 5) expected")
+            continue
+        boxes = array[:, :4]
+        scores = array[:, 4] if array.shape[1] == 5 else np.ones(len(array))
+        inside = np.all((boxes >= 0) & (boxes <= 1), axis=1)
+        positive = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        for i in np.flatnonzero(~(inside & positive)):
+            kind = "box outside [0, 1]" if not inside[i] else "empty box"
+            problems.add(path, f"{key}[{i}]", kind, f"box {boxes[i].tolist()}: {kind}")
+        keep = inside & positive
+        result[parsed] = PersonBoxes(
+            boxes[keep].astype(np.float32), scores[keep].astype(np.float32)
+        )
+    return result
+
+
+def _key(key) -> tuple[str, int] | None:
+    if not isinstance(key, str) or "," not in key:
+        return None
+    video_id, timestamp = key.rsplit(",", 1)
+    try:
+        return video_id, int(timestamp)
+    except ValueError:
+        return None
+
+
+def _numeric(value) -> bool:
+    try:
+        np.asarray(value, np.float64)
+        return True
+    except (TypeError, ValueError):
+        return False
