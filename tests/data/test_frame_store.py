@@ -3,10 +3,14 @@ JPEG error, the nearest stored frame with --every, the same training batches as 
 files, resumable packing, broken videos listed, corrupt records skipped and counted, and a store
 unfit for the config named before any work."""
 
+import io
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.data.conftest import broken_files
 from tests.data.test_pipeline import _config, _take
@@ -39,12 +43,12 @@ def store(motion_dataset, tmp_path_factory) -> str:
     return out
 
 
-def test_stored_clips_equal_the_video_clips_up_to_jpeg_error(motion_dataset, store):
+def test_stored_clips_equal_the_video_clips_up_to_jpeg_error(motion_dataset, store, seed):
     videos = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
     stored = frame_store.open_store(store)
     assert [v.video_id for v in stored] == [v.video_id for v in videos]
     assert [v.label for v in stored] == [v.label for v in videos]
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(seed)
     for i in rng.choice(len(videos), 4, replace=False):
         plan = sampling.train_indices("segment", 16, 8, 1, rng)
         from_store = stored[i].read(plan).astype(np.float32)  # (8, 48, 48, 3)
@@ -98,22 +102,34 @@ def test_augmenting_on_the_device_places_frames_on_a_canvas_sized_to_the_store(
 
 
 def test_frames_decoded_onto_the_canvas_equal_the_frames_placed_there(store):
-    """`read_onto` (augment_on=device) against `on_canvas(read(...))`: a canvas as wide as the
-    frames (decoded in place), wider (copied across), taller (zero rows below), and a plan that
+    """`read` and `read_onto` (augment_on=device) against the stored JPEGs decoded by Pillow
+    and placed at the top left of a zeroed canvas by hand: a canvas as wide as the frames
+    (decoded in place), wider (copied across), taller (zero rows below), and a plan that
     repeats frames; a canvas smaller than the frames or a frame of another size is refused."""
     video = frame_store.open_store(store)[3]  # 48 x 48 frames
     plan = np.array([9, 0, 0, 15, 4, 9])
+    frames = _decoded_by_pillow(video, plan)  # (6, 48, 48, 3)
+    assert not np.array_equal(frames[0], frames[1])  # frames 9 and 0 differ (motion)
+    np.testing.assert_array_equal(video.read(plan), frames)
     for canvas in [(48, 48), (64, 48), (48, 56), (64, 72)]:
-        expected, h, w = pipeline.on_canvas(video.read(plan), canvas)
+        expected = np.zeros((len(plan), *canvas, 3), np.uint8)
+        expected[:, :48, :48] = frames
         np.testing.assert_array_equal(video.read_onto(plan, canvas), expected)
         placed, *size = pipeline.frames_on_canvas(video, plan, canvas)
         np.testing.assert_array_equal(placed, expected)
-        assert size == [h, w] == [48, 48]
+        assert size == [48, 48]
     with pytest.raises(ValueError, match="exceed"):
         video.read_onto(plan, (40, 48))
     jpeg = frame_store.encode_jpeg(np.zeros((48, 40, 3), np.uint8), 90)
     with pytest.raises(frame_store.decode.DecodeError, match="48x40 frame"):
         frame_store.decode_jpeg(jpeg, "v", into=np.empty((48, 48, 3), np.uint8))
+
+
+def _decoded_by_pillow(video, plan) -> np.ndarray:
+    """uint8 (len(plan), H, W, 3): the stored frame nearest each index, its record decoded by
+    Pillow (not the store's own decode path)."""
+    jpegs = video.records.read([video.first + round(i / video.every) for i in plan])
+    return np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs])
 
 
 def test_frames_resized_down_anyway_are_decoded_at_a_reduced_size(store):
@@ -153,6 +169,9 @@ def test_an_interrupted_packing_resumes_where_it_stopped(
         _pack(motion_dataset, out)
     with pytest.raises(frame_store.StoreError, match="unfinished.*make-frames"):
         frame_store.open_store(out)
+    assert not os.path.exists(os.path.join(out, "index.json"))  # written with store.json
+    with open(os.path.join(out, "index.json"), "wb") as f:  # a stale index: rewritten
+        f.write(frame_store.index_bytes(frame_store.make_index([], [])))
     monkeypatch.setattr(frame_packing, "_write_shard", write_shard)
     packed = []
     pack_video = frame_packing.pack_video
@@ -167,6 +186,52 @@ def test_an_interrupted_packing_resumes_where_it_stopped(
 
     with pytest.raises(frame_store.StoreError, match=r"other settings.*quality: 90 -> 80"):
         _pack(motion_dataset, out, frame_packing.Settings(quality=80, videos_per_shard=4))
+
+
+def _fields(videos) -> list[tuple]:
+    return [
+        (v.first, v.count, v.num_frames, v.label, v.video_id, v.height, v.width) for v in videos
+    ]
+
+
+def test_the_store_opens_from_its_index_and_a_store_packed_before_it_still_opens(
+    motion_dataset, store, tmp_path, monkeypatch
+):
+    """A store's tables are read from index.json (no shard's table read); a store packed
+    before the index (no index.json, none named in store.json) opens from its shards' tables
+    to the same videos; an index that is missing or not the one store.json names is refused,
+    and running the packing again rewrites it."""
+    indexed = frame_store.open_store(store)
+    assert len(indexed.summary["shards"]) == 6 and len(indexed) == 24
+    assert indexed[5].first == 5 * 16 and indexed[5].records is indexed[0].records
+    copy = tmp_path / "old"
+    shutil.copytree(store, copy)
+    read_json = frame_store.read_json
+    read = []
+    monkeypatch.setattr(frame_store, "read_json", lambda p: read.append(p) or read_json(p))
+    assert _fields(frame_store.open_store(copy)) == _fields(indexed)
+    assert [os.path.basename(p) for p in read] == ["store.json"]  # the index, no shard table
+
+    summary = read_json(str(copy / "store.json"))
+    del summary["index"]
+    frame_store.write_json(str(copy / "store.json"), summary)
+    os.remove(copy / "index.json")
+    read.clear()
+    assert _fields(frame_store.open_store(copy)) == _fields(indexed)
+    assert len(read) == 1 + 6  # store.json, then each shard's table
+
+    broken = tmp_path / "broken"
+    shutil.copytree(store, broken)
+    os.remove(broken / "index.json")
+    with pytest.raises(frame_store.StoreError, match="index.json is missing.*make-frames"):
+        frame_store.open_store(broken)
+    table = json.loads((copy / "shard-00000.json").read_text())  # one shard's table only
+    (broken / "index.json").write_bytes(frame_store.index_bytes(table))
+    with pytest.raises(frame_store.StoreError, match="not the index store.json names"):
+        frame_store.open_store(broken)
+    monkeypatch.setattr(frame_packing, "pack_video", None)  # every shard is there already
+    _pack(motion_dataset, str(broken))
+    assert _fields(frame_store.open_store(broken)) == _fields(indexed)
 
 
 def test_make_frames_leaves_broken_videos_out_and_lists_them(motion_dataset, tmp_path, capsys):

@@ -20,7 +20,7 @@ import pytest
 
 from tests.data.test_pipeline import _config, _take
 from vmp_jax import cli, storage
-from vmp_jax.data import decode, frame_store, pipeline
+from vmp_jax.data import decode, frame_packing, frame_store, listing, pipeline
 from vmp_jax.data.encode import REPRODUCIBLE_X264, write_video
 from vmp_jax.experiment import REPO_ROOT
 from vmp_jax.train import metrics_log
@@ -69,6 +69,33 @@ def test_a_video_list_and_a_frame_store_in_the_bucket_give_the_local_batches(
         == 0
     )
     assert "unreadable: 0 of 24 videos" in capsys.readouterr().out
+
+
+def test_opening_a_frame_store_in_the_bucket_costs_two_requests_whatever_its_shards(
+    gcs, motion_dataset, tmp_path
+):
+    """store.json and the index: the same two requests for 2 shards as for 8 (a store packed
+    before the index, still readable, costs one more per shard: 3,750 for Kinetics-400)."""
+    items = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
+    opened = {}
+    for per_shard in (4, 1):
+        local, remote = str(tmp_path / f"s{per_shard}"), f"gs://vmp-test/shards-{per_shard}"
+        frame_packing.pack(items[:8], local, frame_packing.Settings(videos_per_shard=per_shard))
+        storage.upload(local, remote)
+        gcs.reset_stats()
+        store = frame_store.open_store(remote)
+        opened[8 // per_shard] = gcs.stats()["requests"], [v.video_id for v in store]
+        # the same store packed before the index: store.json names none, index.json absent
+        summary = frame_store.read_json(f"{remote}/store.json")
+        del summary["index"]
+        frame_store.write_json(f"{remote}/store.json", summary)
+        storage.filesystem(remote)[0].rm(f"{remote}/index.json")
+        gcs.reset_stats()
+        old = frame_store.open_store(remote)
+        assert [v.video_id for v in old] == opened[8 // per_shard][1]
+        assert gcs.stats()["requests"] == 1 + 8 // per_shard
+    assert opened[2][0] == opened[8][0] == 2, opened
+    assert opened[2][1] == opened[8][1] == [i.video_id for i in items[:8]]
 
 
 def test_metrics_are_uploaded_whole_at_a_bounded_rate_and_kept_across_resumes(gcs):
@@ -133,7 +160,7 @@ def test_the_emulator_lists_offset_ranges_counts_requests_and_refuses_credential
 
 
 def test_a_video_in_the_bucket_is_read_in_ranges_or_whole_and_decodes_as_the_local_file(
-    gcs, tmp_path, monkeypatch
+    gcs, tmp_path, monkeypatch, seed
 ):
     """Range reads (4 KiB blocks for a 176x144 video, as 256 KiB are for a K400 one): two
     frames fetch a part of the object (the headers, the first frame, which opening decodes,
@@ -142,7 +169,7 @@ def test_a_video_in_the_bucket_is_read_in_ranges_or_whole_and_decodes_as_the_loc
     monkeypatch.setattr(decode, "REMOTE_BLOCK_BYTES", 4096)
     monkeypatch.setattr(decode, "REMOTE_WHOLE_BYTES", 0)
     local, remote = str(tmp_path / "gop10.mp4"), "gs://vmp-test/videos/gop10.mp4"
-    rng = np.random.default_rng()
+    rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 255, (300, 9, 11, 3), dtype=np.uint8).repeat(16, 1).repeat(16, 2)
     write_video(local, pixels, options={**REPRODUCIBLE_X264, "g": "10"})
     storage.upload(local, remote)

@@ -3,7 +3,8 @@
 Worker processes decode each video (every `every`-th frame, exactly), resize frames whose short
 side exceeds `short_side` down to it, and encode them as JPEG; this process writes the shards in
 list order. A shard's table is written once its records are, so an interrupted packing resumes
-at the first shard without one, under the same settings (checked against packing.json).
+at the first shard without one, under the same settings (checked against packing.json); the
+store's index (every table in one file) and store.json are written when every shard is.
 Unreadable videos are left out and reported once each with their reason, as
 `vmp data-check --scan` reports them.
 """
@@ -161,19 +162,26 @@ def pack(items, out: str, settings: Settings, *, workers: int | None = None, pro
 
 
 def _write_summary(out: str, settings: Settings, shards: list[int]) -> dict:
+    """Writes the index of every shard's table (rewritten on each run, so that it matches the
+    shards a resume kept and the ones it packed), then store.json, naming the index by its
+    SHA-1 (a store is complete, and its index the right one, only once store.json is there)."""
     tables = [frame_store.read_json(storage.join(out, f"{shard_name(s)}.json")) for s in shards]
+    names = [shard_name(s) for s in shards]
+    index = frame_store.index_bytes(frame_store.make_index(names, tables))
+    storage.write_bytes(storage.join(out, frame_store.INDEX_FILE), index)
     videos = [v for t in tables for v in t["videos"]]
     shard_bytes = sum(
         storage.getsize(storage.join(out, f"{shard_name(s)}.array_record")) for s in shards
     )
     summary = dataclasses.asdict(settings) | {
         "format": frame_store.FORMAT,
-        "shards": [shard_name(s) for s in shards],
+        "shards": names,
         "videos": len(videos),
         "records": sum(t["records"] for t in tables),
         "bytes": shard_bytes,
         "source_bytes": sum(t["source_bytes"] for t in tables),
         "unreadable": {k: e for t in tables for k, e in t["unreadable"].items()},
+        "index": {"file": frame_store.INDEX_FILE, "sha1": frame_store.index_digest(index)},
     }
     frame_store.write_json(storage.join(out, STORE_FILE), summary)
     return summary

@@ -12,8 +12,12 @@ Layout of a store directory:
                                {"videos": [{"video_id", "label", "num_frames", "fps", "height",
                                "width", "count", "first"}], "unreadable": {name: error}, ...}
     packing.json               the packing's settings (written first; a resume must match)
-    store.json                 written last: the settings and the totals; its presence marks a
-                               complete store
+    index.json                 every shard's table in one file (column per field, `first`
+                               counted from the store's first record), written when every shard
+                               is, so that opening a store in a bucket costs two requests, not
+                               one per shard; stores packed before it are read shard by shard
+    store.json                 written last: the settings, the totals and the index's SHA-1;
+                               its presence marks a complete store
 
 A stored video keeps the source's frame count and every `every`-th frame (`count` of them), so
 sampling plans the same indices over it as over the video file and each index reads the stored
@@ -21,6 +25,7 @@ frame nearest to it (source frame `round(i / every) * every`).
 """
 
 import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -31,6 +36,9 @@ from vmp_jax.data import decode
 FORMAT = 1
 STORE_FILE = "store.json"
 PACKING_FILE = "packing.json"
+INDEX_FILE = "index.json"
+# A stored video's entry in a shard's table, and the index's columns.
+VIDEO_FIELDS = ("video_id", "label", "num_frames", "fps", "height", "width", "count", "first")
 
 
 def shard_name(index: int) -> str:
@@ -224,44 +232,92 @@ class FrameStore:
 
 
 def open_store(path: str) -> FrameStore:
-    """Reads a store's tables; StoreError when `path` holds no complete store."""
-    summary_path = storage.join(path, STORE_FILE)
-    if not storage.isfile(summary_path):
-        if storage.isfile(storage.join(path, PACKING_FILE)):
-            raise StoreError(
-                f"frame store {path} is unfinished (no {STORE_FILE}): run the same "
-                "`vmp make-frames` command again to finish it"
-            )
-        raise StoreError(
-            f"no frame store at {path} (no {STORE_FILE}; build one with `vmp make-frames`)"
-        )
-    summary = read_json(summary_path)
+    """Reads a store's tables: store.json and index.json, two reads whatever the number of
+    shards (a store packed before the index: store.json and each shard's table); StoreError
+    when `path` holds no complete store or its index is not the one store.json names."""
+    summary = _read_summary(path)
     if summary.get("format") != FORMAT:
         raise StoreError(f"frame store {path}: format {summary.get('format')}, expected {FORMAT}")
-    paths, videos, offset = [], [], 0
-    records = _Records(paths)
-    for shard in summary["shards"]:
-        table = read_json(storage.join(path, f"{shard}.json"))
-        paths.append(storage.join(path, f"{shard}.array_record"))  # ArrayRecord reads gs://
-        for v in table["videos"]:
-            videos.append(
-                StoredVideo(
-                    records,
-                    offset + v["first"],
-                    v["count"],
-                    summary["every"],
-                    v["num_frames"],
-                    v["label"],
-                    v["video_id"],
-                    path,
-                    v["height"],
-                    v["width"],
-                )
-            )
-        offset += table["records"]
+    if "index" in summary:
+        index = _read_index(path, summary)
+    else:
+        tables = [read_json(storage.join(path, f"{shard}.json")) for shard in summary["shards"]]
+        index = make_index(summary["shards"], tables)
+    records = _Records([storage.join(path, f"{s}.array_record") for s in index["shards"]])
+    fields = ("first", "count", "num_frames", "label", "video_id", "height", "width")
+    every = summary["every"]
+    videos = [
+        StoredVideo(records, first, count, every, num_frames, label, video_id, path, h, w)
+        for first, count, num_frames, label, video_id, h, w in zip(
+            *(index["videos"][field] for field in fields), strict=True
+        )
+    ]
     if not videos:
         raise StoreError(f"frame store {path} holds no videos")
     return FrameStore(path, summary, videos)
+
+
+def _read_summary(path: str) -> dict:
+    """store.json, in one read; StoreError when it is missing (unfinished, or no store)."""
+    try:
+        return read_json(storage.join(path, STORE_FILE))
+    except FileNotFoundError:
+        pass
+    if storage.isfile(storage.join(path, PACKING_FILE)):
+        raise StoreError(
+            f"frame store {path} is unfinished (no {STORE_FILE}): run the same "
+            "`vmp make-frames` command again to finish it"
+        )
+    raise StoreError(
+        f"no frame store at {path} (no {STORE_FILE}; build one with `vmp make-frames`)"
+    )
+
+
+def make_index(shards: list[str], tables: list[dict]) -> dict:
+    """The shards' tables as one: a column per field of `VIDEO_FIELDS`, each video's `first`
+    record counted from the store's first (ArrayRecord reads the shards as one sequence)."""
+    columns = {field: [] for field in VIDEO_FIELDS}
+    offset = 0
+    for table in tables:
+        for video in table["videos"]:
+            for field, column in columns.items():
+                column.append(video[field] + offset if field == "first" else video[field])
+        offset += table["records"]
+    return {
+        "format": FORMAT,
+        "shards": list(shards),
+        "records": [t["records"] for t in tables],
+        "videos": columns,
+    }
+
+
+def index_bytes(index: dict) -> bytes:
+    """index.json's bytes: compact (a Kinetics-400 store's index is about 14 MB so, twice that
+    indented)."""
+    return json.dumps(index, separators=(",", ":")).encode("utf-8")
+
+
+def index_digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _read_index(path: str, summary: dict) -> dict:
+    """index.json, checked against what store.json says of it (its SHA-1, the shards)."""
+    rewrite = "run the same `vmp make-frames` command again to rewrite it"
+    stale = (
+        f"frame store {path}: {INDEX_FILE} is not the index {STORE_FILE} names (copied from "
+        f"another store, or written by a packing cut short): {rewrite}"
+    )
+    try:
+        data = storage.read_bytes(storage.join(path, INDEX_FILE))
+    except FileNotFoundError:
+        raise StoreError(f"frame store {path}: {INDEX_FILE} is missing: {rewrite}") from None
+    if index_digest(data) != summary["index"]["sha1"]:
+        raise StoreError(stale)
+    index = json.loads(data)
+    if index["shards"] != summary["shards"]:
+        raise StoreError(stale)
+    return index
 
 
 def check_fits(store: FrameStore, data) -> None:
