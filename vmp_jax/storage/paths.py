@@ -16,6 +16,7 @@ import functools
 import io
 import os
 import posixpath
+import secrets
 import tempfile
 from collections.abc import Iterator
 
@@ -178,32 +179,33 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         fs.pipe_file(at, data)
         return
     _make_parent(path)
-    directory = os.path.dirname(path) or "."
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-    )
+    handle, temporary = _new_temporary(path)
     try:
         with os.fdopen(handle, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(temporary, _FILE_MODE)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(temporary)
         raise
-    _sync_directory(directory)
+    _sync_directory(os.path.dirname(path) or ".")
 
 
-def _default_file_mode() -> int:
-    """The mode open() gives a new file (0o666 less the umask): mkstemp's is 0o600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _default_file_mode()
+def _new_temporary(path: str) -> tuple[int, str]:
+    """(descriptor, name) of a new file beside `path` whose name no other writer has: created
+    exclusively (O_EXCL), with open()'s permissions (0o666 less the umask; mkstemp's are
+    0o600, which the renamed file would keep)."""
+    directory, name = os.path.split(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temporary = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path}: no free temporary name beside it after 100 tries")
 
 
 def _sync_directory(directory: str) -> None:
