@@ -1,0 +1,266 @@
+"""AVA's frame-mAP at IoU 0.5, as ActivityNet's `get_ava_performance.py` computes it.
+
+The official script (ActivityNet `Evaluation/get_ava_performance.py` with the object_detection
+evaluator it vendors, `PascalDetectionEvaluator`), step by step, and here:
+1. Rows of actions outside the label map are skipped, in both files.
+2. Detections: at most the 50 highest-scored (box, action) rows per keyframe are kept (a heap
+   of capacity 50 in file order: a row enters a full heap only with a score strictly above
+   its lowest; at a tied boundary the earlier rows stay). `Options.top_k`.
+3. Excluded keyframes are left out of both files.
+4. Detection boxes with x2 <= x1 or y2 <= y1 are dropped (after the cap).
+5. Per keyframe and action, the detections in descending score are matched greedily: each to
+   the ground-truth box of that action with the highest IoU (the first on ties), a true
+   positive if that IoU >= 0.5 and that box was not matched before, else a false positive.
+   Note: the box of highest IoU among all of them, not among the unmatched ones (a detection
+   whose best box is taken is a false positive even if another box overlaps it enough).
+   IoU as object_detection's np_box_ops: areas (y2 - y1)(x2 - x1), no +1. `Options.area_offset`.
+6. A keyframe with detections and no ground truth (for the evaluated actions) counts them all
+   as false positives: the script gives it an empty ground truth. `Options.unlabelled`.
+7. Per action, all detections in descending score, precision and recall, VOC all-point AP
+   (precision made monotone from the right, summed over recall steps); 0 for an action with
+   ground truth and no detections; the mAP is the mean over actions with ground truth.
+
+Ties. The script ranks an action's detections with `np.argsort(scores)[::-1]`; NumPy's default
+sort is not stable, so the order of equal scores there depends on the NumPy build. Here equal
+scores are ranked as a stable sort reversed, which is what the script gives when NumPy's sort
+happens to be stable on the input (small arrays): later keyframes (in order of their first
+detection row) first, and within a keyframe the later row first. Within a keyframe, the
+greedy matching takes equal-scored detections in file order (the script: its heap's order).
+
+Vectorised: one pass over all (detection, ground-truth box) pairs of the same keyframe and
+action, a NumPy sort per step, a loop over the ~60 actions for the AP only; AVA's validation
+size (57k keyframes, 50 detections each) scores in seconds (`vmp bench-ava-eval`).
+"""
+
+import dataclasses
+import heapq
+
+import numpy as np
+
+from vmp_jax.data import ava
+
+UNLABELLED = ("count", "ignore")
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Where AVA evaluators differ; the defaults are the official script's.
+
+    top_k: (box, action) rows kept per keyframe, highest scores first (0: all).
+    unlabelled: detections on keyframes without ground truth: "count" (false positives, the
+      official script) or "ignore" (the optimistic variant that scores only annotated
+      keyframes).
+    area_offset: 0 (np_box_ops: areas (x2 - x1)(y2 - y1)) or 1 (the +1 of pixel-coordinate
+      VOC code, meaningless for AVA's normalised boxes but found in ports).
+    iou_threshold: a match needs IoU >= this.
+    """
+
+    top_k: int = 50
+    unlabelled: str = "count"
+    area_offset: float = 0.0
+    iou_threshold: float = 0.5
+
+    def __post_init__(self):
+        if self.unlabelled not in UNLABELLED:
+            raise ValueError(f"unlabelled={self.unlabelled!r}: expected one of {UNLABELLED}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """Rows of one file for the metric: n (box, action) rows in file order."""
+
+    keys: list  # (n,) (video_id, timestamp)
+    boxes: np.ndarray  # float64 (n, 4) x1, y1, x2, y2
+    actions: np.ndarray  # int64 (n,)
+    scores: np.ndarray  # float64 (n,) (GT: unused)
+
+    @classmethod
+    def of(cls, rows: ava.Rows) -> "Table":
+        keys = list(zip(rows.video_ids.tolist(), rows.timestamps.tolist(), strict=True))
+        return cls(keys, rows.boxes, rows.actions, rows.last)
+
+
+@dataclasses.dataclass
+class Result:
+    """The metric and what went into it."""
+
+    mean_ap: float
+    ap: dict[int, float]  # action id -> AP, the actions with ground truth
+    names: dict[int, str]  # the label map
+    ground_truth: dict[int, int]  # action id -> ground-truth boxes
+    keyframes: int  # annotated keyframes evaluated (excluded ones left out)
+    detections: int  # detection rows scored
+    left_out: dict[str, int]  # detection rows not scored, by reason
+
+    def per_class(self) -> dict[str, float]:
+        return {self.names[c]: ap for c, ap in self.ap.items()}
+
+
+def _codes(keys: list, table: dict) -> np.ndarray:
+    """int64 codes of keys, new keys appended to `table` in order of first appearance."""
+    return np.fromiter((table.setdefault(k, len(table)) for k in keys), np.int64, len(keys))
+
+
+def _group_starts(sorted_codes: np.ndarray) -> np.ndarray:
+    """int (n,): for each position of a sorted array, the index where its run starts."""
+    new = np.ones(len(sorted_codes), bool)
+    new[1:] = sorted_codes[1:] != sorted_codes[:-1]
+    return np.maximum.accumulate(np.where(new, np.arange(len(sorted_codes)), 0))
+
+
+def top_k_rows(keyframe: np.ndarray, scores: np.ndarray, table: Table, k: int) -> np.ndarray:
+    """bool (n,): the rows the official script's per-keyframe heap of capacity k keeps.
+    Vectorised (all rows above a keyframe's k-th score, none below); a keyframe whose k-th and
+    (k+1)-th scores tie is replayed through heapq exactly as the script does."""
+    n = len(keyframe)
+    if k < 1 or not n:
+        return np.ones(n, bool)
+    order = np.lexsort((np.arange(n), -scores, keyframe))  # by keyframe, score desc, file order
+    rank = np.arange(n) - _group_starts(keyframe[order])
+    keep = np.zeros(n, bool)
+    keep[order[rank < k]] = True
+    last = order[rank == k - 1]  # each full keyframe's k-th row...
+    after = order[rank == k]  # ...and the first row left out
+    first_out = dict(zip(keyframe[after].tolist(), scores[after].tolist(), strict=True))
+    for row in last[
+        [first_out.get(kf) == s for kf, s in zip(keyframe[last], scores[last], strict=True)]
+    ]:
+        rows = np.flatnonzero(keyframe == keyframe[row])  # a tied boundary: replay the heap
+        keep[rows] = False
+        keep[_heap_keep(rows, table, k)] = True
+    return keep
+
+
+def _heap_keep(rows: np.ndarray, table: Table, k: int) -> list[int]:
+    """The script's heapq over one keyframe's rows, in file order."""
+    heap: list = []
+    for i in rows.tolist():
+        x1, y1, x2, y2 = table.boxes[i].tolist()
+        entry = (table.scores[i], int(table.actions[i]), y1, x1, y2, x2, i)
+        if len(heap) < k:
+            heapq.heappush(heap, entry)
+        elif entry[0] > heap[0][0]:
+            heapq.heapreplace(heap, entry)
+    return [e[-1] for e in heap]
+
+
+def iou(a: np.ndarray, b: np.ndarray, area_offset: float = 0.0) -> np.ndarray:
+    """(n,) IoU of paired boxes x1, y1, x2, y2 (n, 4), as np_box_ops (area_offset 0)."""
+    o = area_offset
+    ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + o)
+    iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + o)
+    inter = ih * iw
+    area_a = (a[:, 3] - a[:, 1] + o) * (a[:, 2] - a[:, 0] + o)
+    area_b = (b[:, 3] - b[:, 1] + o) * (b[:, 2] - b[:, 0] + o)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / (area_a + area_b - inter)
+
+
+def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) -> np.ndarray:
+    """bool (n,): which detections are true positives (step 5 of the module docstring).
+
+    det_group, gt_group: int64 codes of (keyframe, action); det_rank: int (n,), the order of
+    detections within a group (the greedy matching's); boxes float64 (., 4)."""
+    n = len(det_group)
+    gt_order = np.argsort(gt_group, kind="stable")  # ground truth by group, file order within
+    sorted_groups = gt_group[gt_order]
+    start = np.searchsorted(sorted_groups, det_group, "left")
+    count = np.searchsorted(sorted_groups, det_group, "right") - start  # (n,)
+    det_of_pair = np.repeat(np.arange(n), count)  # (p,)
+    offsets = np.cumsum(count) - count
+    gt_of_pair = gt_order[start[det_of_pair] + np.arange(len(det_of_pair)) - offsets[det_of_pair]]
+    overlap = iou(det_boxes[det_of_pair], gt_boxes[gt_of_pair], options.area_offset)  # (p,)
+    has = count > 0
+    best = np.full(n, -np.inf)
+    if has.any():
+        best[has] = np.maximum.reduceat(overlap, offsets[has])  # NaN where a pair is NaN
+    first = overlap == best[det_of_pair]  # the first pair reaching the max: np.argmax's pick
+    pairs = np.flatnonzero(first)
+    pairs = pairs[np.unique(det_of_pair[pairs], return_index=True)[1]]
+    target = np.full(n, -1)
+    target[det_of_pair[pairs]] = gt_of_pair[pairs]
+    candidate = np.flatnonzero((best >= options.iou_threshold) & (target >= 0))
+    candidate = candidate[np.lexsort((det_rank[candidate], target[candidate]))]
+    tp = np.zeros(n, bool)
+    tp[candidate[np.unique(target[candidate], return_index=True)[1]]] = True
+    return tp
+
+
+def average_precision(tp_sorted: np.ndarray, num_gt: int) -> float:
+    """VOC all-point AP of detections already in rank order (object_detection's
+    compute_precision_recall + compute_average_precision)."""
+    if not len(tp_sorted):
+        return 0.0
+    hits = np.cumsum(tp_sorted)
+    precision = hits / np.arange(1, len(tp_sorted) + 1)
+    recall = hits / num_gt
+    recall = np.concatenate([[0.0], recall, [1.0]])
+    precision = np.concatenate([[0.0], precision, [0.0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.flatnonzero(recall[1:] != recall[:-1]) + 1
+    return float(np.sum((recall[steps] - recall[steps - 1]) * precision[steps]))
+
+
+def frame_map(
+    gt: Table,
+    det: Table,
+    names: dict[int, str],
+    excluded: set = frozenset(),
+    options: Options = Options(),  # noqa: B008 - frozen
+) -> Result:
+    """Frame-mAP of `det` against `gt` over the actions of the label map `names`."""
+    classes = np.asarray(sorted(names), np.int64)
+    left_out: dict[str, int] = {}
+    in_map = np.isin(det.actions, classes)
+    left_out["action not in the label map"] = int(np.sum(~in_map))
+    keys: dict = {}
+    gt_in = np.flatnonzero(np.isin(gt.actions, classes))
+    gt_kf = _codes([gt.keys[i] for i in gt_in], keys)
+    det_in = np.flatnonzero(in_map)
+    det_kf = _codes([det.keys[i] for i in det_in], keys)
+    det_image = _codes([det.keys[i] for i in det_in], {})  # the script's keyframe order
+    det_table = Table([], det.boxes[det_in], det.actions[det_in], det.scores[det_in])
+    kept = top_k_rows(det_kf, det_table.scores, det_table, options.top_k)
+    left_out[f"beyond the top {options.top_k} of a keyframe"] = int(np.sum(~kept))
+    code_excluded = np.zeros(len(keys), bool)
+    code_excluded[[keys[k] for k in excluded if k in keys]] = True
+    gt_keep = ~code_excluded[gt_kf]
+    annotated = np.zeros(len(keys), bool)
+    annotated[gt_kf[gt_keep]] = True
+    b = det_table.boxes
+    valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
+    on_excluded = kept & code_excluded[det_kf]
+    unlabelled = kept & ~on_excluded & ~annotated[det_kf]
+    left_out["on excluded keyframes"] = int(np.sum(on_excluded))
+    left_out["empty boxes"] = int(np.sum(kept & ~on_excluded & ~valid))
+    use = kept & ~on_excluded & valid
+    if options.unlabelled == "ignore":
+        left_out["on keyframes without ground truth"] = int(np.sum(use & unlabelled))
+        use &= ~unlabelled
+    d = np.flatnonzero(use)
+    g = np.flatnonzero(gt_keep)
+    slot = {c: i for i, c in enumerate(classes.tolist())}
+    cls_of = np.vectorize(slot.__getitem__, otypes=[np.int64])
+    det_cls = cls_of(det_table.actions[d]) if len(d) else np.zeros(0, np.int64)
+    gt_cls = cls_of(gt.actions[gt_in[g]]) if len(g) else np.zeros(0, np.int64)
+    det_group = det_kf[d] * len(classes) + det_cls
+    gt_group = gt_kf[g] * len(classes) + gt_cls
+    scores = det_table.scores[d]
+    rank = np.lexsort((d, -scores))  # within a keyframe: score desc, then file order
+    det_rank = np.empty(len(d), np.int64)
+    det_rank[rank] = np.arange(len(d))
+    tp = match(det_group, det_table.boxes[d], det_rank, gt_group, gt.boxes[gt_in[g]], options)
+    # step 7's ranking: score desc; ties: later keyframe (by its first detection row) first,
+    # then the later row first
+    image_rank = det_image[d]
+    order = np.lexsort((-d, -image_rank, -scores, det_cls))
+    num_gt = np.bincount(gt_cls, minlength=len(classes))
+    bounds = np.searchsorted(det_cls[order], np.arange(len(classes) + 1))
+    ap = {}
+    for i, c in enumerate(classes.tolist()):
+        if num_gt[i]:
+            ap[c] = average_precision(tp[order[bounds[i] : bounds[i + 1]]], int(num_gt[i]))
+    mean = float(np.mean(list(ap.values()))) if ap else float("nan")
+    ground_truth = {c: int(num_gt[i]) for i, c in enumerate(classes.tolist()) if num_gt[i]}
+    keyframes = int(np.sum(annotated))
+    return Result(mean, ap, dict(names), ground_truth, keyframes, len(d), left_out)
