@@ -2,14 +2,12 @@
 with the pixels through crop, scale and flip, batches from the generated dataset (videos and a
 frame store), and bad input left out and counted."""
 
-import collections
-import csv
 import logging
 
 import numpy as np
 import pytest
 
-from vmp_jax.data import ava_clips, frame_packing, listing, synthetic_ava
+from vmp_jax.data import ava, ava_clips, frame_packing, listing, synthetic_ava
 
 
 def test_clip_indices_centre_on_the_keyframe():
@@ -98,22 +96,25 @@ def dataset(tmp_path_factory):
 
 
 def _keyframes(path, detections=False) -> list[ava_clips.KeyframeBoxes]:
-    """The CSV's rows grouped into keyframes (a test's stand-in for vmp_jax.data.ava's readers)."""
-    grouped = collections.defaultdict(dict)
-    with open(path) as f:
-        for v, t, *box, action, last in csv.reader(f):
-            grouped[v, int(t)].setdefault(tuple(map(float, box)), []).append(
-                float(last) if detections else int(action)
-            )
-    found = []
-    for (v, t), boxes in sorted(grouped.items()):
-        if detections:
-            found.append(
-                ava_clips.KeyframeBoxes.of(v, t, list(boxes), scores=[s[0] for s in boxes.values()])
-            )
-        else:
-            found.append(ava_clips.KeyframeBoxes.of(v, t, list(boxes), list(boxes.values())))
-    return found
+    read = ava.read_detections if detections else ava.read_ground_truth
+    return ava_clips.keyframes_of(read(str(path)))
+
+
+def test_open_split_reads_avas_layout(dataset):
+    config = ava_clips.ClipConfig(num_frames=2, img_size=64, max_boxes=4)
+    train = ava_clips.open_split(str(dataset), "train", config, train=True)
+    assert [k.key for k in train.keyframes] == sorted(ava.read_ground_truth(
+        str(dataset / "ava_train_v2.2.csv")))  # fmt: skip
+    val = ava_clips.open_split(str(dataset), "val", config, train=False)
+    excluded = ava.read_excluded(str(dataset / "ava_val_excluded_timestamps_v2.2.csv"))
+    detected = ava.read_detections(str(dataset / "ava_val_predicted_boxes.csv"))
+    assert excluded and excluded <= set(detected)
+    assert [k.key for k in val.keyframes] == sorted(set(detected) - excluded)
+    assert all(not k.labels.any() for k in val.keyframes)
+    gt = ava_clips.open_split(str(dataset), "val", config, train=False, boxes="gt")
+    assert all((k.scores == 1).all() and k.labels.any(1).all() for k in gt.keyframes)
+    with pytest.raises(ValueError, match="boxes must be 'detected' or 'gt'"):
+        ava_clips.open_split(str(dataset), "val", config, train=False, boxes="proposals")
 
 
 def _colour_in_boxes(batch, config):

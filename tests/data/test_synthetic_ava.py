@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from vmp_jax.data import decode, synthetic_ava
+from vmp_jax.data import ava, decode, synthetic_ava
 
 NAMES = [
     "ava_train_v2.2.csv",
@@ -64,6 +64,20 @@ def test_files_have_avas_names_and_formats(made):
         assert all(0 <= float(v) <= 1 for v in box)
     scores = [float(r[7]) for r in _rows(out / "ava_val_predicted_boxes.csv")]
     assert min(scores) < 0.8 < max(scores)  # false positives below the threshold
+
+
+def test_avas_readers_take_every_file(made):
+    out, _ = made
+    labels = ava.read_label_map(str(out / "ava_action_list_v2.2_for_activitynet_2019.pbtxt"))
+    assert labels == synthetic_ava.ACTIONS
+    for split in ("train", "val"):
+        gt = ava.read_ground_truth(str(out / f"ava_{split}_v2.2.csv"), action_ids=labels)
+        assert gt and not gt.problems
+        assert all(len(v.boxes) >= 2 for v in gt.values())  # several actors a keyframe
+        assert ava.read_excluded(str(out / f"ava_{split}_excluded_timestamps_v2.2.csv"))
+    detections = ava.read_detections(str(out / "ava_val_predicted_boxes.csv"))
+    assert detections and not detections.problems
+    assert set(gt) < set(detections)  # and the excluded keyframes
 
 
 def test_label_map_is_the_official_layout(made):

@@ -232,6 +232,66 @@ class ClipConfig:
         return tuple(self.test_size) if self.test_size else (self.img_size, self.img_size)
 
 
+# AVA's files under AVA's names in a dataset root (`vmp make-synthetic --kind ava` writes them).
+LABEL_MAP = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
+
+
+def ground_truth_name(split: str) -> str:
+    return f"ava_{split}_v2.2.csv"
+
+
+def excluded_name(split: str) -> str:
+    return f"ava_{split}_excluded_timestamps_v2.2.csv"
+
+
+def detections_name(split: str) -> str:
+    return f"ava_{split}_predicted_boxes.csv"
+
+
+def keyframes_of(found: dict, excluded=(), num_classes: int = NUM_CLASSES) -> list[KeyframeBoxes]:
+    """`vmp_jax.data.ava`'s {(video_id, timestamp): GroundTruthBoxes or PersonBoxes} as
+    KeyframeBoxes in key order, the excluded keyframes left out: ground truth with score 1,
+    detections with no labels."""
+    excluded = set(excluded)
+    result = []
+    for (video_id, timestamp), value in sorted(found.items()):
+        if (video_id, timestamp) in excluded:
+            continue
+        n = len(value.boxes)
+        labels = getattr(value, "labels", None)
+        labels = np.zeros((n, num_classes), np.float32) if labels is None else labels
+        scores = getattr(value, "scores", None)
+        scores = np.ones(n, np.float32) if scores is None else scores
+        result.append(KeyframeBoxes(video_id, int(timestamp), value.boxes, labels, scores))
+    return result
+
+
+def open_split(
+    root: str, split: str, config: "ClipConfig", *, train: bool, boxes: str = "detected",
+    videos: str | None = None,
+) -> "AvaClips":  # fmt: skip
+    """The clips of `split` ("train", "val") of a dataset laid out as AVA's release under
+    `root`: ground truth `ava_<split>_v2.2.csv`, `ava_<split>_excluded_timestamps_v2.2.csv`
+    (if present), detections `ava_<split>_predicted_boxes.csv`, videos in `root/videos` (or
+    `videos`: another folder or a frame store). Training reads the ground truth; evaluation
+    the detections (boxes="detected") or the ground truth (boxes="gt")."""
+    from vmp_jax.data import ava
+
+    if boxes not in ("detected", "gt"):
+        raise ValueError(f"boxes must be 'detected' or 'gt', got {boxes!r}")
+    excluded_path = storage.join(root, excluded_name(split))
+    excluded = ava.read_excluded(excluded_path) if storage.exists(excluded_path) else set()
+    if train or boxes == "gt":
+        found = ava.read_ground_truth(storage.join(root, ground_truth_name(split)))
+    else:
+        found = ava.read_detections(storage.join(root, detections_name(split)))
+    if found.problems:
+        log.warning("%s: %s", split, found.problems.summary())
+    keyframes = keyframes_of(found, excluded, config.num_classes)
+    where = videos or storage.join(root, "videos")
+    return AvaClips.open(keyframes, find_videos(where), config, train=train)
+
+
 # A video on disk or in a bucket, or a frame store's video: anything with read(plan).
 Video = listing.VideoFile | frame_store.StoredVideo
 

@@ -49,9 +49,16 @@ import os
 import numpy as np
 
 from vmp_jax.data import parallel, synthetic
+from vmp_jax.data.ava_clips import (
+    CUT_START,
+    LABEL_MAP,
+    detections_name,
+    excluded_name,
+    ground_truth_name,
+    keyframe_frame,
+)
 from vmp_jax.data.encode import write_video
 
-CUT_START = 900  # AVA: a video file is the cut from second 900 (its frame 0)
 POSES = {12: "stand", 11: "sit", 14: "walk"}  # exactly one at a time
 EXTRAS = {
     17: "carry/hold (an object)",
@@ -60,20 +67,7 @@ EXTRAS = {
 }  # any of them
 ACTIONS = dict(sorted((POSES | EXTRAS).items()))  # AVA action id -> AVA's name
 
-LABEL_MAP = "ava_action_list_v2.2_for_activitynet_2019.pbtxt"
 SETTINGS = "synthetic_ava.json"
-
-
-def ground_truth_name(split: str) -> str:
-    return f"ava_{split}_v2.2.csv"
-
-
-def excluded_name(split: str) -> str:
-    return f"ava_{split}_excluded_timestamps_v2.2.csv"
-
-
-def detections_name(split: str) -> str:
-    return f"ava_{split}_predicted_boxes.csv"
 
 
 _BODY = {12: (200, 40, 40), 11: (40, 170, 40), 14: (40, 70, 220)}
@@ -227,11 +221,6 @@ def render(spec: Spec, actors: list[Actor], rng) -> np.ndarray:
             for colour, (x0, y0, x1, y1) in actor_parts(actor, i, spec):
                 video[i, max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = colour
     return video
-
-
-def keyframe_frame(timestamp: int, fps: int) -> int:
-    """AVA's rule: the keyframe of second t is frame (t - 900) x fps of the cut."""
-    return (timestamp - CUT_START) * fps
 
 
 def _norm(box, spec: Spec) -> list[float]:
