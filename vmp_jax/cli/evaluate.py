@@ -1,5 +1,6 @@
-"""`vmp eval`, `vmp predict`, `vmp compare`: a trained model on a test set, on video files, and
-two models' predictions against each other."""
+"""`vmp eval`, `vmp predict`, `vmp compare`, `vmp ava-eval`: a trained model on a test set, on
+video files, two models' predictions against each other, and AVA's frame-mAP of any detections
+file."""
 
 import argparse
 import sys
@@ -168,7 +169,85 @@ def _add_compare(subparsers) -> None:
     p.set_defaults(func=_compare)
 
 
+def _ava_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from vmp_jax import storage
+    from vmp_jax.evaluate import ava_map, ava_report
+
+    options = ava_map.Options(
+        top_k=args.top_k,
+        unlabelled=args.unlabelled,
+        area_offset=args.area_offset,
+        iou_threshold=args.iou,
+    )
+    storage.check_access(
+        [args.gt, args.detections, args.labels, args.excluded or ""], outputs=[args.out or ""]
+    )
+    report = ava_report.evaluate_files(
+        args.gt, args.detections, args.labels, args.excluded, options
+    )
+    for note in report.notes():
+        print(f"note: {note}", file=sys.stderr)
+    if args.out:
+        for name, path in ava_report.write_report(args.out, report).items():
+            print(f"wrote {name}: {path}", file=sys.stderr)
+    result = report.result
+    if args.json:
+        print(json.dumps(report.to_json(), indent=1))
+        return 0
+    print(ava_report.per_class_table(result))
+    print(
+        f"frame-mAP@{options.iou_threshold:g} {result.mean_ap:.4f} over {len(result.ap)} "
+        f"actions with ground truth; {result.keyframes} keyframes, {result.detections} "
+        f"detections scored"
+    )
+    return 0
+
+
+def _add_ava_eval(subparsers) -> None:
+    from vmp_jax.evaluate.ava_map import UNLABELLED, Options
+
+    default = Options()
+    p = subparsers.add_parser(
+        "ava-eval",
+        help="AVA frame-mAP of a detections CSV, as ActivityNet's official script",
+        description="Scores a detections CSV (video_id, timestamp, x1, y1, x2, y2, action_id, "
+        "score: ours or any other tool's) against AVA ground truth over the actions of the "
+        "label map, as ActivityNet's get_ava_performance.py (docs/detection.md): at most 50 "
+        "(box, action) rows per keyframe, IoU >= 0.5, VOC all-point AP, the mean over actions "
+        "with ground truth, --excluded keyframes left out. Prints the per-action table and "
+        "frame-mAP, or --json. Detection rows of unknown video ids or action ids, and "
+        "malformed lines, are counted and reported.",
+    )
+    p.add_argument("--gt", required=True, help="ground truth CSV (e.g. ava_val_v2.2.csv)")
+    p.add_argument("--detections", required=True, help="detections CSV with a score column")
+    p.add_argument("--labels", required=True, help="label map pbtxt of the evaluated actions")
+    p.add_argument("--excluded", help="excluded timestamps CSV (video_id, timestamp)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--out", help="also write ap_per_class.csv and metrics.json to this folder")
+    p.add_argument(
+        "--top-k", type=int, default=default.top_k, help="rows kept per keyframe (0: all)"
+    )
+    p.add_argument(
+        "--unlabelled",
+        choices=UNLABELLED,
+        default=default.unlabelled,
+        help="detections on keyframes without ground truth: count as false positives "
+        "(official) or ignore",
+    )
+    p.add_argument(
+        "--area-offset",
+        type=float,
+        default=default.area_offset,
+        help="added to box sides in IoU (0: official; 1: pixel-coordinate VOC code)",
+    )
+    p.add_argument("--iou", type=float, default=default.iou_threshold, help="IoU threshold")
+    p.set_defaults(func=_ava_eval)
+
+
 def add(subparsers) -> None:
     _add_eval(subparsers)
     _add_predict(subparsers)
     _add_compare(subparsers)
+    _add_ava_eval(subparsers)

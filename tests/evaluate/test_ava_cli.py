@@ -1,0 +1,122 @@
+"""`vmp ava-eval` end to end on small files, the report files `vmp eval` will write, and the
+bad-input cases."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vmp_jax import cli
+from vmp_jax.evaluate import ava_report
+
+LABELS = (
+    Path(__file__).parents[1]
+    / "data"
+    / "ava_files"
+    / "ava_action_list_v2.1_for_activitynet_2018.pbtxt.txt"
+)
+
+GT = """\
+v1,0902,0.1,0.1,0.4,0.9,12,0
+v1,0902,0.1,0.1,0.4,0.9,80,0
+v1,0902,0.5,0.1,0.8,0.9,11,1
+v1,0903,0.1,0.1,0.4,0.9,12,0
+v2,1000,0.5,0.1,0.8,0.9,1,0
+"""
+
+
+def _files(tmp_path, det: str, gt: str = GT, excluded: str = "") -> list[str]:
+    (tmp_path / "gt.csv").write_text(gt)
+    (tmp_path / "det.csv").write_text(det)
+    args = ["--gt", str(tmp_path / "gt.csv"), "--detections", str(tmp_path / "det.csv")]
+    args += ["--labels", str(LABELS)]
+    if excluded:
+        (tmp_path / "excl.csv").write_text(excluded)
+        args += ["--excluded", str(tmp_path / "excl.csv")]
+    return args
+
+
+def _perfect() -> str:
+    """The ground truth's rows as detections, scores decreasing down the file."""
+    rows = [",".join(line.split(",")[:7]) for line in GT.splitlines()]
+    return "".join(f"{row},{0.9 - 0.01 * i:.2f}\n" for i, row in enumerate(rows))
+
+
+def test_json(tmp_path, capsys):
+    assert cli.main(["ava-eval", *_files(tmp_path, _perfect()), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mAP"] == pytest.approx(1.0)
+    assert out["per_class"] == {
+        "bend/bow (at the waist)": 1.0,
+        "sit": 1.0,
+        "stand": 1.0,
+        "watch (a person)": 1.0,
+    }
+    assert out["keyframes"] == 3 and out["detections"] == 5
+
+
+def test_table_and_report_files(tmp_path, capsys):
+    out_dir = tmp_path / "report"
+    args = [*_files(tmp_path, _perfect()), "--out", str(out_dir)]
+    assert cli.main(["ava-eval", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "frame-mAP@0.5 1.0000 over 4 actions" in printed
+    assert "stand" in printed and "dance" in printed  # every action of the map, with or without GT
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["mAP"] == pytest.approx(1.0) and "stand" in metrics["per_class"]
+    table = (out_dir / "ap_per_class.csv").read_text().splitlines()
+    assert table[0] == "action_id,name,ap,ground_truth" and len(table) == 61
+    assert "12,stand,1.000000,2" in table
+
+
+def test_unknown_videos_and_actions_are_counted(tmp_path, capsys):
+    det = _perfect() + "v9,0902,0.1,0.1,0.4,0.9,12,0.95\nv1,0902,0.1,0.1,0.4,0.9,2,0.5\n"
+    assert cli.main(["ava-eval", *_files(tmp_path, det), "--json"]) == 0
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["unknown_video_ids"] == {"v9": 1} and out["unknown_action_ids"] == {"2": 1}
+    assert out["per_class"]["stand"] < 1.0  # v9's row is a false positive, as the script
+    assert (
+        "absent from the ground truth" in captured.err and "outside the label map" in captured.err
+    )
+
+
+def test_options_and_excluded(tmp_path, capsys):
+    det = _perfect() + "v3,0902,0.1,0.1,0.4,0.9,12,0.95\n"
+    args = _files(tmp_path, det, excluded="v2,1000\n")
+    assert cli.main(["ava-eval", *args, "--json", "--unlabelled", "ignore"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mAP"] == pytest.approx(1.0) and "bend/bow (at the waist)" not in out["per_class"]
+    assert out["keyframes"] == 2
+
+
+def test_malformed_lines_are_reported_and_a_malformed_file_is_an_error(tmp_path, capsys, caplog):
+    det = _perfect() + "v1,0902,0.1,0.1\n" + "v1,09o2,0.1,0.1,0.4,0.9,12,0.95\n"
+    assert cli.main(["ava-eval", *_files(tmp_path, det), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["malformed_lines"] == 2
+    assert "malformed input: 2 rows left out" in captured.err
+    assert "det.csv:6: 4 columns" in caplog.text and "det.csv:7: timestamp '09o2'" in caplog.text
+    assert cli.main(["ava-eval", *_files(tmp_path, _perfect(), gt="a;b;c\nd;e;f\n")]) == 2
+    assert "gt.csv:1: 1 columns, expected 7 or 8" in capsys.readouterr().err
+
+
+def test_written_detections_score_as_in_memory(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    boxes = np.array([[0.1, 0.1, 0.4, 0.9], [0.5, 0.1, 0.8, 0.9]], np.float32)
+    keyframes = [
+        ("v1", 902, boxes, rng.random((2, 80))),
+        ("v1", 903, boxes[:1], rng.random((1, 80))),
+    ]
+    path = tmp_path / "detections.csv"
+    assert ava_report.write_detections(str(path), keyframes) == 3 * 80
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("v1,0902,0.1,0.1,0.4,0.9,1,") and len(lines[0].split(",")) == 8
+    (tmp_path / "gt.csv").write_text(GT)
+    report = ava_report.evaluate_files(str(tmp_path / "gt.csv"), str(path), str(LABELS))
+    assert (
+        0 < report.result.mean_ap <= 1 and report.result.detections == 50 + 50
+    )  # 120 and 60 rows: capped
+    with pytest.raises(ValueError, match="scores"):
+        ava_report.write_detections(str(path), [("v1", 902, boxes, np.zeros((2, 3)))])
