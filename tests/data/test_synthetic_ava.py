@@ -25,7 +25,7 @@ NAMES = [
 
 
 def _spec(out, seed=0):
-    return synthetic_ava.Spec(str(out), videos=3, seconds=5, val_fraction=0.34, seed=seed)
+    return synthetic_ava.Spec(str(out), videos=3, seconds=6, val_fraction=0.34, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +151,14 @@ def test_same_seed_same_files(made, tmp_path):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
     for name in os.listdir(out / "videos"):
         assert (out / "videos" / name).read_bytes() == (again / "videos" / name).read_bytes()
-    other = tmp_path / "other"
-    synthetic_ava.make_dataset(_spec(other, seed=1), workers=1)
-    assert (other / "ava_val_v2.2.csv").read_bytes() != (out / "ava_val_v2.2.csv").read_bytes()
+    # Another seed: other ids, other actors (planned, not encoded).
+    spec, other = _spec(out), _spec(out, seed=1)
+    assert synthetic_ava.video_ids(other) != synthetic_ava.video_ids(spec)
+    first, second = (
+        synthetic_ava.annotate(spec, synthetic_ava.plan_video(spec, np.random.default_rng(i)))
+        for i in (0, 1)
+    )
+    assert first != second
 
 
 def test_bad_specs_are_named(tmp_path):
@@ -163,3 +168,51 @@ def test_bad_specs_are_named(tmp_path):
         synthetic_ava.make_dataset(synthetic_ava.Spec(str(tmp_path), seconds=4))
     with pytest.raises(ValueError, match="max_actors must be in 2..4"):
         synthetic_ava.make_dataset(synthetic_ava.Spec(str(tmp_path), max_actors=5))
+
+
+def _colour_rule(region: np.ndarray) -> set[int]:
+    """Actions read off a box's pixels by colour alone: the body colour most present, and each
+    other action whose mark covers at least 12 pixels."""
+
+    def count(action):
+        colour = np.array(synthetic_ava.ACTION_COLOURS[action])
+        return int((np.abs(region - colour).max(-1) < 40).sum())
+
+    pose = max(synthetic_ava.POSES, key=count)
+    return {pose} | {a for a in synthetic_ava.EXTRAS if count(a) >= 12}
+
+
+def test_actions_are_visible_in_their_own_box_only(made):
+    """A colour rule on each box's pixels at the keyframe recovers its actions; the same rule
+    on the boxes shuffled between the keyframe's actors does not (what a ROI head can learn,
+    and the control that ruins it)."""
+    out, _ = made
+    right = shuffled = total = 0
+    for split in ("train", "val"):
+        for (vid, t), truth in ava.read_ground_truth(str(out / f"ava_{split}_v2.2.csv")).items():
+            path = str(out / "videos" / f"{vid}.mp4")
+            frame = decode.read_frames(path, [(t - 900) * 30])[0][0].astype(np.int32)
+            h, w = frame.shape[:2]
+            pixels = np.round(truth.boxes * [w, h, w, h]).astype(int)  # (N, 4)
+            found = [_colour_rule(frame[y1:y2, x1:x2]) for x1, y1, x2, y2 in pixels]
+            actions = [set(a) for a in truth.actions]
+            right += sum(f == a for f, a in zip(found, actions, strict=True))
+            shuffled += sum(f == a for f, a in zip(np.roll(found, 1), actions, strict=True))
+            total += len(actions)
+    assert total >= 10
+    assert right == total
+    assert shuffled <= total // 2
+
+
+def test_make_synthetic_kind_ava_on_the_command_line(tmp_path, capsys):
+    from vmp_jax import cli
+
+    out = tmp_path / "ava"
+    args = ["make-synthetic", "--kind", "ava", "--out", str(out), "--videos", "2"]
+    small = ["--size", "96x64", "--actors", "2", "--workers", "1"]
+    assert cli.main([*args, "--seconds", "5", *small]) == 0
+    assert sorted(os.listdir(out)) == sorted([*NAMES, "synthetic_ava.json", "videos"])
+    info = decode.probe(str(next((out / "videos").iterdir())))
+    assert (info.num_frames, info.fps, info.height, info.width) == (150, 30, 64, 96)
+    assert cli.main([*args, "--seconds", "4"]) == 2
+    assert "--seconds must be at least 5" in capsys.readouterr().err

@@ -33,8 +33,9 @@ visible in the actor's own box and nowhere else:
 
 so a detector with a ROI head can learn them, and boxes shuffled between actors carry the
 wrong actions. Backgrounds are the motion dataset's panning textures with two distractor blobs
-(`vmp_jax.data.synthetic`). A box is the bounding box of the actor's pixels at the keyframe,
-normalised by the frame's width and height, written with AVA's 3 decimals.
+(`vmp_jax.data.synthetic`), faded to 30% of their colour so that none looks like an action's.
+A box is the bounding box of the actor's pixels at the keyframe, normalised by the frame's
+width and height, written with AVA's 3 decimals.
 
 Detections for the val videos imitate a person detector: every actor's box jittered (about 4%
 of its size) with a score in 0.85..1 (one in twenty in 0.5..0.8), and low-scored false
@@ -75,6 +76,9 @@ _SKIN, _TALK, _CARRY, _WAVE = (235, 195, 160), (40, 220, 220), (240, 220, 30), (
 ACTION_COLOURS = {**_BODY, 79: _TALK, 17: _CARRY, 69: _WAVE}  # what marks each action
 WALK_SPEED = 15  # px a second (at 120 px frame height)
 EXTRA_PROB = 0.4
+# The background's and distractors' colourfulness, kept: at full colour a greenish background
+# came within 40 of the sit body's green on some videos.
+BACKGROUND_CHROMA = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,10 +215,13 @@ def plan_video(spec: Spec, rng) -> list[Actor]:
 
 
 def render(spec: Spec, actors: list[Actor], rng) -> np.ndarray:
-    """uint8 (F, H, W, 3): the textured background, distractors, then the actors."""
+    """uint8 (F, H, W, 3): the textured background and distractors, faded towards grey, then
+    the actors."""
     frames = spec.seconds * spec.fps
     video = synthetic._background(frames, spec.height, spec.width, rng)  # float (F, H, W, 3)
     synthetic.draw_distractors(video, rng)
+    grey = video.mean(-1, keepdims=True)
+    video = grey + BACKGROUND_CHROMA * (video - grey)  # no background looks like an action
     video = np.clip(video, 0, 255).astype(np.uint8)
     for i in range(frames):
         for actor in actors:
