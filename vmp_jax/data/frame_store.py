@@ -102,12 +102,14 @@ class StoredVideo:
         size = reduced(self.height, reduction), reduced(self.width, reduction)
         return self.read_onto(plan, size, reduction)
 
-    def read_onto(self, plan: decode.Plan, canvas: tuple[int, int], reduction: int = 1):
+    def read_onto(
+        self, plan: decode.Plan, canvas: tuple[int, int], reduction: int = 1, into=None
+    ) -> np.ndarray:
         """uint8 (len(indices), Hc, Wc, 3): `read`'s frames (at 1/reduction of their size) at
         the top left of a zeroed canvas at least as large as them (what `pipeline.on_canvas`
-        makes of `read`'s answer)."""
+        makes of `read`'s answer); written into `into` if given (`decode_onto`)."""
         indices = decode.plan_indices(plan, self.num_frames)
-        return self.decode_onto(indices, *self.read_records(indices), canvas, reduction)
+        return self.decode_onto(indices, *self.read_records(indices), canvas, reduction, into)
 
     def read_records(self, indices) -> tuple[list[int], list[bytes]]:
         """(the stored frames that source frames `indices` need, sorted; their JPEG records)."""
@@ -118,16 +120,18 @@ class StoredVideo:
             raise decode.DecodeError(self.name, "corrupt stored frame", str(e)) from e
 
     def decode_onto(
-        self, indices, wanted: list[int], data: list[bytes], canvas, reduction: int = 1
+        self, indices, wanted: list[int], data: list[bytes], canvas, reduction: int = 1, into=None
     ) -> np.ndarray:
         """`read_onto`'s canvas from `read_records`' answer, the frames decoded at 1/reduction
         of their size. Where they are as wide as the canvas (always for `read`), libjpeg-turbo
         decodes each one straight into its rows of the canvas: no frame arrays to allocate,
-        stack or copy (benchmarks/RESULTS.md)."""
+        stack or copy (benchmarks/RESULTS.md). into: a C-contiguous uint8 (K, Hc, Wc, 3) array
+        to decode into (a clip's slot of the batch, `pipeline.LoadBatch`), every byte written
+        (the padding zeroed), instead of a new canvas."""
         h, w = reduced(self.height, reduction), reduced(self.width, reduction)
         if h > canvas[0] or w > canvas[1]:
             raise ValueError(f"{self.name}: {h}x{w} frames exceed {canvas}")
-        placed = np.zeros((len(indices), *canvas, 3), np.uint8)  # (K, Hc, Wc, 3)
+        placed = blank_canvas((len(indices), *canvas, 3), h, w, into)  # (K, Hc, Wc, 3)
         jpegs = dict(zip(wanted, data, strict=True))
         first = {}  # stored frame -> the slot it was decoded into
         for slot, i in enumerate(indices):
@@ -143,6 +147,22 @@ class StoredVideo:
                 frame = np.empty((h, w, 3), np.uint8)
                 rows[:, :w] = decode_jpeg(jpegs[j], self.name, frame, reduction)
         return placed
+
+
+def blank_canvas(shape: tuple[int, int, int, int], h: int, w: int, into=None) -> np.ndarray:
+    """uint8 (K, Hc, Wc, 3) canvases for h x w frames at their top left: zeros, or `into`
+    (C-contiguous, of that shape and dtype) with all but the frames' place zeroed, so that
+    writing the frames there makes it what zeros would."""
+    if into is None:
+        return np.zeros(shape, np.uint8)
+    if into.shape != shape or into.dtype != np.uint8 or not into.flags.c_contiguous:
+        raise ValueError(
+            f"a canvas to write into must be C-contiguous uint8 {shape}, got {into.dtype} "
+            f"{into.shape}{'' if into.flags.c_contiguous else ' (not contiguous)'}"
+        )
+    into[:, h:] = 0
+    into[:, :h, w:] = 0
+    return into
 
 
 # libjpeg's DCT scaling: at 1/2, 1/4 and 1/8 of the size, the decoder skips most of the inverse

@@ -1,10 +1,12 @@
 """Grain pipelines: from a source's items to training batches and multi-view test batches.
 
-Train: index -> per-epoch shuffle (seeded) -> decode + augment (a random map seeded by the
-element's position in the stream, so every batch is the same whatever the worker or host
-count) -> batch -> this host's share -> worker processes. Mixup/cutmix happen on the device,
-over the global batch (`train.mixing`). Test: every video once, padded so that every host runs the
-same number of batches; each video's views are decoded from one open of the file.
+Train: index -> per-epoch shuffle (seeded) -> each element's random stream (seeded by its
+position in the stream, so every batch is the same whatever the worker or host count) ->
+batch: decode + augment, each clip written straight into its slot of the batch's array
+(`LoadBatch`; in a worker a reused shared-memory slot, `batch_memory`) -> this host's share ->
+worker processes. Mixup/cutmix happen on the device, over the global batch (`train.mixing`).
+Test: every video once, padded so that every host runs the same number of batches; each
+video's views are decoded from one open of the file.
 
 A file that cannot be read (missing, empty, truncated, not a video) is logged with its name and
 counted in the batch's `skipped` field (each read that failed) with its message in `errors`: in
@@ -29,7 +31,15 @@ import grain
 import numpy as np
 from absl import flags
 
-from vmp_jax.data import frame_store, randaugment, resample, sampling, sources, transforms
+from vmp_jax.data import (
+    batch_memory,
+    frame_store,
+    randaugment,
+    resample,
+    sampling,
+    sources,
+    transforms,
+)
 from vmp_jax.data.decode import DecodeError
 
 log = logging.getLogger(__name__)
@@ -150,28 +160,30 @@ def crop_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
     return transforms.crop_resize(clip, crop_box(*clip.shape[1:3], s, rng), s.img_size)
 
 
-def on_canvas(frames: np.ndarray, canvas: tuple[int, int]) -> tuple[np.ndarray, int, int]:
+def on_canvas(
+    frames: np.ndarray, canvas: tuple[int, int], into=None
+) -> tuple[np.ndarray, int, int]:
     """uint8 (K, H, W, 3) -> (frames on the canvas (K, Hc, Wc, 3), zero-padded at the bottom
-    and right; their height and width there). Frames larger than the canvas are resized down
-    to fit it first (aspect kept)."""
+    and right; their height and width there), written into `into` if given. Frames larger
+    than the canvas are resized down to fit it first (aspect kept)."""
     _, h, w, _ = frames.shape
     if h > canvas[0] or w > canvas[1]:
         scale = min(canvas[0] / h, canvas[1] / w)
         fitted = (max(1, min(canvas[0], int(h * scale))), max(1, min(canvas[1], int(w * scale))))
         frames = transforms.crop_resize(frames, (0, 0, h, w), fitted)
         h, w = fitted
-    placed = np.zeros((len(frames), *canvas, 3), np.uint8)
+    placed = frame_store.blank_canvas((len(frames), *canvas, 3), h, w, into)
     placed[:, :h, :w] = frames
     return placed, h, w
 
 
-def frames_on_canvas(item, plan, canvas: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """`on_canvas(item.read(plan), canvas)`; a frame store's frames that fit the canvas are
-    decoded straight onto it (`StoredVideo.read_onto`)."""
+def frames_on_canvas(item, plan, canvas: tuple[int, int], into=None) -> tuple[np.ndarray, int, int]:
+    """`on_canvas(item.read(plan), canvas, into)`; a frame store's frames that fit the canvas
+    are decoded straight onto it (`StoredVideo.read_onto`)."""
     stored = isinstance(item, frame_store.StoredVideo)
     if stored and item.height <= canvas[0] and item.width <= canvas[1]:
-        return item.read_onto(plan, canvas), item.height, item.width
-    return on_canvas(item.read(plan), canvas)
+        return item.read_onto(plan, canvas, into=into), item.height, item.width
+    return on_canvas(item.read(plan), canvas, into)
 
 
 def read_for_short_side(item, plan, short_side: int) -> np.ndarray:
@@ -190,16 +202,28 @@ def augment_clip(clip: np.ndarray, s: ClipSettings, rng) -> np.ndarray:
     return transforms.random_erase(transforms.normalize(clip), s.erase_prob, rng)
 
 
-def train_clip(item, s: ClipSettings, rng) -> dict[str, np.ndarray]:
+def clips_shape(s: ClipSettings, clips: int) -> tuple[tuple[int, ...], type]:
+    """(shape, dtype) of `train_clip`'s "video" for `clips` clips: float32 (clips, T, S, S, 3),
+    or with data.augment_on=device uint8 (clips, T, Hc, Wc, 3)."""
+    if s.augment_on == "host":
+        return (clips, s.num_frames, s.img_size, s.img_size, 3), np.float32
+    return (clips, s.num_frames, *s.canvas, 3), np.uint8
+
+
+def train_clip(item, s: ClipSettings, rng, into=None) -> dict[str, np.ndarray]:
     """One decoded video -> `repeated_aug` clips of it: {"video": float32 (R, T, S, S, 3)}
     augmented; with data.augment_on=device, {"video": uint8 (R, T, Hc, Wc, 3)} (the frames on
     the canvas) and each clip's crop plan (`resample.crop_plan`, arrays (R, ...)), for the
-    train step to crop, resize and augment."""
+    train step to crop, resize and augment. into: a C-contiguous array of `clips_shape(s, R)`
+    (the video's slot of the batch) that "video" is written into (a frame store's frames
+    decoded straight into it), instead of a new one."""
     plan = train_plan(s, rng)
     if s.augment_on == "host":
         clips = np.split(item.read(plan), s.repeated_aug)  # (T, H, W, 3) each
-        return {"video": np.stack([augment_clip(crop_clip(c, s, rng), s, rng) for c in clips])}
-    placed, h, w = frames_on_canvas(item, plan, s.canvas)  # (R * T, Hc, Wc, 3)
+        augmented = [augment_clip(crop_clip(c, s, rng), s, rng) for c in clips]
+        return {"video": np.stack(augmented, out=into)}
+    frames = None if into is None else np.reshape(into, (-1, *into.shape[2:]), copy=False)
+    placed, h, w = frames_on_canvas(item, plan, s.canvas, frames)  # (R * T, Hc, Wc, 3)
     boxes = [crop_box(h, w, s, rng) for _ in range(s.repeated_aug)]
     plans = [resample.crop_plan(box, s.img_size, s.canvas) for box in boxes]
     stacked = {k: np.stack([p[k] for p in plans]) for k in resample.PLAN_KEYS}
@@ -229,13 +253,14 @@ def test_views(item, s: ClipSettings) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class LoadTrain:
-    """Grain random map: an index of the source -> a training example, replacing unreadable
-    videos with others drawn from the element's own random stream."""
+    """An index of the source and its element's random stream -> a training example (its
+    "video" written into `into` if given, `train_clip`), replacing unreadable videos with
+    others drawn from the element's own random stream."""
 
     source: object
     settings: ClipSettings
 
-    def __call__(self, index: int, rng: np.random.Generator) -> dict:
+    def __call__(self, index: int, rng: np.random.Generator, into=None) -> dict:
         n = len(self.source)
         errors, candidate = [], index % n
         start = int(rng.integers(n))
@@ -243,7 +268,7 @@ class LoadTrain:
             item = self.source[candidate]
             check_label(item, self.settings)
             try:
-                clips = train_clip(item, self.settings, rng)  # video (R, ...) [, plan]
+                clips = train_clip(item, self.settings, rng, into)  # video (R, ...) [, plan]
             except DecodeError as e:
                 warn_unreadable(e)
                 errors.append(str(e))
@@ -285,16 +310,49 @@ class LoadTest:
             return example | {"skipped": np.int32(1), "errors": str(e)}
 
 
-def flatten_clips(share: dict) -> dict:
-    """A batch of videos with R repeated clips each -> a batch of clips: video and crop plans
-    (v, R, ...) -> (v R, ...), label (v, R) -> (v R,), index (v,) -> (v R,)."""
-    repeats = share["label"].shape[1]
-    per_clip = [k for k in ("video", *resample.PLAN_KEYS) if k in share]
-    return share | {
-        **{k: share[k].reshape(-1, *share[k].shape[2:]) for k in per_clip},
-        "label": share["label"].reshape(-1),
-        "index": np.repeat(share["index"], repeats),
-    }
+def random_state(index: int, rng: np.random.Generator) -> tuple[int, dict]:
+    """Grain random map: an index of the source -> (it, its element's random stream as a state
+    that `LoadBatch` continues; the stream itself goes back to Grain's pool)."""
+    return index, rng.bit_generator.state
+
+
+def continued(state: dict) -> np.random.Generator:
+    """The random stream whose state `random_state` took."""
+    rng = np.random.Generator(np.random.Philox(0))
+    rng.bit_generator.state = state
+    return rng
+
+
+PLANS = frozenset(resample.PLAN_KEYS)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadBatch:
+    """Grain batch function: v elements of `random_state` -> a batch of their v R clips, each
+    video's written straight into its slot of one batch array (no per-video arrays stacked,
+    no copy to hand the batch over: `batch_memory`). Bit for bit the batch of `LoadTrain` over
+    the same elements, stacked: video and crop plans (v R, ...), label (v R,), index (v R,),
+    skipped and errors (v,)."""
+
+    load: LoadTrain
+    memory: object  # batch_memory.InProcess() or WorkerSlots()
+
+    def __call__(self, elements: list[tuple[int, dict]]) -> dict:
+        s, repeats = self.load.settings, self.load.settings.repeated_aug
+        video, handed = self.memory.take(*clips_shape(s, len(elements) * repeats))
+        examples = [
+            self.load(index, continued(state), into=video[k * repeats : (k + 1) * repeats])
+            for k, (index, state) in enumerate(elements)
+        ]
+        plans = {k: np.concatenate([e[k] for e in examples]) for k in examples[0] if k in PLANS}
+        return {
+            "video": handed,
+            **plans,
+            "label": np.concatenate([e["label"] for e in examples]),
+            "index": np.repeat(np.array([e["index"] for e in examples]), repeats),
+            "skipped": np.array([e["skipped"] for e in examples]),
+            "errors": np.array([e["errors"] for e in examples]),
+        }
 
 
 def per_host_batch(batch_size: int, what: str, divisor: int = 1, hosts: int | None = None) -> int:
@@ -322,6 +380,7 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=2))
     if data.num_workers > 0:
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
+        it = it.map(batch_memory.Attach())  # the workers' batches, in their shared memory
     return it
 
 
@@ -340,9 +399,12 @@ def train_dataset(config, source=None) -> grain.IterDataset:
     host, hosts = grain_shard()
     per_host = per_host_batch(config.data.batch_size, "data.batch_size", s.repeated_aug, hosts)
     stream = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
-    stream = stream.random_map(LoadTrain(source, s), seed=config.seed)  # seeded by position
-    shares = stream.batch(per_host // s.repeated_aug)  # share j: positions [j v, (j + 1) v)
-    return _to_iter(shares[host::hosts].map(flatten_clips), config.data)
+    stream = stream.random_map(random_state, seed=config.seed)  # seeded by position
+    workers = config.data.num_workers > 0
+    memory = batch_memory.WorkerSlots() if workers else batch_memory.InProcess()
+    load = LoadBatch(LoadTrain(source, s), memory)
+    shares = stream.batch(per_host // s.repeated_aug, batch_fn=load)  # positions [j v, (j+1) v)
+    return _to_iter(shares[host::hosts], config.data)
 
 
 def test_dataset(config, source=None) -> grain.IterDataset:

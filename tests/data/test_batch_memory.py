@@ -1,0 +1,177 @@
+"""Training batches written in place (`pipeline.LoadBatch`, `batch_memory`): bit for bit the
+batches of each video's example made on its own and stacked, as the pipeline made them before;
+a reused canvas ends as a fresh one; a worker's slot is reused only once the batch handed out
+from it (and every view of it) is gone, so a batch kept is never overwritten."""
+
+import gc
+import mmap
+import os
+
+import grain
+import numpy as np
+import pytest
+
+from tests.data.test_pipeline import _config, _take
+from vmp_jax.data import batch_memory, frame_packing, frame_store, listing, pipeline, sources
+
+
+@pytest.fixture(scope="module")
+def store(motion_dataset, tmp_path_factory) -> str:
+    """The motion dataset's 24 train videos (48 x 48) as a frame store, 4 videos a shard."""
+    out = str(tmp_path_factory.mktemp("store") / "train")
+    items = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
+    frame_packing.pack(items, out, frame_packing.Settings(videos_per_shard=4), workers=1)
+    return out
+
+
+def _stacked(config, count: int) -> list[dict]:
+    """The first `count` training batches as the pipeline made them before in-place batches:
+    each video's example by a Grain random map (`LoadTrain`), stacked by Grain's batch, the
+    repeated clips flattened. One host."""
+    source = sources.open_source(config.data, "train")
+    s = pipeline.ClipSettings.from_config(config, source)
+    stream = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
+    stream = stream.random_map(pipeline.LoadTrain(source, s), seed=config.seed)
+    shares = stream.batch(config.data.batch_size // s.repeated_aug)
+    return [_flatten(shares[j]) for j in range(count)]
+
+
+def _flatten(share: dict) -> dict:
+    repeats = share["label"].shape[1]
+    per_clip = [k for k in share if k in ("video", *pipeline.PLANS)]
+    return share | {
+        **{k: share[k].reshape(-1, *share[k].shape[2:]) for k in per_clip},
+        "label": share["label"].reshape(-1),
+        "index": np.repeat(share["index"], repeats),
+    }
+
+
+def _assert_identical(batches: list[dict], expected: list[dict]) -> None:
+    assert len(batches) == len(expected)
+    for batch, reference in zip(batches, expected, strict=True):
+        assert sorted(batch) == sorted(reference)
+        for key, value in reference.items():
+            assert batch[key].dtype == value.dtype, key
+            np.testing.assert_array_equal(batch[key], value, err_msg=key)
+
+
+def _store_config(motion_dataset, store, **overrides):
+    config = _config(motion_dataset, **{"data.source": "frames", **overrides})
+    config.data.train_list = store
+    return config
+
+
+def _corrupt_copy(store: str, folder) -> str:
+    """The store with the first video's first frames zeroed (read errors, replaced videos)."""
+    folder.mkdir()
+    for name in os.listdir(store):
+        with open(os.path.join(store, name), "rb") as f:
+            data = bytearray(f.read())
+        if name == "shard-00000.array_record":
+            data[100:4000] = bytes(3900)
+        (folder / name).write_bytes(bytes(data))
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    "source,augment_on,canvas,workers",
+    [
+        ("frames", "device", None, 0),  # decoded straight into the batch (48 x 48 canvas)
+        ("frames", "device", (56, 64), 2),  # frames narrower than the canvas; workers' slots
+        ("frames", "host", None, 0),  # float32 clips stacked into the batch
+        ("video", "device", (56, 64), 0),  # a video file's frames copied onto the canvas
+    ],
+)
+def test_in_place_batches_equal_the_stacked_ones(
+    motion_dataset, store, seed, source, augment_on, canvas, workers
+):
+    overrides = {"data.augment_on": augment_on, "data.repeated_aug": 2, "data.num_workers": workers}
+    if source == "frames":
+        config = _store_config(motion_dataset, store, **overrides)
+    else:
+        config = _config(motion_dataset, **overrides)
+    config.seed, config.data.canvas = seed, canvas
+    _assert_identical(_take(pipeline.train_dataset(config), 7), _stacked(config, 7))
+
+
+def test_videos_replacing_unreadable_ones_are_the_same_as_before(
+    motion_dataset, store, tmp_path, seed
+):
+    """A corrupt record fails mid-decode into the batch; the video drawn in its place (from the
+    element's random stream as it stood) overwrites the slot whole."""
+    corrupt = _corrupt_copy(store, tmp_path / "corrupt")
+    config = _store_config(motion_dataset, corrupt, **{"data.augment_on": "device"})
+    config.seed, config.data.batch_size = seed, 24
+    (batch,) = _take(pipeline.train_dataset(config), 1)
+    assert batch["skipped"].sum() >= 1
+    _assert_identical([batch], _stacked(config, 1))
+
+
+def test_a_reused_canvas_ends_as_a_fresh_one(store, seed):
+    """decode_onto and on_canvas write every byte of the array they are given (the padding
+    zeroed): a slot that held another batch's clips, here all 255, ends as zeros would."""
+    video = frame_store.open_store(store)[seed % 24]  # 48 x 48 frames
+    plan = np.array([9, 0, 0, 15])
+    for canvas in [(48, 48), (64, 48), (48, 56), (64, 72)]:
+        dirty = np.full((4, *canvas, 3), 255, np.uint8)
+        np.testing.assert_array_equal(
+            video.read_onto(plan, canvas, into=dirty), video.read_onto(plan, canvas)
+        )
+        dirty = np.full((4, *canvas, 3), 255, np.uint8)
+        placed, h, w = pipeline.on_canvas(video.read(plan), canvas, into=dirty)
+        assert placed is dirty and (h, w) == (48, 48)
+        np.testing.assert_array_equal(placed, pipeline.on_canvas(video.read(plan), canvas)[0])
+    with pytest.raises(ValueError, match=r"C-contiguous uint8 \(4, 48, 48, 3\)"):
+        video.read_onto(plan, (48, 48), into=np.zeros((4, 48, 96, 3), np.uint8)[:, :, ::2])
+
+
+def test_a_slot_is_reused_only_once_every_view_of_its_batch_is_gone():
+    """In one process: the worker's side (WorkerSlots) and the training process's (Attach)."""
+    slots, attach = batch_memory.WorkerSlots(max_slots=2), batch_memory.Attach()
+    shape = (2, 3, 5)
+
+    def hand_over(value: int) -> np.ndarray:
+        array, ref = slots.take(shape, np.uint8)
+        array[...] = value
+        assert isinstance(ref, batch_memory.SlotRef)
+        (path,) = {os.path.join(batch_memory.SHM_DIR, ref.name)}
+        batch = attach({"video": ref, "label": 7})
+        assert not os.path.exists(path)  # unlinked once mapped: nothing left in /dev/shm
+        return batch["video"]
+
+    first = hand_over(1)
+    view = first[1:].reshape(-1)  # a view keeps the batch (and its slot)
+    del first
+    gc.collect()
+    second = hand_over(2)  # the first slot is still held: a new one
+    np.testing.assert_array_equal(view, 1)
+    array, ref = slots.take(shape, np.uint8)  # both held and no more allowed: Grain's copy
+    assert ref is array
+    del view, second
+    gc.collect()
+    reused = hand_over(3)
+    assert len(slots._slots) == 2 and (reused == 3).all()
+
+
+def test_batches_kept_are_never_overwritten_and_slots_are_reused(motion_dataset, store, seed):
+    """One worker, 16 batches: every other one kept to the end, the rest dropped at once (their
+    slots reused for later batches); each equals the stacked pipeline's batch, when it came and
+    at the end."""
+    config = _store_config(motion_dataset, store, **{"data.augment_on": "device"})
+    config.seed, config.data.num_workers, config.data.canvas = seed, 1, (56, 64)
+    expected = _stacked(config, 16)
+    iterator = iter(pipeline.train_dataset(config))
+    kept, slots = [], []
+    try:
+        for j in range(16):
+            batch = next(iterator)
+            _assert_identical([batch], expected[j : j + 1])
+            slots.append(batch["video"].base)  # the slot's mapping (held by Attach anyway)
+            if j % 2 == 0:
+                kept.append(batch)
+            del batch
+    finally:
+        iterator.close()
+    _assert_identical(kept, expected[::2])
+    assert all(isinstance(m, mmap.mmap) for m in slots)  # each batch in a slot, none copied
+    assert len({id(m) for m in slots}) < 16  # the dropped batches' slots taken again
