@@ -1,6 +1,7 @@
 """AVA's file readers: ground truth, label map, excluded timestamps, detections, proposals
 pickle (restricted unpickler), and every bad-input case."""
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -39,6 +40,7 @@ def test_label_map_reads_avas_own_60_class_file():
     assert set(labels) <= set(range(1, 81)) and 2 not in labels  # ids 1..80 with gaps
     assert labels[1] == "bend/bow (at the waist)" and labels[80] == "watch (a person)"
     assert list(labels) == sorted(labels)  # file order
+    assert tuple(labels) == ava.EVALUATED_IDS
 
 
 def test_label_map_variants(tmp_path):
@@ -201,3 +203,21 @@ def test_readers_take_bucket_urls(gcs, tmp_path):
     storage.write_bytes("gs://vmp-test/ava/p.pkl", pickle.dumps(_proposals()))
     assert len(ava.read_ground_truth("gs://vmp-test/ava/gt.csv")) == 3
     assert len(ava.read_proposals_pickle("gs://vmp-test/ava/p.pkl")) == 2
+
+
+def test_the_fast_and_the_row_by_row_reader_agree(tmp_path, seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    n = 200
+    lines = [
+        f"v{rng.integers(3)},{rng.integers(902, 1799):04d},"
+        + ",".join(f"{x:.3f}" for x in rng.random(4))
+        + f",{rng.integers(1, 81)},{rng.random():.6f}"
+        for _ in range(n)
+    ]
+    path = _write(tmp_path, "rows.csv", "\n".join(lines[:100]) + "\n\n" + "\n".join(lines[100:]))
+    fast, _ = ava.read_rows(path)
+    monkeypatch.setattr(ava, "_fast_rows", lambda *_: None)
+    careful, _ = ava.read_rows(path)
+    assert fast.lines[100] == 102  # the blank line counted
+    for a, b in zip(dataclasses.astuple(fast), dataclasses.astuple(careful), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -18,10 +18,13 @@ NAMES = {1: "bend", 3: "crouch", 4: "dance", 11: "sit", 12: "stand"}
 def _table(rows) -> Table:
     """rows: (video_id, timestamp, x1, y1, x2, y2, action[, score])."""
     rows = [tuple(r) + (1.0,) * (8 - len(r)) for r in rows]
-    keys = [(r[0], int(r[1])) for r in rows]
-    boxes = np.asarray([r[2:6] for r in rows], np.float64).reshape(-1, 4)
-    actions = np.asarray([r[6] for r in rows], np.int64)
-    return Table(keys, boxes, actions, np.asarray([r[7] for r in rows], np.float64))
+    return Table(
+        np.asarray([r[0] for r in rows], object),
+        np.asarray([int(r[1]) for r in rows], np.int64),
+        np.asarray([r[2:6] for r in rows], np.float64).reshape(-1, 4),
+        np.asarray([r[6] for r in rows], np.int64),
+        np.asarray([r[7] for r in rows], np.float64),
+    )
 
 
 def _map(gt, det, names=NAMES, excluded=frozenset(), **options):
@@ -242,4 +245,5 @@ def test_table_of_rows(tmp_path):
     path.write_text("v1,0902,0.1,0.1,0.4,0.9,12,0.9\nv1,0902,0.1,0.1,0.4,0.9,12\n")
     rows, _ = ava.read_rows(str(path))
     table = Table.of(rows)
-    assert table.keys == [("v1", 902), ("v1", 902)] and table.scores.tolist() == [0.9, 1.0]
+    assert table.video_ids.tolist() == ["v1", "v1"] and table.timestamps.tolist() == [902, 902]
+    assert table.scores.tolist() == [0.9, 1.0]

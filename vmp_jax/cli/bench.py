@@ -184,8 +184,34 @@ def _add_bench_compile(subparsers) -> None:
     p.set_defaults(func=_bench_compile, accepts_overrides=True)
 
 
+def _bench_ava_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from vmp_jax.bench import ava
+
+    figures = ava.run(args.folder, echo=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    return 0
+
+
+def _add_bench_ava_eval(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench-ava-eval",
+        help="time vmp ava-eval on files of AVA validation's size",
+        description="Writes (once, under --folder) a ground truth and a detections CSV of AVA "
+        "v2.2 validation's size (64 videos x 897 keyframes, about 115k persons with 1-3 of the "
+        "60 evaluated actions each, 50 (box, action) detections per keyframe) and times "
+        "`vmp ava-eval`'s reading and scoring of them in this process.",
+    )
+    p.add_argument("--folder", default="data/bench-ava", help="where the files are cached")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=_bench_ava_eval)
+
+
 def add(subparsers) -> None:
     _add_bench_scan(subparsers)
     _add_bench_data(subparsers)
     _add_bench_train(subparsers)
     _add_bench_compile(subparsers)
+    _add_bench_ava_eval(subparsers)

@@ -69,15 +69,18 @@ class Options:
 class Table:
     """Rows of one file for the metric: n (box, action) rows in file order."""
 
-    keys: list  # (n,) (video_id, timestamp)
+    video_ids: np.ndarray  # object (n,) str
+    timestamps: np.ndarray  # int64 (n,)
     boxes: np.ndarray  # float64 (n, 4) x1, y1, x2, y2
     actions: np.ndarray  # int64 (n,)
     scores: np.ndarray  # float64 (n,) (GT: unused)
 
     @classmethod
     def of(cls, rows: ava.Rows) -> "Table":
-        keys = list(zip(rows.video_ids.tolist(), rows.timestamps.tolist(), strict=True))
-        return cls(keys, rows.boxes, rows.actions, rows.last)
+        return cls(rows.video_ids, rows.timestamps, rows.boxes, rows.actions, rows.last)
+
+    def take(self, index: np.ndarray) -> "Table":
+        return Table(*(column[index] for column in dataclasses.astuple(self)))
 
 
 @dataclasses.dataclass
@@ -96,9 +99,28 @@ class Result:
         return {self.names[c]: ap for c, ap in self.ap.items()}
 
 
-def _codes(keys: list, table: dict) -> np.ndarray:
-    """int64 codes of keys, new keys appended to `table` in order of first appearance."""
-    return np.fromiter((table.setdefault(k, len(table)) for k in keys), np.int64, len(keys))
+def _keyframe_keys(tables: list[Table], excluded) -> tuple[list[np.ndarray], np.ndarray]:
+    """int64 keys of each table's (video_id, timestamp), and of the `excluded` pairs, in one
+    numbering (video ids numbered in order of first appearance, GT first)."""
+    videos = dict.fromkeys(v for t in tables for v in t.video_ids.tolist())
+    number = {v: i for i, v in enumerate(videos)}
+
+    def code(vids: list, timestamps) -> np.ndarray:  # video number in the high 32 bits
+        video = np.fromiter(map(number.__getitem__, vids), np.int64, len(vids))
+        return (video << 32) + (np.asarray(timestamps, np.int64) & 0xFFFFFFFF)
+
+    keys = [code(t.video_ids.tolist(), t.timestamps) for t in tables]
+    known = [(v, t) for v, t in excluded if v in number]
+    left_out = code([v for v, _ in known], [t for _, t in known])
+    return keys, left_out
+
+
+def _first_appearance(keys: np.ndarray) -> np.ndarray:
+    """int64 (n,): dense codes 0.. of `keys`, numbered in order of first appearance."""
+    unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(unique), np.int64)
+    rank[np.argsort(first)] = np.arange(len(unique))
+    return rank[inverse.reshape(-1)]
 
 
 def _group_starts(sorted_codes: np.ndarray) -> np.ndarray:
@@ -213,19 +235,20 @@ def frame_map(
     left_out: dict[str, int] = {}
     in_map = np.isin(det.actions, classes)
     left_out["action not in the label map"] = int(np.sum(~in_map))
-    keys: dict = {}
     gt_in = np.flatnonzero(np.isin(gt.actions, classes))
-    gt_kf = _codes([gt.keys[i] for i in gt_in], keys)
     det_in = np.flatnonzero(in_map)
-    det_kf = _codes([det.keys[i] for i in det_in], keys)
-    det_image = _codes([det.keys[i] for i in det_in], {})  # the script's keyframe order
-    det_table = Table([], det.boxes[det_in], det.actions[det_in], det.scores[det_in])
+    (gt_key, det_key), excluded_keys = _keyframe_keys([gt.take(gt_in), det.take(det_in)], excluded)
+    codes = _first_appearance(np.concatenate([gt_key, det_key]))
+    gt_kf, det_kf = codes[: len(gt_in)], codes[len(gt_in) :]
+    det_image = _first_appearance(det_key)  # the script's keyframe order (step 7)
+    det_table = det.take(det_in)
     kept = top_k_rows(det_kf, det_table.scores, det_table, options.top_k)
     left_out[f"beyond the top {options.top_k} of a keyframe"] = int(np.sum(~kept))
-    code_excluded = np.zeros(len(keys), bool)
-    code_excluded[[keys[k] for k in excluded if k in keys]] = True
+    num_keys = int(codes.max()) + 1 if len(codes) else 0
+    code_excluded = np.zeros(num_keys, bool)
+    code_excluded[codes[np.isin(np.concatenate([gt_key, det_key]), excluded_keys)]] = True
     gt_keep = ~code_excluded[gt_kf]
-    annotated = np.zeros(len(keys), bool)
+    annotated = np.zeros(num_keys, bool)
     annotated[gt_kf[gt_keep]] = True
     b = det_table.boxes
     valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
@@ -239,10 +262,8 @@ def frame_map(
         use &= ~unlabelled
     d = np.flatnonzero(use)
     g = np.flatnonzero(gt_keep)
-    slot = {c: i for i, c in enumerate(classes.tolist())}
-    cls_of = np.vectorize(slot.__getitem__, otypes=[np.int64])
-    det_cls = cls_of(det_table.actions[d]) if len(d) else np.zeros(0, np.int64)
-    gt_cls = cls_of(gt.actions[gt_in[g]]) if len(g) else np.zeros(0, np.int64)
+    det_cls = np.searchsorted(classes, det_table.actions[d])  # the action's slot in classes
+    gt_cls = np.searchsorted(classes, gt.actions[gt_in[g]])
     det_group = det_kf[d] * len(classes) + det_cls
     gt_group = gt_kf[g] * len(classes) + gt_cls
     scores = det_table.scores[d]

@@ -34,6 +34,12 @@ class Report:
     def notes(self) -> list[str]:
         """One line per thing the user should know about the inputs."""
         lines = []
+        if set(self.result.names) - set(ava.EVALUATED_IDS):
+            lines.append(
+                f"the label map lists {len(self.result.names)} actions, some outside the 60 "
+                f"AVA's official evaluation scores (ava_action_list_v2.2_for_activitynet_2019"
+                f".pbtxt): figures are not comparable with published ones"
+            )
         if self.problems:
             lines.append(f"malformed input: {self.problems.summary()}")
         if self.unknown_videos:
