@@ -156,7 +156,7 @@ def test_a_slot_is_reused_only_once_every_view_of_its_batch_is_gone():
 def test_batches_kept_are_never_overwritten_and_slots_are_reused(motion_dataset, store, seed):
     """One worker, 16 batches: every other one kept to the end, the rest dropped at once (their
     slots reused for later batches); each equals the stacked pipeline's batch, when it came and
-    at the end."""
+    at the end. The batch's small arrays come pickled (`pipeline.HANDOFF`)."""
     config = _store_config(motion_dataset, store, **{"data.augment_on": "device"})
     config.seed, config.data.num_workers, config.data.canvas = seed, 1, (56, 64)
     expected = _stacked(config, 16)
@@ -167,6 +167,8 @@ def test_batches_kept_are_never_overwritten_and_slots_are_reused(motion_dataset,
             batch = next(iterator)
             _assert_identical([batch], expected[j : j + 1])
             slots.append(batch["video"].base)  # the slot's mapping (held by Attach anyway)
+            small = [batch[k] for k in batch if k != "video"]  # pickled, no shared memory each
+            assert all(type(v) is np.ndarray for v in small), [type(v) for v in small]
             if j % 2 == 0:
                 kept.append(batch)
             del batch
