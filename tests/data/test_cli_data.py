@@ -4,12 +4,13 @@ in), make-tfds and bench-data; bad input exits 2 with the problem named."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.data.conftest import broken_files
 from vmp_jax import cli
 from vmp_jax.bench import data as bench_data
-from vmp_jax.experiment import REPO_ROOT
+from vmp_jax.experiment import REPO_ROOT, load_config
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 
@@ -119,6 +120,10 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     rows = [r for r in printed if r.startswith(("| video | ", "| frames | ", "| video, full"))]
     assert len(rows) == 7  # 4 variants and the breakdown (with video, full decode)
     assert "onto canvas: with augment on device, what follows the read" in "\n".join(printed)
+    (headline,) = [r for r in printed if r.startswith("the frame store with augment on device")]
+    whole = [r.split("|") for r in printed if r.startswith("| frames | device | 0 |")]
+    assert f"pipeline 0 workers {float(whole[0][5]):.0f} (" in headline
+    assert "; the loader's own stages " in headline
 
     assert cli.main([*args, *small, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -128,3 +133,32 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     assert [b["source"] for b in result["breakdown"]] == ["video", "frames", "video, full decode"]
     assert all(b["decode"] > 0 and b["onto canvas"] > 0 for b in result["breakdown"])
     assert result["device_augment_ms_per_clip"] > 0
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_bench_data_times_after_every_worker_has_started(monkeypatch, workers):
+    """The timing starts after one batch per worker (their start-up is not the pipeline's
+    work), and the batches timed are the ones counted."""
+    taken, timed = [], []
+
+    class Stream:
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            taken.append(1)
+            return {"video": np.zeros((4, 1))}
+
+        def close(self):
+            pass
+
+    def cpu_seconds():
+        timed.append(len(taken))
+        return float(len(timed))
+
+    monkeypatch.setattr(bench_data.pipeline, "train_dataset", lambda *_: Stream())
+    monkeypatch.setattr(bench_data, "cpu_seconds", cpu_seconds)
+    config = load_config(DEMO, [f"data.num_workers={workers}"])
+    _, per_core, _ = bench_data.measure(config, None, batches=3)
+    assert timed == [max(1, workers), max(1, workers) + 3]
+    assert per_core == 12  # 3 batches of 4 clips in one (fake) CPU-second

@@ -6,15 +6,18 @@ The videos are a folder of the user's (`--videos DIR`) or, by default, K400-like
 is packed from the same videos once (`vmp make-frames` defaults: short side 320, JPEG q90).
 
 Two tables, every figure measured in the same run:
-- per source and worker count, the recipe's whole training pipeline (segment sampling over the
-  whole video, random resized crop, flip, RandAugment, normalisation, erasing, repeated
-  augmentation) after a warm-up batch: clips/s, and clips per CPU-second of this process and its
-  workers ("per core"), with the ratio to video files with host augmentation at the same worker
-  count, for `data.augment_on` host and device (the loader's part: the step's part follows);
-- per source, one process, where a clip's CPU time goes: read (file or records), decode (video
-  or JPEG), crop (crop and resize, what stays on the host when augmenting on the device) and
-  augment (the host's flip, RandAugment, normalisation and erasing); and the step's
-  augmentation (data.augment_on=device) jitted on this machine's JAX device, per clip.
+- per source and worker count, the recipe's whole training pipeline (the Grain pipeline that
+  `vmp train` reads: segment sampling over the whole video, random resized crop, flip,
+  RandAugment, normalisation, erasing, repeated augmentation, batching and the workers'
+  hand-off) after a warm-up batch per worker: clips/s, and clips per CPU-second of this process
+  and its workers ("per core"), with the ratio to video files with host augmentation at the
+  same worker count, for `data.augment_on` host and device (the loader's part: the step's part
+  follows);
+- per source, one process, the loader's own stages without Grain (no batching, threads or
+  workers): where a clip's CPU time goes: read (file or records), decode (video or JPEG), crop
+  (crop and resize, what stays on the host when augmenting on the device) and augment (the
+  host's flip, RandAugment, normalisation and erasing); and the step's augmentation
+  (data.augment_on=device) jitted on this machine's JAX device, per clip.
 """
 
 import dataclasses
@@ -109,17 +112,22 @@ class Row:
 
 def measure(config, source, batches: int) -> tuple[float, float, float]:
     """(clips/s, clips per CPU-second, seconds to the first batch) over `batches` batches
-    after the first."""
+    after one warm-up batch per worker (one without workers): the workers' batches come in
+    turn, so each has started (imported, opened the store) before the timing, which would
+    otherwise count a worker's start-up against the clips."""
     start = time.perf_counter()
     iterator = iter(pipeline.train_dataset(config, source))
     try:
-        next(iterator)  # warm-up: starts the workers
+        next(iterator)  # starts the workers
+        first = time.perf_counter() - start
+        for _ in range(config.data.num_workers - 1):
+            next(iterator)
         warm, cpu = time.perf_counter(), cpu_seconds()
         clips = 0
         for _ in range(batches):
             clips += len(next(iterator)["video"])
         wall, cpu = time.perf_counter() - warm, cpu_seconds() - cpu
-        return clips / wall, clips / max(cpu, 1e-9), warm - start
+        return clips / wall, clips / max(cpu, 1e-9), first
     finally:
         iterator.close()
 
@@ -267,7 +275,7 @@ def format_tables(
         )
     lines += [
         "",
-        "CPU ms per clip, one process:",
+        "CPU ms per clip, one process, the loader's own stages (no batching, threads or workers):",
         "",
         "| source | read | decode | crop | augment | onto canvas | clips/s per core, "
         "augment on host | on device |",
@@ -288,8 +296,26 @@ def format_tables(
         "onto canvas; on host: read + decode + crop + augment)",
         f"the step's crop, resize, flip, RandAugment, normalisation and erasing, jitted on this "
         f"machine's {_backend()}: {device_ms:.1f} ms per clip",
+        *_headline(rows, spent),
     ]
     return "\n".join(lines)
+
+
+def _headline(rows: list[Row], spent: list[dict]) -> list[str]:
+    """The frame store with augment on device: the whole pipeline's clips/s per core and x video
+    files per worker count, beside the loader's own stages' clips/s per core."""
+    whole = [r for r in rows if (r.source, r.augment_on) == ("frames", "device")]
+    own = [b for b in spent if b["source"] == "frames"]
+    if not whole or not own:
+        return []
+    figures = ", ".join(
+        f"{r.workers} workers {r.clips_per_s_per_core:.0f} ({r.x_video or 0:.1f}x)" for r in whole
+    )
+    stages = 1000 / (own[0]["read"] + own[0]["onto canvas"])
+    return [
+        f"the frame store with augment on device, clips/s per core (x video files): the whole "
+        f"pipeline {figures}; the loader's own stages {stages:.0f}"
+    ]
 
 
 def _backend() -> str:
