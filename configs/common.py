@@ -1,7 +1,8 @@
 """Pieces shared by the experiment configs: the schema every config has, and SPEC section 6's
 recipes. An experiment file only names its dataset, model and frame count.
 
-Sections: `model` (vmp_jax.models.ModelConfig's fields), `data`, `optim`, `eval`, `mesh`.
+Sections: `model` (vmp_jax.models.ModelConfig's fields), `data`, `optim`, `eval`, `mesh`, and
+for the AVA detector (`ava_experiment`) `ava`.
 """
 
 import dataclasses
@@ -86,6 +87,7 @@ def experiment(
             grad_clip=0.0 if image else 5.0,
             accum_steps=1,
             ema_decay=0.0,
+            layer_decay=1.0,  # < 1: layer-wise lr decay (fine-tuning; vmp_jax.engine.optim)
         )
     )
     config.eval = ml_collections.ConfigDict(
@@ -143,3 +145,63 @@ def data_section(dataset, d, r) -> ml_collections.ConfigDict:
             short_side=None,  # eval: the short side before the crops; default data.img_size
         )
     )
+
+
+# AVA v2.2 fine-tuning (docs/detection.md). VideoMAE's AVA recipe (MCG-NJU/VideoMAE-Action-
+# Detection, scripts/ava/videomae_vit_{small,base}_k400_pretrain+finetune/run.sh): AdamW (0.9,
+# 0.999), lr 5e-4 at batch 256 (scaled by batch / 256), weight decay 0.05, 30 epochs, 5 warm-up
+# epochs, drop path 0.2, layer-wise lr decay 0.75 over ViT-B's 12 blocks (0.6 for ViT-S), global
+# batch 128, 16 frames at stride 4, 224 px crops; SlowFast's AVA head dropout 0.5 and box
+# jitter. A block here is a Mamba block of a 24- or 32-deep stack, so the decay per block is
+# the one that gives the embedding VideoMAE ViT-B's factor 0.75^13: 0.75^(12 / depth) (0.87
+# for Ti and S, 0.9 for M); drop path is the size's own where lower (Ti: 0.1).
+AVA_RECIPE = dict(
+    base_lr=5e-4, batch=128, epochs=30, warmup=5, wd=0.05, drop_path=0.2, head_dropout=0.5
+)
+
+
+def ava_section(**overrides) -> ml_collections.ConfigDict:
+    """The `ava` section (vmp_jax.data.ava_inputs): evaluation frames fitted into 256 x 464
+    (a 16:9 frame's short side 256, as SlowFast's and VideoMAE's test scale), training at
+    that scale x 1-1.25 (short side 256-320) then the 224 px crop; person detections at
+    score >= 0.8 (the top box always); up to 32 boxes a clip (more is an error naming the
+    keyframe)."""
+    fields = dict(
+        test_size=(256, 464),
+        train_scale=(1.0, 1.25),
+        max_boxes=32,
+        box_jitter=0.05,
+        score_threshold=0.8,
+        test_boxes="detected",  # or gt: the ground-truth boxes at test
+        videos="",  # "": data_root/videos (or a frame store of them)
+        fps=30.0,  # AVA's timestamps: second t is frame (t - 900) x 30 of the cut
+    )
+    return ml_collections.ConfigDict({**fields, **overrides})
+
+
+def ava_experiment(kind: str, size: str, frames: int = 16, **model_overrides):
+    """An AVA v2.2 detector (model.task "ava", 80 actions) with VideoMamba ("vm") or
+    VideoMambaPro ("vmp"), the backbone from a K400 checkpoint (`train.init_from`, given on
+    the command line: the classification head is left out), VideoMAE's AVA recipe above."""
+    r = AVA_RECIPE
+    drop_path = min(r["drop_path"], SIZE_RECIPES[size]["drop_path"])
+    config = experiment("k400", kind, size, frames, **model_overrides)
+    model = dict(num_classes=80, task="ava", drop_path_rate=drop_path)
+    model["head_dropout"] = r["head_dropout"]
+    for key, value in {**model, **model_overrides}.items():
+        config.model[key] = value
+    d = config.data
+    d.name = "ava"
+    d.sampling, d.sampling_rate = "dense", 4  # clips: T frames 4 apart around the keyframe
+    d.batch_size = r["batch"]
+    d.randaug_n, d.erase_prob, d.repeated_aug = 0, 0.0, 1
+    d.mixup = d.cutmix = 0.0
+    o = config.optim
+    o.base_lr, o.lr_batch_base, o.b2 = r["base_lr"], 256, 0.999
+    o.epochs, o.warmup_epochs, o.weight_decay = r["epochs"], r["warmup"], r["wd"]
+    o.grad_clip, o.label_smoothing = 0.0, 0.0
+    o.layer_decay = round(0.75 ** (12 / config.model.depth), 2)
+    config.eval.num_clips = config.eval.num_crops = 1
+    config.eval.batch_size = 16
+    config.ava = ava_section()
+    return config

@@ -3,7 +3,9 @@
 The clips are rendered in memory by the synthetic motion renderer at the config's frame count
 and size, normalised, and placed on the mesh once, so the figures are the accelerator's, not
 the input pipeline's (`vmp bench-data` measures that). The loss falls on them: the classes are
-learnable motions (the first `classes` labels of the config's head).
+learnable motions (the first `classes` labels of the config's head). An AVA config (model.task
+"ava") times the detector's step (`detection_steps`) on the same clips, each with ava.max_boxes
+random boxes of which a random number are real, labelled with its motion.
 
 The step is the one `vmp train` runs (AdamW, clipping, EMA, accumulation from the config), with
 the recipe's warm-up and cosine schedule compressed to the run's steps. Reported: compile time, the
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from vmp_jax.data import pipeline, resample, synthetic, transforms
 from vmp_jax.data.device_augment import DeviceAugment
-from vmp_jax.engine import optim, steps
+from vmp_jax.engine import detection_steps, optim, steps
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
 from vmp_jax.train import metrics_log
@@ -77,6 +79,23 @@ def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dic
     return out
 
 
+def with_boxes(config, batch: dict, rng) -> dict:
+    """An AVA train batch of a classification one: ava.max_boxes (K) random boxes per clip
+    (1..K of them real), each labelled with the clip's class (the detector's TRAIN_KEYS)."""
+    b, k, s = len(batch["label"]), config.ava.max_boxes, config.data.img_size
+    corner = rng.uniform(0, s / 2, (b, k, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(s / 8, s / 2, (b, k, 2))], -1)
+    mask = np.arange(k) < rng.integers(1, k + 1, (b, 1))  # (B, K)
+    labels = np.zeros((b, k, config.model.num_classes), np.float32)
+    labels[np.arange(b), :, batch["label"]] = 1.0
+    return {
+        "video": batch["video"],
+        "boxes": boxes.astype(np.float32),
+        "box_mask": mask,
+        "labels": labels * mask[..., None],
+    }
+
+
 def run(
     config, *, num_steps: int, warmup: int = 3, batches: int = 4, classes: int = 4, out=None
 ) -> Result:
@@ -86,18 +105,26 @@ def run(
     per_epoch = -(-num_steps // max(1, int(config.optim.epochs)))  # schedule >= num_steps
     trainer = Trainer.from_config(config, steps_per_epoch=per_epoch)
     schedule = optim.schedule(config, per_epoch)
-    data = [
-        device_batch(b, trainer.mesh)
-        for b in synthetic_batches(config, batches, classes, config.seed)
-    ]
+    host_batches = synthetic_batches(config, batches, classes, config.seed)
+    ava = config.model.get("task", "classify") == "ava"
+    if ava:
+        rng = np.random.default_rng(config.seed)
+        host_batches = [with_boxes(config, b, rng) for b in host_batches]
+    keys = detection_steps.TRAIN_KEYS if ava else None
+    data = [device_batch(b, trainer.mesh, *([keys] if keys else [])) for b in host_batches]
     state = trainer.init()
-    train_step = steps.make_train_step(
-        trainer,
-        accum_steps=config.optim.accum_steps,
-        schedule=schedule,
-        mixing=Mixing.from_config(config),
-        augment=DeviceAugment.for_config(config),
-    )
+    if ava:
+        train_step = detection_steps.make_train_step(
+            trainer, accum_steps=config.optim.accum_steps, schedule=schedule
+        )
+    else:
+        train_step = steps.make_train_step(
+            trainer,
+            accum_steps=config.optim.accum_steps,
+            schedule=schedule,
+            mixing=Mixing.from_config(config),
+            augment=DeviceAugment.for_config(config),
+        )
     start = time.perf_counter()
     compiled = train_step.lower(state, data[0]).compile()
     compile_s = time.perf_counter() - start

@@ -22,6 +22,8 @@ def _eval(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     join_cluster(args)
     storage.check_access(outputs=[args.out or ""])
+    if config.model.get("task", "classify") == "ava":
+        return _eval_ava(args, config)
     predictions, skipped, step, ema = multiview.evaluate_checkpoint(
         config, args.checkpoint, weights=args.weights
     )
@@ -39,6 +41,37 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(f"top-1 {summary['top1']:.4f}  top-5 {summary['top5']:.4f}")
     print(multiview.per_class_table(predictions, names))
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return 0
+
+
+def _eval_ava(args: argparse.Namespace, config) -> int:
+    """`vmp eval` of an AVA detector: detections.csv, ap_per_class.csv, metrics.json."""
+    from vmp_jax import storage
+    from vmp_jax.engine.checkpoint import workdir_of
+    from vmp_jax.evaluate import ava_report, detection, multiview
+    from vmp_jax.multihost import join
+
+    detections, skipped, clips, step, ema = detection.evaluate_checkpoint(
+        config, args.checkpoint, weights=args.weights
+    )
+    if not join.is_primary():
+        return 0  # every process predicted its share; process 0 reports and writes
+    if args.shuffle_boxes:
+        detections = detection.shuffled_between_actors(detections)
+    out = args.out or storage.join(workdir_of(args.checkpoint), "eval")
+    report, paths = detection.write_report(config, detections, out)
+    boxes = "ground-truth" if config.ava.test_boxes == "gt" else "detected"
+    print(
+        f"checkpoint step {step} ({multiview.describe_weights(ema)}), {clips}; {boxes} boxes"
+        f"{', shuffled between actors (control)' if args.shuffle_boxes else ''} "
+        f"({skipped} keyframes unreadable)"
+    )
+    for note in report.notes():
+        print(f"note: {note}")
+    print(ava_report.per_class_table(report.result))
+    print(f"frame-mAP@0.5 {report.result.mean_ap:.4f} over {len(report.result.ap)} actions")
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return 0
@@ -108,13 +141,23 @@ def _add_eval(subparsers) -> None:
         "predictions.csv (one row per video, keyed by its path as listed), per_class.csv and "
         "confusion.png to --out (default: the checkpoint's workdir/eval). Class names from "
         "--labels, else the names the run trained with (its workdir's classes.txt), "
-        "data.label_map or the data root's classes.txt. Overrides: --config.KEY=VALUE.",
+        "data.label_map or the data root's classes.txt. An AVA config (model.task=ava): "
+        "the detector on the validation keyframes (--config.ava.test_boxes=detected, the "
+        "person detections at score >= ava.score_threshold, or gt), writing detections.csv "
+        "(AVA's format), ap_per_class.csv and metrics.json and printing frame-mAP and the "
+        "per-action table (docs/detection.md). Overrides: --config.KEY=VALUE.",
     )
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None)
     p.add_argument("--labels", help=LABELS_HELP)
     p.add_argument("--weights", choices=WEIGHTS, default="auto", help=WEIGHTS_HELP)
+    p.add_argument(
+        "--shuffle-boxes",
+        action="store_true",
+        help="an AVA detector's control: each keyframe's boxes swapped between its actors "
+        "after scoring (each box gets another person's action scores)",
+    )
     add_cluster_arguments(p)
     p.set_defaults(func=_eval, accepts_overrides=True)
 

@@ -17,6 +17,7 @@ from flax import nnx
 from vmp_jax.engine import sharding
 from vmp_jax.models import layers
 from vmp_jax.models.config import ModelConfig
+from vmp_jax.models.detection import model_class
 from vmp_jax.models.videomamba import VideoMamba
 
 
@@ -37,12 +38,13 @@ def set_params(model: VideoMamba, params: dict) -> None:
 
 
 def model_with_params(cfg: ModelConfig, params: dict, *, seed: int = 0) -> VideoMamba:
-    """The model `VideoMamba(cfg, rngs=nnx.Rngs(seed))` builds, holding `params` ({path: array},
+    """The model `VideoMamba(cfg, rngs=nnx.Rngs(seed))` builds (the detector for
+    cfg.task="ava"), holding `params` ({path: array},
     per-block layout) in place of initial weights, which are never drawn: the structure comes
     from `nnx.eval_shape`, and only the RNG streams (drop path, dropout) are computed, by a
     program from which XLA drops every initialiser. An eager initialisation compiles and runs
     each initialiser only for its weights to be overwritten (seconds, at every `vmp predict`)."""
-    build = lambda: VideoMamba(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
+    build = lambda: model_class(cfg)(cfg, rngs=nnx.Rngs(seed))  # noqa: E731
     model = nnx.eval_shape(build)
     nnx.update(model, nnx.jit(lambda: nnx.state(build(), nnx.RngState))())
     set_params(model, params)
@@ -96,7 +98,8 @@ class Trainer:
         )
 
     def _build(self) -> Parts:
-        model = VideoMamba(self.cfg, rngs=nnx.Rngs(params=self.seed, dropout=self.seed + 1))
+        rngs = nnx.Rngs(params=self.seed, dropout=self.seed + 1)
+        model = model_class(self.cfg)(self.cfg, rngs=rngs)  # the detector for task "ava"
         optimizer = nnx.Optimizer(model, self.tx, wrt=nnx.Param)
         ema = nnx.clone(model) if self.ema_decay > 0 else None
         return Parts(model, optimizer, ema)

@@ -18,10 +18,14 @@ from flax import nnx
 
 from vmp_jax.data import resample
 from vmp_jax.data.device_augment import DeviceAugment
-from vmp_jax.engine import sharding
+from vmp_jax.engine import detection_steps, sharding
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
+from vmp_jax.engine.update import all_finite, apply_gradients, keep_unless
 from vmp_jax.ssm import batch_sharded
+
+# Defined in engine.update (shared with detection_steps), used here and by callers from here.
+__all__ = ["all_finite", "apply_gradients", "keep_unless"]
 
 
 def _loss(params, rest, graphdef, video, target, label):
@@ -61,24 +65,6 @@ def _gradients(model, batch: dict, accum_steps: int):
     return loss / accum_steps, correct, jax.tree.map(lambda g: g / accum_steps, grads)
 
 
-def all_finite(*trees) -> jax.Array:
-    """One boolean: whether every element of every floating-point array in `trees` is finite."""
-    leaves = [x for t in trees for x in jax.tree.leaves(t) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
-
-
-def keep_unless(finite: jax.Array, new, old):
-    """`new` where `finite`, else `old`, leaf by leaf (the select fuses into the update's own
-    loops: no copy of the state). PRNG keys are taken from `new`: a step never changes them."""
-
-    def pick(n, o):
-        if jax.dtypes.issubdtype(n.dtype, jax.dtypes.prng_key):
-            return n
-        return jnp.where(finite, n, o)
-
-    return jax.tree.map(pick, new, old)
-
-
 def make_train_step(
     trainer: Trainer,
     *,
@@ -104,16 +90,7 @@ def make_train_step(
         mixed = {"video": video, "target": target, "label": batch["label"]}
         with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
             loss, correct, grads = _gradients(parts.model, mixed, accum_steps)
-        parts.optimizer.update(parts.model, grads)
-        if parts.ema is not None:
-            decay = trainer.ema_decay
-            ema = jax.tree.map(
-                lambda e, p: decay * e + (1 - decay) * p,
-                nnx.state(parts.ema, nnx.Param),
-                nnx.state(parts.model, nnx.Param),
-            )
-            nnx.update(parts.ema, ema)
-        finite = all_finite(loss, grads, nnx.state(parts.model, nnx.Param))
+        finite = apply_gradients(trainer, parts, loss, grads)
         metrics = {
             "loss": loss,
             "accuracy": correct / batch["label"].shape[0],
@@ -154,13 +131,18 @@ def abstract_train_step(config, devices=None):
     the step `vmp train` jits, traced on shapes only (nothing allocated), for compiling it
     ahead of time (`vmp gpu-compile train`, `vmp bench-compile`); the schedule is a constant."""
     trainer = Trainer.from_config(config, devices=devices)
-    train_step = make_train_step(
-        trainer,
-        accum_steps=config.optim.accum_steps,
-        schedule=lambda step: 0.0,
-        mixing=Mixing.from_config(config),
-        augment=DeviceAugment.for_config(config),
-    )
+    if config.model.get("task", "classify") == "ava":
+        train_step = detection_steps.make_train_step(
+            trainer, accum_steps=config.optim.accum_steps, schedule=lambda step: 0.0
+        )
+    else:
+        train_step = make_train_step(
+            trainer,
+            accum_steps=config.optim.accum_steps,
+            schedule=lambda step: 0.0,
+            mixing=Mixing.from_config(config),
+            augment=DeviceAugment.for_config(config),
+        )
     data = sharding.batch_sharding(trainer.mesh)
     shapes = batch_shapes(config)
     abstract_batch = {
@@ -172,8 +154,10 @@ def abstract_train_step(config, devices=None):
 def batch_shapes(config) -> dict:
     """{key: (shape, dtype)} of a global training batch: video float32 (B, T, S, S, 3) and
     label int32 (B,); with data.augment_on=device, video uint8 (B, T, Hc, Wc, 3) on the canvas
-    and the crop plans (`resample.crop_plan`)."""
+    and the crop plans (`resample.crop_plan`). An AVA config: `detection_steps.batch_shapes`."""
     d, b = config.data, config.data.batch_size
+    if config.model.get("task", "classify") == "ava":  # boxes instead of labels
+        return detection_steps.batch_shapes(config)
     shapes = {"label": ((b,), jnp.int32)}
     if d.augment_on != "device":
         video = (b, d.num_frames, d.img_size, d.img_size, config.model.channels)

@@ -21,6 +21,7 @@ from pallas_kernels.scan_chunk import VARIANTS
 
 # Size presets (SPEC section 5): embed width, depth.
 SIZES = {"ti": (192, 24), "s": (384, 24), "m": (576, 32)}
+TASKS = ("classify", "ava")  # ModelConfig.task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,10 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; parameters, residual stream and scan state are f32
     remat: bool = False  # rematerialise each block in the backward pass
     scan_layers: bool = False  # the blocks as lax.scans over stacked weights: one block compiled
+    # What the backbone's tokens feed (vmp_jax.models.detection.model_class): "classify", the
+    # CLS token to a linear head (VideoMamba); "ava", each box's ROIAlign-pooled features to
+    # the AVA actions (VideoMambaDetector, SPEC section 8). The parameter names are the same.
+    task: str = "classify"
 
     def __post_init__(self):
         for name in ("embed_dim", "depth", "d_state", "expand", "d_conv", "patch_size"):
@@ -78,6 +83,8 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig: scan_variant must be one of {VARIANTS}, got {self.scan_variant!r}"
             )
+        if self.task not in TASKS:
+            raise ValueError(f"ModelConfig: task must be one of {TASKS}, got {self.task!r}")
         for name in ("drop_path_rate", "head_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(

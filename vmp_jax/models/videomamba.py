@@ -104,11 +104,16 @@ class VideoMamba(nnx.Module):
         graph, state = nnx.split(self.layers)
         return nnx.merge(graph, jax.tree.map(lambda x: x[index], state))
 
-    def __call__(self, video):
+    def tokens(self, video):
+        """The final tokens, (b, 1 + T*P, C) float32: norm_f(residual + drop_path(hidden))
+        after every block, CLS first (what the classifier and the detection head read)."""
         hidden, residual = self.features(video)
         rate = drop_path_rates(self.cfg)[-1]
         residual = residual + self.drop_path(hidden, rate).astype(jnp.float32)
-        cls = self.norm_f(residual)[:, 0]  # (b, C) float32
+        return self.norm_f(residual)
+
+    def __call__(self, video):
+        cls = self.tokens(video)[:, 0]  # (b, C) float32
         return self.head(self.head_drop(cls)).astype(jnp.float32)
 
 
@@ -132,6 +137,6 @@ def abstract_params(cfg: ModelConfig) -> dict[tuple, nnx.Variable]:
     """{path: abstract Param} of the model `cfg` describes (shapes only, nothing allocated),
     in the per-block layout whatever cfg.scan_layers: paths as nnx.to_flat_state gives them,
     e.g. ("layers", 0, "mixer", "fwd", "A_log")."""
-    per_block = dataclasses.replace(cfg, scan_layers=False)
+    per_block = dataclasses.replace(cfg, scan_layers=False)  # (the detector's are the same)
     abstract = nnx.eval_shape(lambda: VideoMamba(per_block, rngs=nnx.Rngs(0)))
     return dict(nnx.to_flat_state(nnx.state(abstract, nnx.Param)))

@@ -16,6 +16,11 @@ metrics.jsonl and TensorBoard. At each epoch end (every `train.eval_every`
 epochs): multi-view validation, and a checkpoint with its top-1; also every `train.save_every`
 steps, and at the end. On SIGTERM or SIGINT: a checkpoint after the current step (the same step
 on every process) and a clean exit (`preemption`). Last: curves.png.
+
+An AVA config (model.task "ava") runs the same loop on the detector: keyframe clips with their
+boxes (`ava_inputs`), the detection steps (`detection_steps`), the backbone alone taken from
+`train.init_from` (the head is the new task's), and validation by frame-mAP on the val
+keyframes (`evaluate.detection`), which ranks the kept "best" checkpoint instead of top-1.
 """
 
 import dataclasses
@@ -25,13 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from vmp_jax import storage
-from vmp_jax.data import labels, pipeline, resample, sources
+from vmp_jax.data import ava_inputs, labels, pipeline, resample, sources
 from vmp_jax.data.device_augment import DeviceAugment
-from vmp_jax.engine import checkpoint, optim, preemption, sharding, steps
+from vmp_jax.engine import checkpoint, detection_steps, optim, preemption, sharding, steps
 from vmp_jax.engine.mixing import Mixing
-from vmp_jax.engine.state import Trainer
-from vmp_jax.evaluate import multiview
+from vmp_jax.engine.state import Trainer, flat_params
+from vmp_jax.evaluate import detection, multiview
 from vmp_jax.experiment import save_config
+from vmp_jax.models.detection import backbone_paths
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import collect, join
 from vmp_jax.train import metrics_log, nonfinite
@@ -48,10 +54,14 @@ class Setup:
     val_source: object | None
     steps_per_epoch: int
     total_steps: int
+    ava: bool = False  # the AVA detector: sources are `AvaClips`, validation is frame-mAP
+    scorer: object = None  # AVA: the validation ground truth (`detection.Scorer`), read once
 
 
 def setup(config, *, devices=None) -> Setup:
     join.initialize()
+    if ava_inputs.is_ava(config):
+        return _setup_ava(config, devices)
     train_source = sources.open_source(config.data, "train")
     has_val = sources.has_validation(config.data)
     val_source = sources.open_source(config.data, "val") if has_val else None
@@ -64,17 +74,38 @@ def setup(config, *, devices=None) -> Setup:
     return Setup(config, trainer, train_source, val_source, per_epoch, total)
 
 
-def device_batch(batch: dict, mesh) -> dict:
+def _setup_ava(config, devices) -> Setup:
+    """The AVA run's Setup: the train and val keyframes whose videos can be read."""
+    train_clips = ava_inputs.open_clips(config, "train")
+    val_clips = ava_inputs.open_clips(config, "val")
+    for split, clips in (("train", train_clips), ("val", val_clips)):
+        print(f"AVA {split}: {clips.summary()}")
+    per_epoch = ava_inputs.steps_per_epoch(config, train_clips)
+    total = int(round(config.optim.epochs * per_epoch))
+    trainer = Trainer.from_config(config, steps_per_epoch=per_epoch, devices=devices)
+    sharding.per_device(config.data.batch_size, "data.batch_size", trainer.mesh.size)
+    sharding.per_device(config.eval.batch_size, "eval.batch_size", trainer.mesh.size)
+    scorer = detection.Scorer(config)  # a bad ground truth or label map fails here
+    return Setup(config, trainer, train_clips, val_clips, per_epoch, total, True, scorer)
+
+
+# What a train step reads of a host's batch (the AVA detector's, or the classifier's).
+TRAIN_KEYS = ("video", "label", *resample.PLAN_KEYS)
+
+
+def device_batch(batch: dict, mesh, keys=TRAIN_KEYS) -> dict:
     """This host's arrays -> global arrays sharded over the batch axes: video, label and, with
-    data.augment_on=device, the crop plans."""
+    data.augment_on=device, the crop plans (or the given `keys` of those in the batch)."""
     data = sharding.batch_sharding(mesh)
-    keys = [k for k in ("video", "label", *resample.PLAN_KEYS) if k in batch]
+    keys = [k for k in keys if k in batch]
     return {k: jax.make_array_from_process_local_data(data, batch[k]) for k in keys}
 
 
 def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     """Trains to the end of the schedule (resuming if possible); returns the final metrics."""
-    inputs = [*sources.input_paths(config.data), config.train.init_from]
+    ava = ava_inputs.is_ava(config)
+    read = ava_inputs.input_paths(config) if ava else sources.input_paths(config.data)
+    inputs = [*read, config.train.init_from]
     storage.check_access(inputs, outputs=[workdir])  # a bad URL fails here, in seconds
     s = setup(config, devices=devices)
     storage.makedirs(workdir)
@@ -82,10 +113,14 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
     echo = echo if first_host else silent
     if first_host:
         save_config(config, workdir)  # what `vmp predict` rebuilds the model from
-        labels.save_class_names(config, workdir)  # and names its classes with, anywhere
+        if not ava:  # (AVA's action names are the label map's)
+            labels.save_class_names(config, workdir)  # and names its classes with, anywhere
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
     ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
-    data = iter(pipeline.train_dataset(config, s.train_source))
+    if ava:
+        data = iter(ava_inputs.train_dataset(config, s.train_source))
+    else:
+        data = iter(pipeline.train_dataset(config, s.train_source))
     # Restored straight into its shards (no fresh state is built first); a damaged newest
     # checkpoint is moved aside with a warning and the one before it is taken.
     state, start = ckpt.restore_latest(s.trainer.abstract_placed(), data, warn=echo)
@@ -97,14 +132,21 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         if config.train.init_from:
             state = _init_from(s.trainer, state, config.train.init_from, echo)
     schedule = optim.schedule(config, s.steps_per_epoch)
-    train_step = steps.make_train_step(
-        s.trainer,
-        accum_steps=config.optim.accum_steps,
-        schedule=schedule,
-        mixing=Mixing.from_config(config),
-        augment=DeviceAugment.for_config(config),
-    )
-    eval_step = steps.make_eval_step(s.trainer, ema=config.optim.ema_decay > 0)
+    ema = config.optim.ema_decay > 0
+    if ava:
+        train_step = detection_steps.make_train_step(
+            s.trainer, accum_steps=config.optim.accum_steps, schedule=schedule
+        )
+        eval_step = detection_steps.make_eval_step(s.trainer, ema=ema)
+    else:
+        train_step = steps.make_train_step(
+            s.trainer,
+            accum_steps=config.optim.accum_steps,
+            schedule=schedule,
+            mixing=Mixing.from_config(config),
+            augment=DeviceAugment.for_config(config),
+        )
+        eval_step = steps.make_eval_step(s.trainer, ema=ema)
     echo(
         f"{s.total_steps} steps ({s.steps_per_epoch} per epoch x {config.optim.epochs} epochs), "
         f"global batch {config.data.batch_size}, mesh {dict(s.trainer.mesh.shape)}"
@@ -134,9 +176,17 @@ def silent(*_) -> None:
 
 
 def _init_from(trainer, state, path: str, echo):
-    """The fresh state with the model weights of the checkpoint at `path`."""
-    params, step = checkpoint.restore_params(path, abstract_params(trainer.cfg))
-    echo(f"weights from {path} (step {step})")
+    """The fresh state with the model weights of the checkpoint at `path`; for the AVA
+    detector the backbone's alone (a classifier's head is another task's), its head as
+    initialised."""
+    abstract = abstract_params(trainer.cfg)
+    detector = trainer.cfg.task == "ava"
+    if detector:
+        abstract = {p: abstract[p] for p in backbone_paths(abstract)}
+    params, step = checkpoint.restore_params(path, abstract)
+    echo(f"weights from {path} (step {step}){', backbone only' if detector else ''}")
+    if detector:
+        params = flat_params(trainer.parts(state).model) | params
     return trainer.with_params(state, params)
 
 
@@ -150,7 +200,8 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
         batch = window.next(data)
         skipped += int(batch["skipped"].sum())
         window.count(len(batch["video"]) * jax.process_count())
-        state, metrics = train_step(state, device_batch(batch, s.trainer.mesh))
+        keys = detection_steps.TRAIN_KEYS if s.ava else TRAIN_KEYS
+        state, metrics = train_step(state, device_batch(batch, s.trainer.mesh, keys))
         done = step + 1
         watch.dispatched(done, metrics["nonfinite"])
         pending.append(metrics)
@@ -188,11 +239,13 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
             val = _validate(s, state, eval_step)
             log.write(done, "val", val)
             final["val"] = val
-            if first_host:
+            if first_host and s.ava:
+                bar.write(f"epoch {epoch}: val frame-mAP {val['mAP']:.4f}")
+            elif first_host:
                 bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
             window.restart()  # the window's figures are of training steps alone
         if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
-            ckpt.save(done, state, data, metrics={"top1": val["top1"]} if val else None)
+            ckpt.save(done, state, data, metrics=_best_metric(val))
             log.sync()  # a bucket's metrics.jsonl holds the records up to every checkpoint
         if stop:
             final["stopped"] = (  # said by `vmp` once the save is complete
@@ -204,7 +257,20 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
     return state, final
 
 
+def _best_metric(val: dict | None) -> dict | None:
+    """What ranks the kept best checkpoint (`Checkpoints` reads "top1"): top-1, or an AVA
+    run's frame-mAP."""
+    if val is None:
+        return None
+    return {"top1": val["mAP"], "mAP": val["mAP"]} if "mAP" in val else {"top1": val["top1"]}
+
+
 def _validate(s: Setup, state, eval_step) -> dict:
+    if s.ava:
+        detections, skipped = detection.predict(
+            s.trainer, state, s.config, s.val_source, eval_step=eval_step
+        )
+        return detection.summary(s.scorer(detections), skipped)
     predictions, skipped = multiview.predict(
         s.trainer, state, s.config, s.val_source, eval_step=eval_step
     )

@@ -90,7 +90,8 @@ def plot_curves(records: list[dict], path: str) -> str:
     left.set(xlabel="step", ylabel="train loss", title="loss")
     right.plot([r["step"] for r in train], [r["accuracy"] for r in train], label="train (batch)")
     if val:
-        right.plot([r["step"] for r in val], [r["top1"] for r in val], "o-", label="val top-1")
+        key, name = ("mAP", "val frame-mAP") if "mAP" in val[0] else ("top1", "val top-1")
+        right.plot([r["step"] for r in val], [r[key] for r in val], "o-", label=name)
     right.set(xlabel="step", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     right.legend()
     storage.save_png(figure, path, dpi=110)
