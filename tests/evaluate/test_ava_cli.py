@@ -120,3 +120,14 @@ def test_written_detections_score_as_in_memory(tmp_path, seed):
     )  # 120 and 60 rows: capped
     with pytest.raises(ValueError, match="scores"):
         ava_report.write_detections(str(path), [("v1", 902, boxes, np.zeros((2, 3)))])
+
+
+def test_a_label_map_beyond_the_evaluated_60_is_noted(tmp_path, capsys):
+    labels = tmp_path / "all80.pbtxt"
+    labels.write_text("".join(f'item {{\n  name: "a{i}"\n  id: {i}\n}}\n' for i in range(1, 81)))
+    args = _files(tmp_path, _perfect())
+    args[args.index("--labels") + 1] = str(labels)
+    assert cli.main(["ava-eval", *args, "--json"]) == 0
+    assert "outside the 60" in capsys.readouterr().err
+    assert cli.main(["ava-eval", *_files(tmp_path, _perfect()), "--json"]) == 0
+    assert "outside the 60" not in capsys.readouterr().err

@@ -178,3 +178,19 @@ def test_jit_and_static_shapes(seed):
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="boxes"):
         roi_align(np.zeros((1, 4, 4, 1)), np.zeros((1, 4)), 2, 1.0)
+
+
+def test_compiled_memory_is_linear_in_the_boxes():
+    """Temp memory of the compiled op for K and 4K boxes on a 14 x 14 map (AVA's head): about
+    4x, and below the dense per-sample bilinear weights (K, 14 samples, 14 samples, H, W) that
+    a non-separable formulation would hold."""
+    features = jax.ShapeDtypeStruct((1, 14, 14, 64), jnp.float32)
+
+    def temp(k):
+        boxes = jax.ShapeDtypeStruct((1, k, 4), jnp.float32)
+        fn = jax.jit(lambda f, b: roi_align(f, b, 7, 1 / 16))
+        return fn.lower(features, boxes).compile().memory_analysis().temp_size_in_bytes
+
+    small, large = temp(16), temp(64)
+    assert large <= 4.5 * max(small, 1)
+    assert large < 64 * 14 * 14 * 14 * 14 * 4
