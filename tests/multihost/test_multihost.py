@@ -2,10 +2,11 @@
 with its own fake CPU devices and Gloo collectives, started by `vmp launch`.
 
 2 processes x 4 devices train to the parameters of 1 process x 8 devices; one process
-SIGKILLed mid-run and all restarted end bit-identical to the uninterrupted run; a SIGTERM to one
-process stops both at one step (training, saved) or one batch (eval, nothing written); a
-2-process eval writes the predictions of the 1-process eval, once; bad cluster settings end in
-a clear error within a bounded time."""
+SIGKILLed mid-run and all restarted end bit-identical to the uninterrupted run; a SIGTERM to the
+launcher, or a SIGINT to one process, stops both at one step (training, saved, with Grain
+workers) and a SIGTERM to one process at one batch (eval, nothing written); the launcher passes
+its signals on and waits for the save; a 2-process eval writes the predictions of the 1-process
+eval, once; bad cluster settings end in a clear error within a bounded time."""
 
 import os
 import re
@@ -30,11 +31,22 @@ DEMO = str(REPO_ROOT / "configs" / "demo.py")
 LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
 
 
-def _settings(root: str) -> list[str]:
+def _settings(root: str, **extra) -> list[str]:
     # 6 steps (2 epochs of 3) on a mesh spanning both processes, mixing over the global batch
     return tiny_overrides(
-        root, optim__epochs=2, mesh__data=2, mesh__fsdp=4, data__mixup=0.8, data__cutmix=1.0
+        root,
+        optim__epochs=2,
+        mesh__data=2,
+        mesh__fsdp=4,
+        data__mixup=0.8,
+        data__cutmix=1.0,
+        **extra,
     )
+
+
+# The preemption tests' loaders run Grain workers, as the recipes' do (8 there); the batches are
+# the same as without (the runs they are compared with).
+WORKERS = {"data__num_workers": 2}
 
 
 # The runs share their compiled programs (the restarted run and the evals compile what an earlier
@@ -62,9 +74,10 @@ def _launch(processes: int, command: list[str]) -> subprocess.Popen:
     )
 
 
-def _train(root: str, workdir: str, processes: int) -> str:
+def _train(root: str, workdir: str, processes: int, **extra) -> str:
     run = _launch(
-        processes, ["vmp", "train", "--config", DEMO, *_settings(root), "--workdir", workdir]
+        processes,
+        ["vmp", "train", "--config", DEMO, *_settings(root, **extra), "--workdir", workdir],
     )
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out
@@ -101,10 +114,10 @@ def test_two_processes_train_as_one_process_of_eight_devices(
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
-def _train_until_first_checkpoint(root: str, workdir: str):
+def _train_until_first_checkpoint(root: str, workdir: str, **extra):
     """A 2-process run of `_settings`, once its first checkpoint (step 2) is complete: the
     launcher, its output so far and the processes' pids."""
-    command = ["vmp", "train", "--config", DEMO, *_settings(root), "--workdir", workdir]
+    command = ["vmp", "train", "--config", DEMO, *_settings(root, **extra), "--workdir", workdir]
     run = _launch(2, command)
     pids, lines = {}, []
     deadline = time.monotonic() + 600
@@ -120,9 +133,9 @@ def _train_until_first_checkpoint(root: str, workdir: str):
     return run, "".join(lines), pids
 
 
-def _resume_and_compare(root: str, workdir: str, straight: str, resumed_from: str) -> None:
+def _resume_and_compare(root: str, workdir: str, straight: str, resumed_from: str, **extra) -> None:
     """The run resumed in `workdir` ends bit-identical to the uninterrupted `straight`."""
-    resumed = _train(root, workdir, processes=2)
+    resumed = _train(root, workdir, processes=2, **extra)
     assert re.search(rf"^\[0\] resumed from .*/checkpoints/{resumed_from}$", resumed, re.M), resumed
     (got, step), (want, _) = (_final_state(root, w) for w in (workdir, straight))
     assert step == 6
@@ -144,31 +157,56 @@ def test_a_process_killed_mid_run_in_a_bucket_resumes_bit_identical(
     out, _ = run.communicate(timeout=120)
     assert run.returncode == 128 + 9, lines + out  # the first failure: the kill
     # Process 0 catches SIGTERM (jax's preemption notifier): SIGKILLed after the short grace.
-    assert time.monotonic() - killed < launch.STOP_GRACE_S
+    assert time.monotonic() - killed < launch.PEER_FAILED_GRACE_S + 8
     assert "process 1 exited with 137: stopping the others" in out
     assert 6 not in complete_steps(workdir)  # it was mid-run
     _resume_and_compare(motion_dataset, workdir, two_process_run, "[2-5]")
 
 
-def test_a_sigterm_to_one_process_saves_every_process_at_one_step(
-    motion_dataset, two_process_run, tmp_path
-):
-    """A preempted host: SIGTERM to process 1 alone; both finish their step, save at the step
-    jax's preemption sync point names, and exit 0; the same command resumes bit-identical."""
-    workdir = str(tmp_path / "preempted")
-    run, lines, pids = _train_until_first_checkpoint(motion_dataset, workdir)
-    os.kill(pids[1], signal.SIGTERM)
-    out, _ = run.communicate(timeout=300)
-    assert run.returncode == 0, lines + out
+def _stopped_at_one_step(workdir: str, out: str) -> str:
+    """The step a stopped 2-process run says it saved at (process 0 says it), saved there."""
     stopped = re.search(
         r"^\[0\] vmp train: stopped after step (\d) of 6 \(SIGTERM to a process\)", out, re.M
     )
-    assert stopped, lines + out
+    assert stopped, out
     step = stopped[1]
     assert f"saved {checkpoint_dir(workdir)}/{step}; the same command resumes" in out
     assert os.path.isdir(os.path.join(checkpoint_dir(workdir), step))
     assert not re.search(r"^\[1\] vmp train: stopped", out, re.M)  # reports come from process 0
-    _resume_and_compare(motion_dataset, workdir, two_process_run, step)
+    # Grain's workers stopped by their processes (the resource tracker warns of any left)
+    assert "leaked shared_memory" not in out, out
+    return step
+
+
+def test_a_sigterm_to_the_launcher_saves_every_process_at_one_step_and_exits_0(
+    motion_dataset, two_process_run, tmp_path
+):
+    """A preempted machine: `vmp launch` passes its SIGTERM on to both processes, each
+    with 2 Grain workers; both finish their step, save at the step jax's preemption sync point
+    names and exit 0, and so does the launcher; the same command resumes bit-identical."""
+    workdir = str(tmp_path / "preempted")
+    run, lines, _ = _train_until_first_checkpoint(motion_dataset, workdir, **WORKERS)
+    run.send_signal(signal.SIGTERM)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, lines + out
+    step = _stopped_at_one_step(workdir, lines + out)
+    _resume_and_compare(motion_dataset, workdir, two_process_run, step, **WORKERS)
+
+
+def test_a_sigint_to_one_process_group_stops_every_process_at_one_step(
+    motion_dataset, two_process_run, tmp_path
+):
+    """Ctrl-C in one host's terminal: SIGINT to process 1 and its Grain workers. Process 1
+    hands it to jax's preemption notifier, which names one step for both (process 0 got no
+    signal: it says SIGTERM, the notifier's); both save there and exit 0, and the workers
+    leave it to their process."""
+    workdir = str(tmp_path / "interrupted")
+    run, lines, pids = _train_until_first_checkpoint(motion_dataset, workdir, **WORKERS)
+    os.killpg(pids[1], signal.SIGINT)  # each process leads a process group of its own
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 0, lines + out
+    _stopped_at_one_step(workdir, lines + out)
+    assert "KeyboardInterrupt" not in out, out
 
 
 def _eval(root: str, checkpoint: str, out_dir: str, processes: int) -> str:
@@ -332,6 +370,66 @@ def test_launch_stops_the_others_when_one_fails_and_returns_its_code():
     assert elapsed < 60  # process 0 was stopped, not waited for
 
 
+# A process of a run that saves for SAVE_S seconds on a SIGTERM or SIGINT, then exits 0 (or, with
+# SAVE_S = -1, takes no notice); its "worker", in its process group as Grain's are, is its own
+# to stop: the launcher's signal must not reach it.
+SAVING = """
+import signal, subprocess, sys, time
+save_s = float(sys.argv[1])
+worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+def save(signum, _frame):
+    time.sleep(max(save_s, 0.5))
+    print("got", signal.Signals(signum).name, "worker running:", worker.poll() is None, flush=True)
+    worker.kill()
+    sys.exit(0)
+if save_s >= 0:
+    signal.signal(signal.SIGTERM, save)
+    signal.signal(signal.SIGINT, save)
+else:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
+
+def _launch_and_signal(save_s: float, grace_s: float, *signums) -> tuple[int, str, float]:
+    """SAVING launched as 2 processes; once both are ready, `signums` to the launcher (a
+    second after each other): its exit code, output and the seconds from the first signal."""
+    flags = ["--processes", "2", "--grace-s", str(grace_s), "--"]
+    command = [*LAUNCH, *flags, sys.executable, "-c", SAVING, str(save_s)]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    while sum(line.endswith("] ready\n") for line in lines) < 2:
+        lines.append(run.stdout.readline())
+        assert lines[-1], "".join(lines)
+    start = time.monotonic()
+    for signum in signums:
+        run.send_signal(signum)
+        time.sleep(1)
+    out, _ = run.communicate(timeout=120)
+    return run.returncode, "".join(lines) + out, time.monotonic() - start
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_launch_passes_a_signal_on_and_exits_0_once_every_process_has(signum):
+    """A preempted machine (SIGTERM) or Ctrl-C: each process gets the signal, its workers do
+    not; the launcher waits out their save (longer than a step) and exits 0 as they do."""
+    code, out, _ = _launch_and_signal(2, 60, signum)
+    assert code == 0, out
+    for i in range(2):
+        assert f"[{i}] got {signum.name} worker running: True" in out, out
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["grace", "second-signal"])
+def test_launch_kills_processes_still_running_after_the_grace_or_a_second_signal(second):
+    signums = (signal.SIGTERM, signal.SIGINT) if second else (signal.SIGTERM,)
+    code, out, elapsed = _launch_and_signal(-1, 600 if second else 2, *signums)
+    assert code == 128 + signal.SIGKILL, out
+    assert ("a second signal: killing" if second else "2 s passed: killing") in out
+    assert elapsed < 60
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -352,3 +450,38 @@ def test_resuming_with_another_process_count_is_an_error_saying_so(
     config = load_config(DEMO, [*_settings(motion_dataset), "--config.optim.epochs=3"])
     with pytest.raises(ValueError, match="data iterator states of 2 processes, this run has 1"):
         loop.train(config, workdir)
+
+
+def test_a_checkpoint_damaged_on_one_process_is_moved_aside_by_every_process(
+    motion_dataset, two_process_run, tmp_path
+):
+    """Process 1's iterator state deleted at step 6 and cut in half at step 4: the only files
+    process 1 alone reads (each process reads every shard of the state, replicated over the
+    processes' `data` axis). Every process reads a step on its own, then all exchange what
+    happened: both move steps 6 and 4 aside and resume from step 2, ending bit-identical to
+    the uninterrupted run, within a bounded time (before: process 1 stopped alone, process 0
+    waited in Orbax's barrier for 5 minutes)."""
+    workdir = str(tmp_path / "damaged")
+    shutil.copytree(two_process_run, workdir)
+    checkpoints = checkpoint_dir(workdir)
+    assert sorted(complete_steps(workdir)) == [2, 4, 6]
+    os.remove(f"{checkpoints}/6/data/process_1-of-2.json")
+    truncated = f"{checkpoints}/4/data/process_1-of-2.json"
+    os.truncate(truncated, os.path.getsize(truncated) // 2)
+    command = ["vmp", "train", "--config", DEMO, *_settings(motion_dataset), "--workdir", workdir]
+    run = _launch(2, command)
+    try:
+        out, _ = run.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        run.terminate()  # the launcher stops both processes
+        pytest.fail("the processes hung: " + run.communicate(timeout=60)[0])
+    assert run.returncode == 0, out
+    for step, cause in ((6, "FileNotFoundError"), (4, "JSONDecodeError")):
+        said = f"[0] checkpoint {checkpoints}/{step} does not restore (process 1: {cause}"
+        assert said in out and "moved it aside" in out, out
+        assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", str(step)))
+    assert re.search(r"^\[0\] resumed from .*/checkpoints/2$", out, re.M), out
+    (got, step), (want, _) = (_final_state(motion_dataset, w) for w in (workdir, two_process_run))
+    assert step == 6
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -2,7 +2,8 @@
 multi-process run."""
 
 import argparse
-import signal
+
+from vmp_jax.multihost.launch import GRACE_S
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,17 +39,13 @@ def _launch(args: argparse.Namespace) -> int:
     from vmp_jax.multihost import launch
 
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-
-    def stop(signum, _frame):
-        raise SystemExit(128 + signum)  # unwinds through launch(), which stops the processes
-
-    signal.signal(signal.SIGTERM, stop)
     return launch.launch(
         command,
         processes=args.processes,
         devices_per_process=args.devices_per_process,
         platform=args.platform,
         port=args.port,
+        grace_s=args.grace_s,
     )
 
 
@@ -60,11 +57,21 @@ def add(subparsers) -> None:
         "with the coordinator's address, the process count and its id in the environment, and "
         "its own devices (K fake CPU devices, or its group of K GPUs). Output lines are "
         "prefixed with the process id; when one process fails, the others are stopped and "
-        "its exit code is returned.",
+        "its exit code is returned. A SIGTERM or SIGINT (Ctrl-C) to the launcher is passed on "
+        "to the processes, which save at one step and exit 0 (and so does the launcher); a "
+        "second one kills them.",
     )
     p.add_argument("--processes", type=int, required=True, metavar="P")
     p.add_argument("--devices-per-process", type=int, default=1, metavar="K")
     p.add_argument("--platform", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--port", type=int, help="the coordinator's port (default: a free one)")
+    p.add_argument(
+        "--grace-s",
+        type=float,
+        default=GRACE_S,
+        metavar="S",
+        help="after a SIGTERM or SIGINT passed on, the longest wait for the processes to save "
+        f"and exit before SIGKILL (default {GRACE_S})",
+    )
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     p.set_defaults(func=_launch)

@@ -8,8 +8,13 @@ the others are stopped (SIGTERM, then SIGKILL) and the launcher exits with the f
 code (128 + N for a process killed by signal N), so one dead host never leaves the rest
 waiting in a collective. A process that has joined jax.distributed catches SIGTERM (jax's
 preemption notifier) and goes on: stopped because another failed, it could only wait in a
-collective, so it gets a short grace before SIGKILL; stopped because the launcher was, it gets
-STOP_GRACE_S.
+collective, so it gets PEER_FAILED_GRACE_S before SIGKILL.
+
+A SIGTERM or SIGINT to the launcher (a preempted machine, Ctrl-C) is passed on to the
+processes it started, not to their process groups (Grain's workers are their process's to
+stop): each saves at the step all stop after (`vmp_jax.engine.preemption`) and exits 0, and
+so does the launcher. It waits as long as the save takes, up to `grace_s`, then SIGKILLs; a
+second signal SIGKILLs at once.
 """
 
 import contextlib
@@ -23,7 +28,7 @@ import threading
 import time
 
 PLATFORMS = ("cpu", "gpu")
-STOP_GRACE_S = 10  # the launcher stopped (SIGTERM, Ctrl-C): time to finish a step
+GRACE_S = 600  # the launcher stopped (SIGTERM, Ctrl-C): the longest wait for a step and save
 PEER_FAILED_GRACE_S = 2  # another process failed: nothing collective can finish
 # Gloo's C++ prints a line per connection it opens; they say nothing a user can act on.
 NOISE = re.compile(
@@ -74,10 +79,11 @@ def launch(
     devices_per_process: int,
     platform: str = "cpu",
     port: int | None = None,
+    grace_s: float = GRACE_S,
     out=None,
 ) -> int:
     """Runs `command` as `processes` processes of one run; returns 0 or the first failure's
-    exit code."""
+    exit code. A signal to the launcher is handled as the module says (in the main thread)."""
     if not command:
         raise ValueError("give the command to launch after --, e.g. -- vmp train ...")
     if processes < 1 or devices_per_process < 1:
@@ -87,60 +93,108 @@ def launch(
         )
     if platform not in PLATFORMS:
         raise ValueError(f"--platform must be one of {PLATFORMS}, got {platform!r}")
+    if grace_s < 0:
+        raise ValueError(f"--grace-s must be at least 0, got {grace_s}")
     out = out or sys.stdout
     port = port or free_port()
     lock = threading.Lock()
     children, pumps = [], []
-    for i in range(processes):
-        child = subprocess.Popen(
-            resolve(command),
-            env=process_env(i, processes, devices_per_process, port, platform),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # its own process group: stopped with everything it started
-        )
-        children.append(child)
-        _print(out, lock, f"[launch] process {i} of {processes}: pid {child.pid}")
-        pump = threading.Thread(target=_pump, args=(child.stdout, f"[{i}] ", out, lock))
-        pump.start()
-        pumps.append(pump)
-    grace = STOP_GRACE_S
-    try:
-        code = _wait(children, out, lock)
-        grace = PEER_FAILED_GRACE_S
-    finally:
-        _stop(children, grace)
-        for pump in pumps:
-            pump.join()
-    return code
+    with _Signals() as signals:
+        try:
+            for i in range(processes):
+                child = subprocess.Popen(
+                    resolve(command),
+                    env=process_env(i, processes, devices_per_process, port, platform),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    start_new_session=True,  # its own process group: killed with what it started
+                )
+                children.append(child)
+                _print(out, lock, f"[launch] process {i} of {processes}: pid {child.pid}")
+                pump = threading.Thread(target=_pump, args=(child.stdout, f"[{i}] ", out, lock))
+                pump.start()
+                pumps.append(pump)
+            return _wait(children, signals, grace_s, lambda line: _print(out, lock, line))
+        finally:
+            _stop(children, PEER_FAILED_GRACE_S)  # those still running: after a failure
+            for pump in pumps:
+                pump.join()
 
 
-def _wait(children, out, lock) -> int:
-    """Waits for all to succeed, or for the first failure (its exit code)."""
+class _Signals:
+    """SIGTERM and SIGINT to the launcher, recorded for `_wait` to act on (in the main thread
+    alone: Python takes signal handlers there only)."""
+
+    def __init__(self):
+        self.received: list[int] = []
+        self._previous = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *_) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self.received.append(signum)
+
+
+def _wait(children, signals: _Signals, grace_s: float, say) -> int:
+    """Waits for all to exit 0 (0), or for the first failure (its exit code). The launcher's
+    first signal is passed on to the processes still running; its second, or `grace_s`
+    later, they are SIGKILLed (and fail)."""
+    deadline, killed = None, False
     while True:
         codes = [child.poll() for child in children]
         failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
         if failed:
             i, code = failed[0]
             code = 128 - code if code < 0 else code  # killed by signal -code
-            _print(out, lock, f"[launch] process {i} exited with {code}: stopping the others")
+            say(f"[launch] process {i} exited with {code}: stopping the others")
             return code
         if all(c == 0 for c in codes):
             return 0
+        if signals.received and deadline is None:
+            name = signal.Signals(signals.received[0]).name
+            say(
+                f"[launch] {name}: passed on to the processes; waiting up to {grace_s:g} s for "
+                "them to save and exit (a second signal kills them now)"
+            )
+            _signal(children, signals.received[0], group=False)
+            deadline = time.monotonic() + grace_s
+        late = deadline is not None and time.monotonic() > deadline
+        if (len(signals.received) > 1 or late) and not killed:
+            why = "a second signal" if len(signals.received) > 1 else f"{grace_s:g} s passed"
+            say(f"[launch] {why}: killing the processes still running (SIGKILL)")
+            _signal(children, signal.SIGKILL, group=True)
+            killed = True
         time.sleep(0.1)
 
 
-def _stop(children, grace_s: float) -> None:
-    """SIGTERM to every process still running, SIGKILL to those still running `grace_s` later."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        for child in children:
-            if child.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
+def _signal(children, signum: int, *, group: bool) -> None:
+    """`signum` to each process still running, or to its process group."""
+    for child in children:
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if group:
                     os.killpg(child.pid, signum)
-        deadline = time.monotonic() + grace_s
-        while any(c.poll() is None for c in children) and time.monotonic() < deadline:
-            time.sleep(0.1)
+                else:
+                    child.send_signal(signum)
+
+
+def _stop(children, grace_s: float) -> None:
+    """SIGTERM to every process still running, SIGKILL to the process groups of those still
+    running `grace_s` later."""
+    _signal(children, signal.SIGTERM, group=True)
+    deadline = time.monotonic() + grace_s
+    while any(c.poll() is None for c in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal(children, signal.SIGKILL, group=True)
     for child in children:
         child.wait()
 
