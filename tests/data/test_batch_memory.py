@@ -125,17 +125,22 @@ def test_a_reused_canvas_ends_as_a_fresh_one(store, seed):
         video.read_onto(plan, (48, 48), into=np.zeros((4, 48, 96, 3), np.uint8)[:, :, ::2])
 
 
-def test_a_slot_is_reused_only_once_every_view_of_its_batch_is_gone():
-    """In one process: the worker's side (WorkerSlots) and the training process's (Attach)."""
-    slots, attach = batch_memory.WorkerSlots(max_slots=2), batch_memory.Attach()
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_slot_is_reused_only_once_every_view_of_its_batch_is_gone(shared):
+    """In one process: the slots of the training process, or (shared) a worker's with the
+    training process's side (Attach)."""
+    slots, attach = batch_memory.Slots(shared, max_slots=2), batch_memory.Attach()
     shape = (2, 3, 5)
 
     def hand_over(value: int) -> np.ndarray:
-        array, ref = slots.take(shape, np.uint8)
+        array, handed = slots.take(shape, np.uint8)
         array[...] = value
-        assert isinstance(ref, batch_memory.SlotRef)
-        (path,) = {os.path.join(batch_memory.SHM_DIR, ref.name)}
-        batch = attach({"video": ref, "label": 7})
+        if not shared:
+            assert handed is array
+            return handed
+        assert isinstance(handed, batch_memory.SlotRef)
+        path = os.path.join(batch_memory.SHM_DIR, handed.name)
+        batch = attach({"video": handed, "label": 7})
         assert not os.path.exists(path)  # unlinked once mapped: nothing left in /dev/shm
         return batch["video"]
 
@@ -145,20 +150,23 @@ def test_a_slot_is_reused_only_once_every_view_of_its_batch_is_gone():
     gc.collect()
     second = hand_over(2)  # the first slot is still held: a new one
     np.testing.assert_array_equal(view, 1)
-    array, ref = slots.take(shape, np.uint8)  # both held and no more allowed: Grain's copy
-    assert ref is array
+    array, handed = slots.take(shape, np.uint8)  # both held and no more allowed: a new array
+    assert handed is array and not isinstance(array.base, mmap.mmap)
     del view, second
     gc.collect()
     reused = hand_over(3)
     assert len(slots._slots) == 2 and (reused == 3).all()
 
 
-def test_batches_kept_are_never_overwritten_and_slots_are_reused(motion_dataset, store, seed):
-    """One worker, 16 batches: every other one kept to the end, the rest dropped at once (their
-    slots reused for later batches); each equals the stacked pipeline's batch, when it came and
-    at the end. The batch's small arrays come pickled (`pipeline.HANDOFF`)."""
+@pytest.mark.parametrize("workers", [0, 1])
+def test_batches_kept_are_never_overwritten_and_slots_are_reused(
+    motion_dataset, store, seed, workers
+):
+    """16 batches: every other one kept to the end, the rest dropped at once (their slots reused
+    for later batches); each equals the stacked pipeline's batch, when it came and at the end.
+    A worker's batch has its small arrays pickled (`pipeline.HANDOFF`)."""
     config = _store_config(motion_dataset, store, **{"data.augment_on": "device"})
-    config.seed, config.data.num_workers, config.data.canvas = seed, 1, (56, 64)
+    config.seed, config.data.num_workers, config.data.canvas = seed, workers, (56, 64)
     expected = _stacked(config, 16)
     iterator = iter(pipeline.train_dataset(config))
     kept, slots = [], []
@@ -166,7 +174,7 @@ def test_batches_kept_are_never_overwritten_and_slots_are_reused(motion_dataset,
         for j in range(16):
             batch = next(iterator)
             _assert_identical([batch], expected[j : j + 1])
-            slots.append(batch["video"].base)  # the slot's mapping (held by Attach anyway)
+            slots.append(batch["video"].base)  # the slot's memory (held by Slots or Attach)
             small = [batch[k] for k in batch if k != "video"]  # pickled, no shared memory each
             assert all(type(v) is np.ndarray for v in small), [type(v) for v in small]
             if j % 2 == 0:

@@ -1,26 +1,30 @@
 """Where a training batch is written, and how a Grain worker hands it over without a copy.
 
-`pipeline.LoadBatch` writes each clip straight into its slot of one batch array (a frame store's
-JPEG frames decoded into it). In the training process (`data.num_workers=0`) that array is a
-new one per batch (`InProcess`). In a Grain worker it is a slot of shared memory that the worker
-keeps and reuses (`WorkerSlots`): the batch carries a `SlotRef` in its place, and the training
-process maps each slot once and hands out the array in it (`Attach`, a map after
-`mp_prefetch`). Grain's own hand-off copies every batch into a new shared-memory object, whose
-pages the kernel allocates and zeroes one by one on first touch: 17 ms of the worker's CPU for
-a 26 MB batch (8 clips on a 320 x 428 canvas) on the CI-sized VM, more than a third of the JPEG
-decoding it carries (benchmarks/RESULTS.md).
+`pipeline.LoadBatch` writes each clip straight into its part of one batch array (a frame
+store's JPEG frames decoded into it). That array lives in a slot that is reused once the
+consumer is done with the batch (`Slots`): memory the kernel has handed out already, so that a
+batch costs no page faults. Grain's own hand-off from a worker copies each batch into a new
+shared-memory object, which the kernel allocates and zeroes 4 KiB page by page on first touch
+(tmpfs gets no transparent huge pages unless shmem_enabled allows them, as NumPy's large
+arrays do): 17 ms of CPU for a 26 MB batch (8 clips on a 320 x 428 canvas) on the CI-sized VM,
+more than a third of the JPEG decoding that fills it (benchmarks/RESULTS.md).
 
-Ownership: a batch's arrays are the consumer's, as any NumPy array is. A slot goes back to its
-worker only when the last reference to the array handed out is gone: the batch, any view of it
-(a slice or reshape keeps its base), a jax array that aliases it on the CPU, a host-to-device
-copy in flight (jax holds the array until the copy is done). A batch kept is never overwritten:
-a worker that finds no free slot makes another, up to MAX_SLOTS, and past that hands the batch
-over through Grain's copy. A slot lost with its batch (Grain drops the batches in flight when an
+In the training process (`data.num_workers=0`) the slots are anonymous memory. In a Grain
+worker they are files in /dev/shm: the batch travels as a `SlotRef` (a name and a shape), and
+the training process maps each slot once and hands out the array in it (`Attach`, a map after
+`mp_prefetch`).
+
+Ownership: a batch's arrays are the consumer's, as any NumPy array is. A slot is reused only
+when the last reference to the array handed out is gone: the batch, any view of it (a slice or
+reshape keeps its base), a jax array that aliases it on the CPU, a host-to-device copy in
+flight (jax holds the array until the copy is done). A batch kept is never overwritten: with no
+free slot another is made, up to MAX_SLOTS, and past that the batch is a new array (from a
+worker, Grain's copy). A slot lost with its batch (Grain drops the batches in flight when an
 iterator is restored or closed) is never reused.
 
-Names: a slot is a file in /dev/shm, unlinked as soon as the training process has mapped it,
-or by its worker when the worker exits if that never happened; where /dev/shm is missing,
-workers use Grain's hand-off.
+Names: a worker's slot is unlinked from /dev/shm as soon as the training process has mapped it,
+or by the worker when it exits if that never happened; where /dev/shm is missing, workers use
+Grain's hand-off.
 """
 
 import atexit
@@ -41,16 +45,7 @@ log = logging.getLogger(__name__)
 SHM_DIR = "/dev/shm"
 HEADER = mmap.PAGESIZE  # the slot's state in its first byte; the array page-aligned after it
 FREE, TAKEN = 0, 1
-MAX_SLOTS = 16  # per worker; a worker with 2 reader threads has up to about 7 batches in flight
-
-
-class InProcess:
-    """Batch arrays in the training process: a new one each batch, the consumer's to keep."""
-
-    def take(self, shape: tuple[int, ...], dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(the array to write the batch into, what the batch holds in its place: itself)."""
-        array = np.empty(shape, dtype)
-        return array, array
+MAX_SLOTS = 16  # per process; with 2 reader threads up to about 7 batches are in flight
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,59 +58,68 @@ class SlotRef:
 
 
 class _Slot:
-    """One shared-memory file of a worker: HEADER bytes (the state) and then the array."""
+    """HEADER bytes (the state) and then the array: anonymous memory or, `shared`, a file in
+    SHM_DIR that the training process maps by its name."""
 
-    def __init__(self, nbytes: int):
-        self.nbytes = nbytes
+    def __init__(self, nbytes: int, shared: bool):
+        self.nbytes, self.name = nbytes, None
+        if not shared:
+            self.memory = mmap.mmap(-1, HEADER + nbytes)
+            return
         self.name = f"vmp-batch-{os.getpid()}-{secrets.token_hex(6)}"
-        self.path = os.path.join(SHM_DIR, self.name)
-        fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        path = os.path.join(SHM_DIR, self.name)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, HEADER + nbytes)
             self.memory = mmap.mmap(fd, HEADER + nbytes)
         finally:
             os.close(fd)
-        atexit.register(_unlink, self.path)  # if the training process never mapped it
+        atexit.register(_unlink, path)  # if the training process never mapped it
 
     @property
     def free(self) -> bool:
         return self.memory[0] == FREE
 
 
-class WorkerSlots:
-    """A Grain worker's batch arrays: its slots, made on first use in each process (none are
-    pickled with the dataset), reused once the training process has released them."""
+class Slots:
+    """The batch arrays of one process, reused once released: in the training process
+    (anonymous memory, the array handed out itself) or, `shared`, in a Grain worker (files in
+    SHM_DIR, a SlotRef handed out). Made on first use in each process: none are pickled with
+    the dataset."""
 
-    def __init__(self, max_slots: int = MAX_SLOTS):
-        self.max_slots = max_slots
+    def __init__(self, shared: bool = False, max_slots: int = MAX_SLOTS):
+        self.shared, self.max_slots = shared, max_slots
         self._slots: list[_Slot] = []
-        self._lock = threading.Lock()  # the worker's reader threads take slots concurrently
-        self._usable = os.path.isdir(SHM_DIR)
+        self._lock = threading.Lock()  # Grain's reader threads take slots concurrently
+        self._usable = not shared or os.path.isdir(SHM_DIR)
 
     def __getstate__(self) -> dict:
-        return {"max_slots": self.max_slots}
+        return {"shared": self.shared, "max_slots": self.max_slots}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["max_slots"])
+        self.__init__(**state)
 
     def take(self, shape: tuple[int, ...], dtype) -> tuple[np.ndarray, SlotRef | np.ndarray]:
-        """(the array to write the batch into, what the batch holds in its place: a SlotRef,
-        or the array itself when no slot is free (Grain copies it to the training process))."""
+        """(the array to write the batch into, what the batch holds in its place: the array, or
+        from a worker a SlotRef). With no slot free, a new array (from a worker, Grain copies
+        it to the training process)."""
         dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
-        slot = self._free_slot(nbytes)
+        slot = self._free_slot(math.prod(shape) * dtype.itemsize)
         if slot is None:
             array = np.empty(shape, dtype)
             return array, array
         array = np.ndarray(shape, dtype, buffer=slot.memory, offset=HEADER)
-        return array, SlotRef(slot.name, tuple(shape), dtype.str)
+        if self.shared:
+            return array, SlotRef(slot.name, tuple(shape), dtype.str)
+        handed_out(array, slot.memory)
+        return array, array
 
     def _free_slot(self, nbytes: int) -> _Slot | None:
         with self._lock:
             slot = next((s for s in self._slots if s.nbytes == nbytes and s.free), None)
             if slot is None and self._usable and len(self._slots) < self.max_slots:
                 try:
-                    slot = _Slot(nbytes)
+                    slot = _Slot(nbytes, self.shared)
                 except OSError as e:  # /dev/shm full or read-only: Grain's hand-off
                     log.warning("batches handed over by copy: no slot in %s (%s)", SHM_DIR, e)
                     self._usable = False
@@ -124,6 +128,13 @@ class WorkerSlots:
             if slot is not None:
                 slot.memory[0] = TAKEN
             return slot
+
+
+def handed_out(array: np.ndarray, memory: mmap.mmap) -> np.ndarray:
+    """`array`, a slot's (its base the slot's memory, so that views of it keep it alive), set to
+    free the slot once it and every view of it are gone."""
+    weakref.finalize(array, _release, memory)
+    return array
 
 
 class Attach:
@@ -156,10 +167,8 @@ class Attach:
             self._mapped[ref.name] = memory
         if memory[0] != TAKEN:
             raise RuntimeError(f"batch slot {ref.name} handed over while free")
-        # Its base is the mmap, so that views of it keep this array (and the slot) alive.
         array = np.ndarray(ref.shape, np.dtype(ref.dtype), buffer=memory, offset=HEADER)
-        weakref.finalize(array, _release, memory)
-        return array
+        return handed_out(array, memory)
 
 
 def _release(memory: mmap.mmap) -> None:

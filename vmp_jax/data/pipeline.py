@@ -340,7 +340,7 @@ class LoadBatch:
     skipped and errors (v,)."""
 
     load: LoadTrain
-    memory: object  # batch_memory.InProcess() or WorkerSlots()
+    memory: batch_memory.Slots
 
     def __call__(self, elements: list[tuple[int, dict]]) -> dict:
         s, repeats = self.load.settings, self.load.settings.repeated_aug
@@ -432,8 +432,7 @@ def train_dataset(config, source=None) -> grain.IterDataset:
     per_host = per_host_batch(config.data.batch_size, "data.batch_size", s.repeated_aug, hosts)
     stream = grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
     stream = stream.random_map(random_state, seed=config.seed)  # seeded by position
-    workers = config.data.num_workers > 0
-    memory = batch_memory.WorkerSlots() if workers else batch_memory.InProcess()
+    memory = batch_memory.Slots(shared=config.data.num_workers > 0)  # reused batch arrays
     load = LoadBatch(LoadTrain(source, s), memory)
     shares = stream.batch(per_host // s.repeated_aug, batch_fn=load)  # positions [j v, (j+1) v)
     return _to_iter(shares[host::hosts], config.data)
