@@ -100,6 +100,11 @@ def test_malformed_lines_are_reported_and_a_malformed_file_is_an_error(tmp_path,
     assert "det.csv:6: 4 columns" in caplog.text and "det.csv:7: timestamp '09o2'" in caplog.text
     assert cli.main(["ava-eval", *_files(tmp_path, _perfect(), gt="a;b;c\nd;e;f\n")]) == 2
     assert "gt.csv:1: 1 columns, expected 7 or 8" in capsys.readouterr().err
+    assert (
+        cli.main(["ava-eval", *_files(tmp_path, _perfect(), gt="v1,0902,0.1,0.1,0.4,0.9,2,0\n")])
+        == 2
+    )
+    assert "no ground-truth row of the 60 actions" in capsys.readouterr().err
 
 
 def test_written_detections_score_as_in_memory(tmp_path, seed):

@@ -92,6 +92,11 @@ def evaluate_files(
     outside = ~np.isin(det_rows.actions, sorted(names))
     unknown_actions = collections.Counter(det_rows.actions[outside].tolist())
     result = frame_map(Table.of(gt_rows), Table.of(det_rows), names, left_out, options)
+    if not result.ap:
+        raise ValueError(
+            f"{ground_truth}: no ground-truth row of the {len(names)} actions of {label_map} "
+            f"(excluded keyframes left out): nothing to score"
+        )
     return Report(result, problems, dict(unknown_videos), dict(unknown_actions))
 
 
