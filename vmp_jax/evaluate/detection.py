@@ -43,9 +43,9 @@ class Detections:
         """The rows a detections CSV of `action_ids` would hold, for `ava_map.frame_map`."""
         ids = np.asarray(action_ids, np.int64)
         n, a = len(self.video_ids), len(ids)
-        keys = [(v, int(t)) for v, t in zip(self.video_ids, self.timestamps, strict=True)]
         return ava_map.Table(
-            [k for k in keys for _ in range(a)],
+            np.repeat(np.asarray(self.video_ids, object), a),
+            np.repeat(self.timestamps.astype(np.int64), a),
             np.repeat(self.boxes.astype(np.float64), a, axis=0),
             np.tile(ids, n),
             self.scores[:, ids - 1].astype(np.float64).reshape(-1),
