@@ -1,11 +1,17 @@
 """Training batches written in place (`pipeline.LoadBatch`, `batch_memory`): bit for bit the
 batches of each video's example made on its own and stacked, as the pipeline made them before;
-a reused canvas ends as a fresh one; a worker's slot is reused only once the batch handed out
-from it (and every view of it) is gone, so a batch kept is never overwritten."""
+a reused canvas ends as a fresh one; a slot is reused only once the batch handed out from it
+(and every view of it) is gone, so a batch kept is never overwritten; a worker's slots leave
+nothing in /dev/shm, even when the training process is killed."""
 
+import contextlib
 import gc
 import mmap
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import grain
 import numpy as np
@@ -13,6 +19,7 @@ import pytest
 
 from tests.data.test_pipeline import _config, _take
 from vmp_jax.data import batch_memory, frame_packing, frame_store, listing, pipeline, sources
+from vmp_jax.experiment import REPO_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +192,50 @@ def test_batches_kept_are_never_overwritten_and_slots_are_reused(
     _assert_identical(kept, expected[::2])
     assert all(isinstance(m, mmap.mmap) for m in slots)  # each batch in a slot, none copied
     assert len({id(m) for m in slots}) < 16  # the dropped batches' slots taken again
+
+
+# A training process whose loader has 2 workers: it prints their pids once its first batch is
+# in, then waits to be killed.
+LOADER = f"""
+import multiprocessing, sys, time
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from tests.data.test_pipeline import _config
+from vmp_jax.data import pipeline
+data = iter(pipeline.train_dataset(_config(sys.argv[1], **{{"data.num_workers": 2}})))
+next(data)
+print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_killed_training_process_leaves_no_slot_in_dev_shm(motion_dataset):
+    """SIGKILL to the training process: its workers' slots that it had not mapped yet (the
+    batches in flight) are unlinked by the resource tracker once every process is gone."""
+    loader = subprocess.Popen(
+        [sys.executable, "-c", LOADER, motion_dataset],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    workers = loader.stdout.readline().split()
+    assert len(workers) >= 2, loader.communicate(timeout=60)
+
+    def named() -> list[str]:  # the workers' slots still in /dev/shm
+        files = os.listdir(batch_memory.SHM_DIR)
+        return [f for f in files if f.startswith("vmp-batch-") and f.split("-")[2] in workers]
+
+    try:
+        deadline = time.monotonic() + 30
+        while not named() and time.monotonic() < deadline:  # the next batches' slots
+            time.sleep(0.05)
+        assert named()
+        os.kill(loader.pid, signal.SIGKILL)
+        loader.communicate(timeout=60)
+        deadline = time.monotonic() + 30
+        while named() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not named()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(loader.pid, signal.SIGKILL)

@@ -23,12 +23,11 @@ worker, Grain's copy). A slot lost with its batch (Grain drops the batches in fl
 iterator is restored or closed) is never reused.
 
 Names: a worker's slot is unlinked from /dev/shm as soon as the training process has mapped it,
-or by the worker when it exits if that never happened; where /dev/shm is missing, workers use
-Grain's hand-off.
+or by the worker when it exits if that never happened, or by Python's resource tracker once
+every process is gone (a SIGKILL); where /dev/shm is missing, workers use Grain's hand-off.
 """
 
 import atexit
-import contextlib
 import dataclasses
 import logging
 import math
@@ -37,6 +36,7 @@ import os
 import secrets
 import threading
 import weakref
+from multiprocessing import resource_tracker
 
 import numpy as np
 
@@ -74,7 +74,10 @@ class _Slot:
             self.memory = mmap.mmap(fd, HEADER + nbytes)
         finally:
             os.close(fd)
-        atexit.register(_unlink, path)  # if the training process never mapped it
+        # Unlinked by the training process once mapped; else by this worker at exit, or by
+        # Python's resource tracker once every process is gone (a SIGKILL), as Grain's are.
+        resource_tracker.register(_posix_name(path), "shared_memory")
+        atexit.register(_unlink, path)
 
     @property
     def free(self) -> bool:
@@ -176,5 +179,14 @@ def _release(memory: mmap.mmap) -> None:
 
 
 def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Unlinks a worker's slot, if still there, and takes it off the resource tracker's list."""
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        return
+    resource_tracker.unregister(_posix_name(path), "shared_memory")
+
+
+def _posix_name(path: str) -> str:
+    """The POSIX shared-memory name of a file in SHM_DIR (what the resource tracker unlinks)."""
+    return "/" + os.path.basename(path)
