@@ -12,8 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m vmp_jax.gpucompile.toolchain   # CUDA compile toolchain for vmp gpu-compile
-	$(BIN)/python -m vmp_jax.tpucompile.toolchain   # libtpu for vmp compile --target v5e etc.
+	$(BIN)/python -m vmp_jax.compile.toolchain gpu tpu  # vmp compile's: CUDA (h100, a100), libtpu (v5e...)
 	$(BIN)/python -m cpu_kernels.build || echo "warning: no CPU kernels: the scan falls back to sequential"
 	touch $(STAMP)
 

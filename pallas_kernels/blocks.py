@@ -37,7 +37,7 @@ class ScanBlocks:
       the GPU's.
 
     The defaults serve both: for `chunked` they were chosen on CPU at (2, 3137, 384, 16), and
-    for the kernels from `vmp gpu-compile kernels` on H100 and A100 (benchmarks/RESULTS.md).
+    for the kernels from `vmp compile kernels` on H100 and A100 (benchmarks/RESULTS.md).
     """
 
     chunk_size: int = 16

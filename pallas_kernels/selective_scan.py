@@ -31,7 +31,7 @@ segment runs past the end, masked): dynamic bounds, or a third grid axis, made p
 the forward kernel on sm_90a.
 
 Default blocks (chunk 16, 32 channels, 4 warps, sub-chunk 2, segments for the GPU), from `vmp
-gpu-compile kernels` at (16, 1569, 768, 16) (benchmarks/RESULTS.md), H100 / A100: 25 / 20
+compile kernels` at (16, 1569, 768, 16) (benchmarks/RESULTS.md), H100 / A100: 25 / 20
 segments (9.1 / 7.1 waves of the forward, 18.2 / 14.2 of the backward); no spills; forward 64
 / 48 registers (50% / 62.5% occupancy), backward 126 / 96 (25% / 31%), the summaries 46-48
 (62.5%). The backward's registers follow
@@ -390,7 +390,7 @@ def _inference(cfg: _Config) -> _Config:
     """The tiling of the inference forward: chunks of INFERENCE_UNROLL x q tokens, as many
     segments. It saves nothing per chunk, so a chunk is only how many tokens it unrolls: at 16
     ptxas gave the kernel 48 registers and spilled 8 bytes on sm_90a, at 32 it takes 56 and
-    spills nothing (A100: 48, none, both); `vmp gpu-compile kernels` reports it."""
+    spills nothing (A100: 48, none, both); `vmp compile kernels` reports it."""
     q = cfg.blocks.chunk_size * INFERENCE_UNROLL
     chunks = pl.cdiv(cfg.length, q)
     blocks = dataclasses.replace(cfg.blocks, chunk_size=q)

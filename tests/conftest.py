@@ -15,7 +15,7 @@ import tempfile
 # float results may differ in their last bits (LLVM fuses multiply-adds only when it
 # optimises), which every tolerance here covers, and a test comparing two runs bit for bit
 # runs both the same way. Users run at XLA's default. The TPU compile worker, which would read
-# it too, is started without it (tests/tpucompile/conftest.py); a test whose program runs long
+# it too, is started without it (tests/compile/test_tpu.py); a test whose program runs long
 # compiles it with `compiler_options=XLA_DEFAULT_COMPILE`.
 _CPU_OPT_LEVEL = "xla_backend_optimization_level"
 FAST_CPU_COMPILE = f"--{_CPU_OPT_LEVEL}=0"
@@ -154,10 +154,10 @@ def pytest_terminal_summary(terminalreporter, config):
 # orders files by their number of tests instead), and a long file started last would leave one
 # worker idle.
 SLOWEST_FIRST = (
-    "tests/gpucompile/test_compile.py",
+    "tests/compile/test_gpu.py",
     "tests/multihost/test_multihost.py",
     "tests/ssm/test_algorithms.py",
-    "tests/tpucompile/test_compile.py",
+    "tests/compile/test_tpu.py",
     "tests/models/test_model.py",
     "tests/train/test_train_cli.py",
     "tests/pallas/test_selective_scan_tpu.py",

@@ -1,8 +1,8 @@
 """The XLA flags every `vmp` command runs with, in one place: `vmp train` (and every other
-command) applies them before jax starts, and `vmp gpu-compile` compiles with the same ones.
+command) applies them before jax starts, and `vmp compile` compiles with the same ones.
 
 --xla_gpu_enable_triton_gemm=false: matrix products go to cuBLAS instead of Triton GEMM
-fusions. Compiled without a device (`vmp gpu-compile`), XLA cannot autotune, and its GEMM
+fusions. Compiled without a device (`vmp compile`), XLA cannot autotune, and its GEMM
 fusion autotuner then offers one default tiling (`GemmFusionAutotunerImpl::GenerateConfigs`:
 `!IsAutotuningEnabled() ? std::vector(1, kDefaultGemmTiling)`) instead of a list from which
 tilings that fail `FindBlockLevelParameters` are dropped; for the float32 dt_proj product,

@@ -2,7 +2,7 @@
 
 Through the one way in, `selective_scan(algorithm="pallas")` inside `compiling_for("tpu")`,
 the kernels run in Pallas' interpreter (lowered for a TPU they would be Mosaic's: tests/
-tpucompile); one case runs them in the TPU interpreter with race detection. Lengths that leave
+compile/test_tpu.py); one runs them in the TPU interpreter with race detection. Lengths that leave
 a partial chunk and widths that do not fill a channel block (130 channels in blocks of 128:
 a second, padded block) are in every sweep.
 """

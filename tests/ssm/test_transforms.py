@@ -89,7 +89,7 @@ def test_auto_resolves_per_backend():
 
 
 def test_tracing_for_a_gpu_takes_the_native_kernels_and_float64_falls_back():
-    """`compiling_for("gpu")` (what `vmp gpu-compile` traces under, on a CPU-only jax): "auto"
+    """`compiling_for("gpu")` (what `vmp compile` traces under for a GPU, on a CPU jax): "auto"
     is the Pallas kernels, lowered natively (Triton), not in the interpreter."""
     args = _args(2)
     with api.compiling_for("gpu"):

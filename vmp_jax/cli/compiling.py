@@ -1,96 +1,126 @@
 """`vmp compile kernels|train|table --target T`: compile for any accelerator on a machine
-without one, and report what the compile says. GPU targets (h100, a100) are `vmp
-gpu-compile`'s; TPU targets (v4, v5e, v5p, v6e) compile with libtpu (vmp_jax.tpucompile)."""
+without one, and report what the compile says: GPU targets (h100, a100) with XLA's CUDA
+pipeline, TPU targets (v4, v5e, v5p, v6e) with libtpu (vmp_jax.compile). `vmp gpu-compile`,
+its GPU half before, is an alias that says so."""
 
 import argparse
 import json
+import sys
 
-from vmp_jax.cli import gpu
-from vmp_jax.gpucompile.targets import TARGETS as GPU_TARGETS
-from vmp_jax.tpucompile.targets import TARGETS as TPU_TARGETS
+from vmp_jax.cli.bench import scan_blocks
+from vmp_jax.compile.programs import TARGET_SHAPE
+from vmp_jax.compile.targets import FAMILIES, NAMES, family
 
-ALL_TARGETS = sorted(GPU_TARGETS) + list(TPU_TARGETS)
+ALIAS = "gpu-compile"  # `vmp compile`'s GPU half before it took TPU targets too
 
 
 def _kernels(args: argparse.Namespace) -> int:
-    if args.target in GPU_TARGETS:
-        return gpu.kernels(args)
     from vmp_jax.ssm import ScanBlocks
-    from vmp_jax.tpucompile import report
 
     shape = (args.batch, args.length, args.dim, args.state)
-    result = report.compile_kernels(args.target, shape, args.blocks or ScanBlocks(), args.variant)
-    print(json.dumps(result, indent=1) if args.json else report.format_kernels(result))
+    blocks = args.blocks or ScanBlocks()
+    if family(args.target) == "tpu":
+        from vmp_jax.compile.tpu import kernels as tpu_kernels
+
+        result = tpu_kernels.compile_kernels(args.target, shape, blocks, args.variant)
+        print(json.dumps(result, indent=1) if args.json else tpu_kernels.format_kernels(result))
+        return 0 if result["compiled"] else 1
+    from vmp_jax.compile.gpu import kernels
+
+    figures, ptxas = kernels.compile_kernels(args.target, shape, blocks, args.variant)
+    if args.json:
+        out = {
+            "target": args.target,
+            "shape": list(shape),
+            "blocks": list(blocks.as_tuple()),
+            "variant": args.variant,
+            "ptxas": ptxas,
+            "kernels": [f.as_json() for f in figures],
+        }
+        print(json.dumps(out, indent=1))
+    else:
+        print(kernels.format_table(args.target, shape, blocks, args.variant, figures, ptxas))
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    if args.target in GPU_TARGETS:
-        if args.topology:
-            raise ValueError("--topology is for TPU targets; a GPU target takes --devices")
-        return gpu.train(args)
-    if args.devices is not None:
-        raise ValueError("--devices is for GPU targets; a TPU target takes --topology")
-    from vmp_jax.tpucompile import report
+    from vmp_jax.compile import train
 
-    figures = report.compile_train(
-        args.config, args.overrides, args.target, args.topology, args.per_device_batch
+    if family(args.target) == "gpu" and args.topology is not None:
+        raise ValueError("--topology is for TPU targets; a GPU target takes --devices")
+    if family(args.target) == "tpu" and args.devices is not None:
+        raise ValueError("--devices is for GPU targets; a TPU target takes --topology")
+    place = args.topology if family(args.target) == "tpu" else args.devices
+    figures = train.compile_train(
+        args.config, args.overrides, args.target, place, args.per_device_batch
     )
-    print(json.dumps(figures.as_json(), indent=1) if args.json else report.format_train(figures))
+    print(json.dumps(figures.as_json(), indent=1) if args.json else train.format_train(figures))
     return 0 if figures.fits else 1
 
 
 def _table(args: argparse.Namespace) -> int:
-    from vmp_jax.gpucompile import table
-    from vmp_jax.tpucompile import report, targets
+    from vmp_jax.compile import table
 
-    tpus = [t for t in args.targets if t in TPU_TARGETS]
-    gpus = [t for t in args.targets if t in GPU_TARGETS]
     echo = lambda line: print(line, flush=True)  # noqa: E731
-    estimate = not args.no_largest
-    if gpus:
-        print(table.HEADER, flush=True)
-        for _ in table.rows(args.configs, gpus, args.devices, estimate=estimate, echo=echo):
-            pass
-    if tpus:
-        print(table.TPU_HEADER, flush=True)
-        places = lambda t: targets.table_topologies(t, args.hosts)  # noqa: E731
-        rows = table.rows(
-            args.configs,
-            tpus,
-            places,
-            compile_train=report.compile_train,
-            estimate=estimate,
-            echo=echo,
-        )
-        for _ in rows:
-            pass
+    table.print_table(
+        args.configs,
+        args.targets,
+        args.devices,
+        args.hosts,
+        estimate=not args.no_largest,
+        echo=echo,
+    )
     return 0
 
 
-def add(subparsers) -> None:
-    from vmp_jax.gpucompile.table import K400_CONFIGS
+def _deprecated(func):
+    """`func`, first saying on stderr that `vmp gpu-compile` is now `vmp compile`."""
 
-    p = subparsers.add_parser(
-        "compile",
-        help="compile the kernels or a config's train step for a GPU or TPU, on any machine",
-        description="Compiles for an accelerator target on a machine without one, with XLA's "
-        "own pipeline for it (CUDA: Triton and ptxas; TPU: libtpu and Mosaic), and reports "
-        "what the compile says. The first use installs the target's compile toolchain into "
-        "the virtual environment (CUDA about 220 MB, libtpu about 700 MB). Static figures, "
-        "not timings.",
+    def run(args: argparse.Namespace) -> int:
+        print(
+            f"vmp {ALIAS} is deprecated: it is now vmp compile {args.what} --target ... "
+            f"(the same flags; TPU targets too)",
+            file=sys.stderr,
+        )
+        return func(args)
+
+    return run
+
+
+def add_kernel_arguments(parser) -> None:
+    """The flags of a kernels compile: target, scan shape (default: the kernels' tuning shape),
+    blocks, variant, --json."""
+    b, length, d, n = TARGET_SHAPE
+    parser.add_argument("--target", required=True, choices=NAMES)
+    parser.add_argument("--batch", type=int, default=b)
+    parser.add_argument("--length", type=int, default=length)
+    parser.add_argument("--dim", type=int, default=d)
+    parser.add_argument("--state", type=int, default=n)
+    parser.add_argument(
+        "--blocks",
+        type=scan_blocks,
+        help="q,c,w[,s[,g[,t]]]: chunk, channels, warps, sub-chunk, segments, TPU channels",
     )
+    parser.add_argument("--variant", default="sequential", help="sequential or associative")
+    parser.add_argument("--json", action="store_true")
+
+
+def _add_command(subparsers, name: str, wrap=lambda func: func, **kwargs) -> None:
+    """`vmp compile` (or its alias `name`, whose commands run through `wrap`)."""
+    from vmp_jax.compile.table import K400_CONFIGS
+
+    p = subparsers.add_parser(name, **kwargs)
     commands = p.add_subparsers(dest="what", required=True)
     k = commands.add_parser(
         "kernels",
         help="the selective-scan kernels at one scan shape",
         description="GPU: registers, spills, shared memory, occupancy and waves of the Triton "
-        "kernels (as vmp gpu-compile kernels). TPU: whether Mosaic compiles the training "
-        "pass's and the inference forward's kernels on one chip, their VMEM against the "
-        "core's, their cost estimates and the programs' memory per chip.",
+        "kernels. TPU: whether Mosaic compiles the training pass's and the inference "
+        "forward's kernels on one chip (exit 1 when not), their VMEM against the core's, "
+        "their cost estimates and the programs' memory per chip.",
     )
-    gpu.add_kernel_arguments(k, ALL_TARGETS)
-    k.set_defaults(func=_kernels)
+    add_kernel_arguments(k)
+    k.set_defaults(func=wrap(_kernels))
     t = commands.add_parser(
         "train",
         help="whether a config's train step compiles and fits on a target",
@@ -103,12 +133,12 @@ def add(subparsers) -> None:
         "--config.KEY=VALUE.",
     )
     t.add_argument("--config", required=True)
-    t.add_argument("--target", required=True, choices=ALL_TARGETS)
+    t.add_argument("--target", required=True, choices=NAMES)
     t.add_argument("--devices", type=int, default=None, help="GPU targets: GPUs (default 1)")
     t.add_argument("--topology", default=None, help="TPU targets: e.g. v5e:2x2, v5e:4x4")
     t.add_argument("--per-device-batch", type=int, default=None)
     t.add_argument("--json", action="store_true")
-    t.set_defaults(func=_train, accepts_overrides=True)
+    t.set_defaults(func=wrap(_train), accepts_overrides=True)
     m = commands.add_parser(
         "table",
         help="memory per device of every K400 recipe on GPUs or TPUs, largest batch",
@@ -119,9 +149,31 @@ def add(subparsers) -> None:
         "the batch for the first GPU count or topology; the others take its memory per clip). "
         "Minutes per row on a small CPU.",
     )
+    default_targets = list(FAMILIES["gpu"] if name == ALIAS else ["v5e", "v5p", "v6e"])
     m.add_argument("--configs", nargs="+", default=K400_CONFIGS)
-    m.add_argument("--targets", nargs="+", choices=ALL_TARGETS, default=["v5e", "v5p", "v6e"])
+    m.add_argument("--targets", nargs="+", choices=NAMES, default=default_targets)
     m.add_argument("--devices", nargs="+", type=int, default=[1, 8], help="GPU counts")
     m.add_argument("--hosts", type=int, default=4, help="TPU hosts of the multi-host row")
     m.add_argument("--no-largest", action="store_true", help="skip the second compile")
-    m.set_defaults(func=_table)
+    m.set_defaults(func=wrap(_table))
+
+
+def add(subparsers) -> None:
+    _add_command(
+        subparsers,
+        "compile",
+        help="compile the kernels or a config's train step for a GPU or TPU, on any machine",
+        description="Compiles for an accelerator target on a machine without one, with XLA's "
+        "own pipeline for it (CUDA: Triton and ptxas; TPU: libtpu and Mosaic), and reports "
+        "what the compile says. The first use installs the target's compile toolchain into "
+        "the virtual environment (CUDA about 220 MB, libtpu about 700 MB). Static figures, "
+        "not timings.",
+    )
+    _add_command(
+        subparsers,
+        ALIAS,
+        _deprecated,
+        help="deprecated: now vmp compile (--target h100|a100)",
+        description="Deprecated: the same as vmp compile kernels|train|table --target ..., "
+        "which takes the same flags and TPU targets too.",
+    )

@@ -62,7 +62,7 @@ NO_FLOAT64 = frozenset({"pallas", "cpu"})
 #   at (2, 1569, 384, 16) the `cpu` kernels' forward takes 1.2x (plain) and 1.5x (VMP's
 #   options) the time of an exp over the same elements, and forward+backward is 11-12x faster
 #   than `sequential`, the fastest XLA algorithm there).
-# gpu: no GPU has timed these yet, so the choice is by static figures (`vmp gpu-compile`,
+# gpu: no GPU has timed these yet, so the choice is by static figures (`vmp compile`,
 #   benchmarks/RESULTS.md): `pallas` is the algorithm whose VMP-Ti train step (batch 16 on
 #   one H100) needs the least memory in both dtypes (bf16 8.9 GiB, float32 13.6; `chunked`
 #   12.9 and 14.8; `sequential` over 100), and its kernels compile without spills at 25%
@@ -106,7 +106,7 @@ def target_sm_count() -> int | None:
 @contextlib.contextmanager
 def compiling_for(backend: str, sm_count: int | None = None):
     """Trace scans for `backend` (a GPU of `sm_count` SMs) whatever jax's default backend is:
-    `vmp gpu-compile` and `vmp compile` trace on a CPU-only jax for compile-only GPU or TPU
+    `vmp compile` traces on a CPU-only jax for compile-only GPU or TPU
     devices. For "tpu", `pallas` takes the TPU kernels, which a CPU host runs in Pallas'
     interpreter (to check them) and which lower to Mosaic for TPU devices."""
     tokens = _TARGET.set(backend), _TARGET_SMS.set(sm_count)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vmp_jax.gpucompile import occupancy, targets, toolchain
+from vmp_jax.compile.gpu import occupancy, ptxas, targets
 
 H100, A100 = targets.get("h100"), targets.get("a100")
 
@@ -67,19 +67,19 @@ threads: [128, 1, 1]  shared_memory: 256 bytes
 
 
 def test_ptxas_report_and_thunk_dump_are_read(tmp_path):
-    reports = toolchain.parse_ptxas(PTXAS_LOG)
+    reports = ptxas.parse_ptxas(PTXAS_LOG)
     assert reports["selective_scan_fwd"].registers == 64
     bwd = reports["selective_scan_bwd"]
     assert (bwd.registers, bwd.spill_store_bytes, bwd.spill_load_bytes) == (255, 688, 680)
     assert reports["loop_add_fusion"].static_shared_bytes == 128
-    assert toolchain.ptxas_version(PTXAS_LOG) == "/x/bin/ptxas 12.9.86"
+    assert ptxas.ptxas_version(PTXAS_LOG) == "/x/bin/ptxas 12.9.86"
     (tmp_path / "module_0001.jit_f.thunk_sequence.txt").write_text(THUNKS)
-    launches = toolchain.parse_launches(str(tmp_path))
+    launches = ptxas.parse_launches(str(tmp_path))
     assert launches["selective_scan_bwd"] == ((16, 24, 1), (128, 1, 1), 256)
 
 
 def test_table_rows_print_small_steps_in_their_first_digit():
-    from vmp_jax.gpucompile import table
+    from vmp_jax.compile import table
 
     assert table._gib(30 * 2**20) == "0.03" and table._gib(int(38.44 * 2**30)) == "38.4"
 
@@ -90,7 +90,7 @@ def test_the_largest_batch_takes_one_compile_per_further_place():
     fixed part; the largest batch is where that line crosses the usable memory."""
     import types
 
-    from vmp_jax.gpucompile import table
+    from vmp_jax.compile import table
 
     fixed, per_clip, usable = {"one": 6 * 2**30, "four": 4 * 2**30}, 2**29, 30 * 2**30
     calls = []

@@ -9,7 +9,7 @@ any of these allows is the number resident; occupancy is their warps over the SM
 import dataclasses
 import math
 
-from vmp_jax.gpucompile.targets import Target
+from vmp_jax.compile.gpu.targets import Target
 
 REGISTER_UNIT = 256  # registers are allocated per warp in multiples of this
 RESERVED_SHARED_PER_BLOCK = 1024  # bytes the system takes per block (sm_80 and later)

@@ -1,4 +1,4 @@
-"""The GPUs `vmp gpu-compile` compiles for, as XLA's `GpuTargetConfigProto` describes a device.
+"""The GPUs `vmp compile` compiles for, as XLA's `GpuTargetConfigProto` describes a device.
 
 The figures are NVIDIA's published ones for each part (the same as XLA's own target specs):
 streaming multiprocessors (SMs), registers, shared memory and threads per SM, memory size and

@@ -1,4 +1,4 @@
-"""The GPU path compiled for H100 and A100 on this CPU machine (`vmp gpu-compile`, with the
+"""The GPU path compiled for H100 and A100 on this CPU machine (`vmp compile`, with the
 CUDA compile toolchain `make setup` installs): the Pallas kernels compile without spilling and
 with at least 25% occupancy, and the demo's and VMP-Ti's train steps compile and fit on one
 and on eight H100s. Compiles take seconds to minutes: marked slow."""
@@ -13,8 +13,8 @@ import pytest
 
 from pallas_kernels.selective_scan import INFERENCE_UNROLL
 from vmp_jax import cli
+from vmp_jax.compile import programs, train
 from vmp_jax.experiment import REPO_ROOT
-from vmp_jax.gpucompile import kernels, train
 
 pytestmark = pytest.mark.slow
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
@@ -22,9 +22,9 @@ TI = str(REPO_ROOT / "configs" / "k400_vmp_ti_f8.py")
 
 
 @pytest.mark.parametrize("target", ["h100", "a100"])
-@pytest.mark.parametrize("shape", [kernels.TARGET_SHAPE, (2, 37, 48, 5)], ids=["target", "small"])
+@pytest.mark.parametrize("shape", [programs.TARGET_SHAPE, (2, 37, 48, 5)], ids=["target", "small"])
 def test_kernels_compile_without_spills_at_a_quarter_occupancy(target, shape, capsys):
-    argv = ["gpu-compile", "kernels", "--target", target, "--json"]
+    argv = ["compile", "kernels", "--target", target, "--json"]
     names = ("--batch", "--length", "--dim", "--state")
     argv += [x for name, value in zip(names, shape, strict=True) for x in (name, str(value))]
     assert cli.main(argv) == 0
@@ -50,9 +50,9 @@ def test_kernels_compile_without_spills_at_a_quarter_occupancy(target, shape, ca
         group = k["pass"].startswith("inference")
         segments.setdefault(group, k["grid"][1] // channel_blocks)
         assert k["grid"] == [b, channel_blocks * segments[group], 1], k
-        if shape == kernels.TARGET_SHAPE:  # the wave rule; a small shape has too few rows
+        if shape == programs.TARGET_SHAPE:  # the wave rule; a small shape has too few rows
             assert k["waves"] >= 4 or k["last_wave_fill"] >= 0.9, k
-    if shape != kernels.TARGET_SHAPE:  # as many as there are chunks: still under a wave
+    if shape != programs.TARGET_SHAPE:  # as many as there are chunks: still under a wave
         assert segments == {False: -(-L // 16), True: -(-L // (16 * INFERENCE_UNROLL))}
 
 
@@ -67,7 +67,7 @@ def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config, depth):
     with 2 of its 24 blocks (every width and the sequence length as in the recipe, the blocks
     looped as the recipe has them); the full model, all 24 blocks, compiles for one GPU with
     the blocks scanned (`model.scan_layers`: one block compiled, 30 s here against 70 for the
-    looped 24, which `vmp gpu-compile table` compiles), as the demo compiles for both."""
+    looped 24, which `vmp compile table` compiles), as the demo compiles for both."""
     overrides = ["model.scan_layers=True"] if depth is None and config == TI else []
     overrides += [] if depth is None else [f"model.depth={depth}"]
     per_device = {}
@@ -76,7 +76,7 @@ def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config, depth):
         assert figures.compiled, figures.error
         assert figures.fits and 0 < figures.per_device_bytes < figures.usable_bytes
         assert figures.per_device_batch == 16 and figures.devices == devices
-        assert figures.algorithm == "pallas" and figures.triton_calls > 0  # native kernels
+        assert figures.algorithm == "pallas" and figures.kernel_calls > 0  # native kernels
         per_device[devices] = figures.per_device_bytes
     if 8 in per_device:
         assert per_device[8] < 1.1 * per_device[1] + 2**26, per_device  # + collective buffers
@@ -85,16 +85,21 @@ def test_train_steps_compile_and_fit_on_one_and_eight_h100s(config, depth):
 
 
 def test_bad_input_is_named_not_a_traceback(capsys):
-    assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--blocks", "16,24,4"]) == 2
+    assert cli.main(["compile", "kernels", "--target", "h100", "--blocks", "16,24,4"]) == 2
     assert "channel_block must be a power of two for the Pallas kernels (Triton tiles), got 24" in (
         capsys.readouterr().err
     )
-    assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--dim", "0"]) == 2
+    assert cli.main(["compile", "kernels", "--target", "h100", "--dim", "0"]) == 2
     assert "--dim must be >= 1, got 0" in capsys.readouterr().err
+    # The old name still runs, and says the new one first.
+    assert cli.main(["gpu-compile", "kernels", "--target", "h100", "--dim", "0"]) == 2
+    alias, error = capsys.readouterr().err.splitlines()
+    assert alias.startswith("vmp gpu-compile is deprecated: it is now vmp compile kernels --target")
+    assert error == "vmp gpu-compile: error: --dim must be >= 1, got 0"
     with pytest.raises(SystemExit):
-        cli.main(["gpu-compile", "kernels", "--target", "v100"])
+        cli.main(["compile", "kernels", "--target", "v100"])
     assert "invalid choice: 'v100'" in capsys.readouterr().err
-    argv = ["gpu-compile", "train", "--config", DEMO, "--target", "a100"]
+    argv = ["compile", "train", "--config", DEMO, "--target", "a100"]
     assert cli.main([*argv, "--per-device-batch", "60000"]) == 1  # about 100 GiB
     assert "does NOT fit" in capsys.readouterr().out
     assert cli.main([*argv, "--devices", "3"]) == 2  # 16 clips do not split over 3
@@ -128,11 +133,11 @@ def _children(pid: int, marker: str) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_killed_command_leaves_no_compile_running():
-    argv = [sys.executable, "-m", "vmp_jax.cli", "gpu-compile", "kernels", "--target", "h100"]
+    argv = [sys.executable, "-m", "vmp_jax.cli", "compile", "kernels", "--target", "h100"]
     command = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not (workers := _children(command.pid, "gpucompile.worker")):
+        while not (workers := _children(command.pid, "vmp_jax.compile.worker")):
             assert command.poll() is None and time.monotonic() < deadline, "no worker started"
             time.sleep(0.2)
     finally:

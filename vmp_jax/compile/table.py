@@ -1,4 +1,4 @@
-"""`vmp gpu-compile table` and `vmp compile table`: per-device memory of every K400 recipe's
+"""`vmp compile table`: per-device memory of every K400 recipe's
 train step at the paper's per-device batch (256 clips over 16 GPUs: 16), on H100 and A100 GPUs
 (1 and 8, with the config's mesh) or on TPU topologies (one host and several), and the largest
 per-device batch that fits.
@@ -15,8 +15,9 @@ VMP-S on v5e, v5p and v6e: the same largest batch from 4 hosts' own two compiles
 import dataclasses
 import math
 
+from vmp_jax.compile import targets, train
+from vmp_jax.compile.tpu.targets import table_topologies
 from vmp_jax.experiment import REPO_ROOT
-from vmp_jax.gpucompile import train
 
 SIZES, FRAMES, KINDS = ("ti", "s", "m"), (8, 16), ("vm", "vmp")
 K400_CONFIGS = [
@@ -33,7 +34,7 @@ class Row:
     config: str
     target: str
     devices: int | str  # a GPU count, or a TPU topology
-    figures: train.TrainFigures  # or tpucompile.report.TpuTrainFigures: the same fields
+    figures: train.TrainFigures
     largest_batch: int | None  # estimated; None when not asked for or not compiled
 
 
@@ -58,7 +59,7 @@ def largest_batch(compile_train, config: str, target: str, devices, first, per_c
 
 def rows(
     configs,
-    targets,
+    names,
     places,
     *,
     compile_train=train.compile_train,
@@ -66,13 +67,13 @@ def rows(
     estimate=True,
     echo=print,
 ):
-    """Compiles every (config, target, place) with `compile_train(config, overrides, target,
-    place, batch)`, a place being a GPU count or, per target, a TPU topology (`places` a
-    callable from target to topologies), and yields a Row as each is done. With `estimate`,
-    the first place of a config and target is compiled again at twice the batch; the others
-    take its memory per clip (`largest_batch`)."""
+    """Compiles every (config, target of `names`, place) with `compile_train(config,
+    overrides, target, place, batch)`, a place being a GPU count or, per target, a TPU
+    topology (`places` a callable from target to topologies), and yields a Row as each is
+    done. With `estimate`, the first place of a config and target is compiled again at twice
+    the batch; the others take its memory per clip (`largest_batch`)."""
     for config in configs:
-        for target in targets:
+        for target in names:
             per_clip = None
             for devices in places(target) if callable(places) else places:
                 f = compile_train(str(REPO_ROOT / config), [], target, devices, batch)
@@ -110,3 +111,20 @@ def format_row(r: Row) -> str:
     best = "-" if r.largest_batch is None else f"~{r.largest_batch}"
     name = r.config.removeprefix("configs/").removesuffix(".py")
     return f"| {name} | {r.target} | {r.devices} | {f.algorithm} | {gib} | {fits} | {best} |"
+
+
+def print_table(configs, names, devices, hosts: int, *, estimate=True, echo=print) -> list[Row]:
+    """The rows of every config on each target of `names`, GPU targets first (1 and
+    `devices` GPUs, under HEADER), then TPU targets (one host and `hosts` hosts, under
+    TPU_HEADER), each row echoed as it is done."""
+    found = []
+    gpus = [t for t in names if targets.family(t) == "gpu"]
+    tpus = [t for t in names if targets.family(t) == "tpu"]
+    for family, header, places in (
+        (gpus, HEADER, devices),
+        (tpus, TPU_HEADER, lambda t: table_topologies(t, hosts)),
+    ):
+        if family:
+            echo(header)
+            found += rows(configs, family, places, estimate=estimate, echo=echo)
+    return found

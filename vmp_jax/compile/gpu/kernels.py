@@ -1,4 +1,4 @@
-"""`vmp gpu-compile kernels`: the Pallas selective-scan kernels compiled for a GPU target.
+"""`vmp compile kernels --target h100|a100`: the Pallas selective-scan kernels compiled for a GPU.
 
 The kernels of a training step, forward and backward (with their segments' summary kernels,
 where the sequence is split), and the inference forward that `vmp eval` and `vmp predict` run
@@ -11,11 +11,11 @@ them, occupancy and waves.
 """
 
 import dataclasses
+import tempfile
 
-from vmp_jax.gpucompile import occupancy, targets, toolchain
+from vmp_jax.compile import programs, toolchain
+from vmp_jax.compile.gpu import occupancy, ptxas, targets
 
-# The shape the kernels are tuned at: VMP-S's scan at 8 frames, batch 16 (b, L, D, N).
-TARGET_SHAPE = (16, 1569, 768, 16)
 # Every kernel a training step's scan launches, in launch order, then the inference forward;
 # the summaries only when the sequence is split into segments (pallas_kernels/segments.py).
 KERNELS = {
@@ -52,41 +52,27 @@ class KernelFigures:
         return out
 
 
-def check_shape(shape) -> tuple[int, int, int, int]:
-    """(b, L, D, N), each >= 1; ValueError naming the bad one."""
-    if len(shape) != 4:
-        raise ValueError(f"a scan shape is (batch, length, dim, state), got {tuple(shape)}")
-    for name, value in zip(("batch", "length", "dim", "state"), shape, strict=True):
-        if value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}")
-    return tuple(int(x) for x in shape)
-
-
 def compile_kernels(target_name: str, shape, blocks, variant: str = "sequential"):
     """(KernelFigures of every kernel launched, in KERNELS' order, and the ptxas used)."""
-    from vmp_jax.ssm import VARIANTS, ScanBlocks
+    from vmp_jax.ssm import ScanBlocks
 
     target = targets.get(target_name)
-    shape = check_shape(shape)
+    shape = programs.check_scan(shape, variant)
     blocks = (blocks if isinstance(blocks, ScanBlocks) else ScanBlocks(*blocks)).validate("pallas")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    task = {
-        "kind": "kernels",
-        "target": target_name,
-        "shape": list(shape),
-        "blocks": list(blocks.as_tuple()),
-        "variant": variant,
-    }
-    result = toolchain.run_worker(task, dump=True)
-    missing = [k for k in REQUIRED if k not in result.kernels]
+    task = programs.kernels_task(target_name, shape, blocks, variant)
+    with tempfile.TemporaryDirectory(prefix="vmp-compile-dump-") as dump:
+        result, log = toolchain.run_worker(task, dump_to=dump)
+        kernels = ptxas.kernel_reports(log, dump)
+    if not result["compiled"]:
+        raise RuntimeError(f"the kernels do not compile for {target_name}: {result['error']}")
+    missing = [k for k in REQUIRED if k not in kernels]
     if missing:
         raise RuntimeError(f"ptxas reported no figures for {missing} (was ptxas run?)")
-    figures = [_figures(target, result.kernels[k]) for k in KERNELS if k in result.kernels]
-    return figures, result.ptxas
+    figures = [_figures(target, kernels[k]) for k in KERNELS if k in kernels]
+    return figures, ptxas.ptxas_version(log)
 
 
-def _figures(target: targets.Target, report: toolchain.KernelReport) -> KernelFigures:
+def _figures(target: targets.Target, report: ptxas.KernelReport) -> KernelFigures:
     threads = report.threads[0] * report.threads[1] * report.threads[2]
     grid = report.grid[0] * report.grid[1] * report.grid[2]
     shared = report.static_shared_bytes + (report.shared_bytes or 0)

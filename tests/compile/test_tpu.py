@@ -1,9 +1,13 @@
 """The TPU path compiled for v5e and v5p on this CPU machine (`vmp compile`, with the libtpu
 `make setup` installs): Mosaic compiles the TPU kernels within the core's VMEM, VMP-Ti's train
 step compiles and fits on v5e:2x2 at 16 clips per chip, a multi-host topology compiles the
-multi-process program, and bad input is named. Compiles take seconds: marked slow."""
+multi-process program, and bad input is named. Compiles take seconds: marked slow.
+
+The TPU compile worker reads XLA_FLAGS too: it compiles with the flags a user's would, not with
+the suite's faster CPU compile (tests/conftest.FAST_CPU_COMPILE)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,15 +16,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.conftest import FAST_CPU_COMPILE
 from vmp_jax import cli
+from vmp_jax.compile import targets, toolchain, train
+from vmp_jax.compile.programs import TARGET_SHAPE
 from vmp_jax.experiment import REPO_ROOT
-from vmp_jax.gpucompile.kernels import TARGET_SHAPE
-from vmp_jax.tpucompile import report, targets, toolchain
 
 pytestmark = pytest.mark.slow
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 TI = str(REPO_ROOT / "configs" / "k400_vmp_ti_f8.py")
 KERNELS = ("selective_scan_tpu_fwd", "selective_scan_tpu_bwd", "selective_scan_tpu_fwd_inference")
+
+
+@pytest.fixture(autouse=True)
+def _users_xla_flags(monkeypatch):
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != FAST_CPU_COMPILE]
+    monkeypatch.setenv("XLA_FLAGS", " ".join(flags))
 
 
 @pytest.mark.parametrize("target", ["v5e", "v5p"])
@@ -31,10 +42,14 @@ def test_kernels_compile_within_the_cores_vmem(target, shape, capsys):
     argv += [x for name, value in zip(names, shape, strict=True) for x in (name, str(value))]
     assert cli.main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["compiled"] and out["device_kind"] == targets.get(target).name
-    # The training pass runs the forward and the backward kernel, the inference pass one.
-    assert out["passes"]["training"]["mosaic_calls"] == 2
-    assert out["passes"]["inference"]["mosaic_calls"] == 1
+    assert out["compiled"] and out["error"] == ""
+    assert out["device_kind"] == targets.get(target).name
+    # The training pass runs the forward and the backward kernel, the inference pass one; each
+    # compiled to an executable with machine code (what only a compile that ran produces).
+    assert out["passes"]["training"]["kernel_calls"] == 2
+    assert out["passes"]["inference"]["kernel_calls"] == 1
+    for p in out["passes"].values():
+        assert p["compiled"] and p["error"] == "" and p["memory"]["generated_code_bytes"] > 0
     assert set(out["kernels"]) == set(KERNELS)
     b, L, d, n = shape
     for name, k in out["kernels"].items():
@@ -49,10 +64,10 @@ def test_vmp_ti_train_step_fits_a_v5e_host_at_16_clips_per_chip():
     """The recipe with its memory knobs (scanned, rematerialised blocks: libtpu compiles the
     24 looped blocks in about 2 minutes here; `vmp compile table` does the recipe as is)."""
     overrides = ["--config.model.scan_layers=True", "--config.model.remat=True"]
-    f = report.compile_train(TI, overrides, "v5e", None, 16)
+    f = train.compile_train(TI, overrides, "v5e", None, 16)
     assert f.compiled, f.error
     assert f.topology == "v5e:2x2" and f.devices == f.chips == 4 and f.hosts == 1
-    assert f.algorithm == "pallas" and f.mosaic_calls > 0  # auto on TPU: the TPU kernels
+    assert f.algorithm == "pallas" and f.kernel_calls > 0  # auto on TPU: the TPU kernels
     assert f.fits and 0 < f.per_device_bytes < f.device_memory_bytes
     keys = {"compiled", "error", "devices", "per_device_bytes", "device_memory_bytes"}
     assert keys | {"fits", "algorithm"} <= set(f.as_json())
@@ -63,7 +78,7 @@ def test_a_multi_host_topology_compiles_the_multi_process_program(capsys):
     assert cli.main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["hosts"] == 4 and out["devices"] == 16 and out["fits"]
-    assert out["algorithm"] == "pallas" and out["mosaic_calls"] > 0  # per chip, shard_map
+    assert out["algorithm"] == "pallas" and out["kernel_calls"] > 0  # per chip, shard_map
     assert out["per_device_batch"] == 1  # the demo's 16 clips over 16 chips
     # This process's jax is untouched: still the CPU, and a scan runs on it.
     assert jax.default_backend() == "cpu"
@@ -105,7 +120,8 @@ def test_missing_libtpu_is_an_error_with_the_install_command(tmp_path, monkeypat
     assert cli.main(["compile", "kernels", "--target", "v5e"]) == 2
     err = capsys.readouterr().err
     assert "installing libtpu failed; TPU compiles need it. Install it with" in err
-    assert f"--target {tmp_path / 'tpu-toolchain'} {toolchain.requirement()}" in err
+    (requirement,) = toolchain.TOOLCHAINS["tpu"].requirements()
+    assert f"--target {tmp_path / 'tpu-toolchain'} {requirement}" in err
 
 
 def test_cpu_users_meet_no_libtpu():
