@@ -102,9 +102,7 @@ def compile_train(config_file: str, overrides, target_name: str, place=None, bat
     (default 1) or a TPU topology (default one host), `batch` clips per device (default:
     data.batch_size split over the devices)."""
     from vmp_jax.experiment import load_config
-    from vmp_jax.ssm import resolve_algorithm
 
-    family = targets.family(target_name)
     config = load_config(config_file, overrides)  # bad keys fail here, before the toolchain
     if batch is not None and batch < 1:
         raise ValueError(f"--per-device-batch must be >= 1, got {batch}")
@@ -121,6 +119,15 @@ def compile_train(config_file: str, overrides, target_name: str, place=None, bat
     if "input_error" in result:
         examples = ", ".join(tpu_targets.EXAMPLE_TOPOLOGIES.get(target_name, ()))
         raise ValueError(f"{result['input_error']} (valid ones look like {examples})")
+    return _figures(target_name, place, config, result)
+
+
+def _figures(target_name: str, place, config, result: dict) -> TrainFigures:
+    """TrainFigures from the worker's result: the memory it assigned per device, or, where
+    libtpu refused the step for memory, what it said the step needs."""
+    from vmp_jax.ssm import resolve_algorithm
+
+    family = targets.family(target_name)
     memory, error = result.get("memory"), result.get("error", "")
     per_device = programs.bytes_in_use(memory) if memory else None
     over = None
