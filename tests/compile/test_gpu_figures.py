@@ -110,3 +110,27 @@ def test_the_largest_batch_takes_one_compile_per_further_place():
     broken = table.rows(["c.py"], ["v5e"], ["broken", "four"], compile_train=compile_train)
     assert [r.largest_batch for r in broken] == [0, 52]  # the second place measures its own
     assert calls == [("broken", 16), ("four", 16), ("four", 32)]
+
+
+def test_the_table_takes_gpus_and_tpus_each_under_its_header():
+    import types
+
+    from vmp_jax.compile import table
+
+    calls, lines = [], []
+
+    def compile_train(config, overrides, target, place, batch):
+        calls.append((target, place))
+        return types.SimpleNamespace(
+            per_device_bytes=2**30, per_device_batch=batch, usable_bytes=8 * 2**30, fits=True,
+            algorithm="pallas",
+        )  # fmt: skip
+
+    found = table.print_table(
+        ["c.py"], ["v5e", "h100"], [1, 8], 4, compile_train=compile_train, estimate=False,
+        echo=lines.append,
+    )  # fmt: skip
+    assert calls == [("h100", 1), ("h100", 8), ("v5e", "v5e:2x2"), ("v5e", "v5e:4x4")]
+    assert [r.devices for r in found] == [1, 8, "v5e:2x2", "v5e:4x4"]
+    assert lines[0] == table.HEADER and lines[3] == table.TPU_HEADER
+    assert lines[4] == "| c | v5e | v5e:2x2 | pallas | 1.0 | yes | - |"

@@ -113,9 +113,12 @@ def format_row(r: Row) -> str:
     return f"| {name} | {r.target} | {r.devices} | {f.algorithm} | {gib} | {fits} | {best} |"
 
 
-def print_table(configs, names, devices, hosts: int, *, estimate=True, echo=print) -> list[Row]:
-    """The rows of every config on each target of `names`, GPU targets first (1 and
-    `devices` GPUs, under HEADER), then TPU targets (one host and `hosts` hosts, under
+def print_table(
+    configs, names, devices, hosts: int, *, compile_train=train.compile_train, estimate=True,
+    echo=print,
+) -> list[Row]:  # fmt: skip
+    """The rows of every config on each target of `names`, GPU targets first (on each GPU
+    count of `devices`, under HEADER), then TPU targets (one host and `hosts` hosts, under
     TPU_HEADER), each row echoed as it is done."""
     found = []
     gpus = [t for t in names if targets.family(t) == "gpu"]
@@ -126,5 +129,7 @@ def print_table(configs, names, devices, hosts: int, *, estimate=True, echo=prin
     ):
         if family:
             echo(header)
-            found += rows(configs, family, places, estimate=estimate, echo=echo)
+            found += rows(
+                configs, family, places, compile_train=compile_train, estimate=estimate, echo=echo
+            )
     return found
