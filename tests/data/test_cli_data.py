@@ -101,6 +101,8 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     """A row per source and worker count, the frame store's ratio to the video files from the
     same run, the CPU breakdown, and the same figures as JSON."""
     monkeypatch.setattr(bench_data, "VIDEO", dict(frames=24, height=48, width=64, fps=12))
+    listed, measure = [], bench_data.measure  # the rows read a list as long as a dataset's
+    monkeypatch.setattr(bench_data, "measure", lambda *a: listed.append(len(a[1])) or measure(*a))
     args = ["bench-data", "--folder", str(tmp_path), "--workers", "0", "--batches", "1"]
     small = [
         "--batch-size",
@@ -120,6 +122,7 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     rows = [r for r in printed if r.startswith(("| video | ", "| frames | ", "| video, full"))]
     assert len(rows) == 7  # 4 variants and the breakdown (with video, full decode)
     assert "onto canvas: with augment on device, what follows the read" in "\n".join(printed)
+    assert listed == [bench_data.LISTED] * 4
     (headline,) = [r for r in printed if r.startswith("the frame store with augment on device")]
     whole = [r.split("|") for r in printed if r.startswith("| frames | device | 0 |")]
     assert f"pipeline 0 workers {float(whole[0][5]):.0f} (" in headline
