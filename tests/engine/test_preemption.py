@@ -66,11 +66,12 @@ def test_a_preempted_run_raises_after_saving_so_nothing_takes_it_as_finished(
     assert sorted(os.listdir(checkpoint.checkpoint_dir(workdir))) == ["2"]
 
 
-# A training process's loader with 2 Grain workers (the tiny run's pipeline): it prints its
-# workers' pids once the first batch is in, then, on a SIGTERM (recorded, as `Preemption`
-# records it), takes one more batch, closes the iterator and exits 0.
+# A training process's loader with 2 Grain workers (the tiny run's pipeline). A SIGTERM to its
+# process group comes while the workers start (a timer's, 0.3 s into the first batch: Python
+# and the imports take longer); the loader records it, as `Preemption` would, takes 2 batches,
+# and prints its workers' pids and whether it got the signal.
 LOADER = f"""
-import multiprocessing, signal, sys, time
+import multiprocessing, os, signal, sys, threading, time
 sys.path.insert(0, {str(REPO_ROOT)!r})
 from tests.tiny_run import tiny_overrides
 from vmp_jax.data import pipeline
@@ -80,29 +81,11 @@ config = load_config(REPO_ROOT / "configs" / "demo.py",
 asked = []
 signal.signal(signal.SIGTERM, lambda *_: asked.append(1))
 data = iter(pipeline.train_dataset(config))
-next(data)
-print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-while not asked:
-    time.sleep(0.05)
-next(data)
-data.close()
-print("closed", flush=True)
+threading.Timer(0.3, os.killpg, (0, signal.SIGTERM)).start()
+next(data), next(data)
+print(*[p.pid for p in multiprocessing.active_children()], bool(asked), flush=True)
+time.sleep(300)
 """
-
-
-def _start_loader(root: str) -> tuple[subprocess.Popen, list[int]]:
-    """LOADER in a process group of its own (as a terminal or a cluster's agent starts it),
-    once its workers run: the process and the workers' pids."""
-    loader = subprocess.Popen(
-        [sys.executable, "-c", LOADER, root],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    workers = [int(pid) for pid in loader.stdout.readline().split()]
-    assert len(workers) == 2, loader.communicate(timeout=60)
-    return loader, workers
 
 
 def _running(pid: int) -> bool:
@@ -114,30 +97,30 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_loader_workers_leave_a_sigterm_to_the_group_to_the_training_process(motion_dataset):
-    """A SIGTERM to the whole process group (Ctrl-C's SIGINT alike): the workers go on serving
-    until the training process closes the iterator, which stops them and frees their shared
-    memory (Python's resource tracker warns at exit of any left)."""
-    loader, workers = _start_loader(motion_dataset)
-    os.killpg(loader.pid, signal.SIGTERM)
-    out, err = loader.communicate(timeout=120)
-    assert loader.returncode == 0 and out == "closed\n", err
-    assert "leaked shared_memory" not in err, err
-    assert not any(_running(pid) for pid in workers)
-
-
-def test_loader_workers_exit_when_the_training_process_is_killed(motion_dataset):
-    """SIGKILL to the training process alone: nothing closes the iterator; its workers, which
-    ignore SIGTERM, exit on their own instead of lingering as orphans."""
-    loader, workers = _start_loader(motion_dataset)
-    os.kill(loader.pid, signal.SIGKILL)
-    loader.wait(timeout=60)
-    deadline = time.monotonic() + 30
+def test_loader_workers_leave_signals_to_the_training_process_and_end_with_it(motion_dataset):
+    """A SIGTERM to the whole process group (as a cluster's agent may send it; Ctrl-C's SIGINT
+    alike), even while the workers start: they go on serving, for the training process to
+    finish its step and close them (the training tests check that nothing is leaked then).
+    SIGKILL to the training process alone: nothing closes them, and the workers, deaf to
+    SIGTERM, exit on their own instead of lingering as orphans."""
+    loader = subprocess.Popen(
+        [sys.executable, "-c", LOADER, motion_dataset],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal or an agent starts it
+    )
     try:
-        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        *workers, asked = loader.stdout.readline().split()
+        assert len(workers) == 2 and asked == "True"
+        os.kill(loader.pid, signal.SIGKILL)
+        loader.wait(timeout=60)
+        deadline = time.monotonic() + 30
+        while any(_running(int(pid)) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_running(pid) for pid in workers)
+        assert not any(_running(int(pid)) for pid in workers)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(loader.pid, signal.SIGKILL)  # orphans left (failing): not for the suite
-        loader.communicate()
+            os.killpg(loader.pid, signal.SIGKILL)  # what is left (failing): not for the suite
+        _, err = loader.communicate(timeout=60)
+        print(err)  # shown if it failed

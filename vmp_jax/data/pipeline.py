@@ -25,12 +25,7 @@ Batches (B = per-host batch, V = views, T frames, S = img_size):
 """
 
 import dataclasses
-import functools
 import logging
-import os
-import signal
-import threading
-import time
 
 import grain
 import numpy as np
@@ -44,6 +39,7 @@ from vmp_jax.data import (
     sampling,
     sources,
     transforms,
+    workers,
 )
 from vmp_jax.data.decode import DecodeError
 
@@ -379,25 +375,6 @@ def grain_shard() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-def worker_init(parent: int, _worker_index: int, _worker_count: int) -> None:
-    """Run first in each Grain worker process. SIGTERM and SIGINT are the training process's
-    business: sent to the whole process group (a terminal's Ctrl-C, a cluster that signals
-    every process), they would kill the workers mid-batch (their shared-memory buffers
-    leaked) while the training process finishes its step and saves (`engine.preemption`); it
-    stops the workers when it closes its iterator. A worker whose process is gone without
-    closing it (SIGKILL) exits on its own within a second. `parent`: the training process's
-    pid."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="parent-watch").start()
-
-
-def _exit_with(parent: int) -> None:
-    while os.getppid() == parent:  # an orphan's parent is init (or a subreaper)
-        time.sleep(0.5)
-    os._exit(1)
-
-
 # A worker's arrays under 1 MiB go to the training process pickled: Grain's default puts each
 # array in a shared-memory object of its own, which costs more (its creation, mapping and
 # unlinking, in both processes) and is left in /dev/shm if a process is killed.
@@ -411,8 +388,9 @@ def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
     if data.num_workers > 0:
         it = grain.experimental.WithOptionsIterDataset(it, HANDOFF)  # small arrays pickled
         options = grain.MultiprocessingOptions(num_workers=data.num_workers)
-        it = it.mp_prefetch(options, worker_init_fn=functools.partial(worker_init, os.getpid()))
+        it = it.mp_prefetch(options, worker_init_fn=workers.init_fn())  # SIGTERM ignored
         it = it.map(batch_memory.Attach())  # the workers' batches, in their shared memory
+        it = workers.SignalsHeld(it)  # ... from a worker's first instruction on
     return it
 
 
