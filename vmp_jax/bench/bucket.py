@@ -8,7 +8,7 @@ fetched whole, in one request) and with dense sampling (16 frames 4 apart: range
 `decode.REMOTE_BLOCK_BYTES` for what the wanted frames need); the same with range requests
 forced ("ranged": what a video larger than `decode.REMOTE_WHOLE_BYTES` gets); and a frame store
 (one ranged read per stored frame, by ArrayRecord). Each clip is a new reader, as a shuffled
-loader's is.
+loader's is. Before the clips, the requests that opening the frame store costs (its tables).
 """
 
 import dataclasses
@@ -42,7 +42,9 @@ def run(videos: list, store_dir: str, s: pipeline.ClipSettings, clips: int, echo
         echo(f"uploading {len(videos)} videos and their frame store to gs://{BUCKET}")
         remote = [_upload_video(v, i) for i, v in enumerate(videos)]
         storage.upload(store_dir, f"gs://{BUCKET}/frames")
+        gcs.reset_stats()
         store = frame_store.open_store(f"gs://{BUCKET}/frames")
+        echo(opening_line(store, gcs.stats()["requests"]))
         video_bytes = np.mean([storage.getsize(v.path) for v in remote])
         rng = np.random.default_rng(0)
         rows = []
@@ -75,6 +77,21 @@ def run(videos: list, store_dir: str, s: pipeline.ClipSettings, clips: int, echo
                 )
             )
     return rows
+
+
+def opening_line(store: frame_store.FrameStore, requests: int) -> str:
+    """What opening the store cost: with its index, two requests whatever its size; a store
+    packed before the index is read shard by shard."""
+    shards = len(store.summary["shards"])
+    how = (
+        "store.json and its index, whatever the number of shards"
+        if "index" in store.summary
+        else "packed before the index: store.json and one per shard"
+    )
+    return (
+        f"opening the frame store ({len(store)} videos, {shards} shard{'s' * (shards != 1)}): "
+        f"{requests} requests ({how})"
+    )
 
 
 def _read(item, plan) -> int:
