@@ -9,6 +9,10 @@ notifier already catches SIGTERM (a handler of ours would replace it) and tells 
 service, whose sync point (`multihost_utils.reached_preemption_sync_point`, asked after every
 step) names one step for all processes; a SIGINT is passed on to it as a SIGTERM. A second
 signal of the same kind stops the process at once, as without this module.
+
+Grain's worker processes ignore both signals (`vmp_jax.data.workers`): one sent to the whole
+process group leaves them serving, and the loop stops them when it closes its iterator after
+the save. `vmp launch` passes its signals on to the processes it started and waits for them.
 """
 
 import os
