@@ -8,6 +8,7 @@ workers) and a SIGTERM to one process at one batch (eval, nothing written); the 
 its signals on and waits for the save; a 2-process eval writes the predictions of the 1-process
 eval, once; bad cluster settings end in a clear error within a bounded time."""
 
+import io
 import os
 import re
 import select
@@ -15,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -394,21 +396,33 @@ time.sleep(300)
 
 
 def _launch_and_signal(save_s: float, grace_s: float, *signums) -> tuple[int, str, float]:
-    """SAVING launched as 2 processes; once both are ready, `signums` to the launcher (a
-    second after each other): its exit code, output and the seconds from the first signal."""
-    flags = ["--processes", "2", "--grace-s", str(grace_s), "--"]
-    command = [*LAUNCH, *flags, sys.executable, "-c", SAVING, str(save_s)]
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    while sum(line.endswith("] ready\n") for line in lines) < 2:
-        lines.append(run.stdout.readline())
-        assert lines[-1], "".join(lines)
-    start = time.monotonic()
-    for signum in signums:
-        run.send_signal(signum)
-        time.sleep(1)
-    out, _ = run.communicate(timeout=120)
-    return run.returncode, "".join(lines) + out, time.monotonic() - start
+    """`launch.launch` of SAVING as 2 processes, in this process (no launcher to start); once
+    both are ready, `signums` to this process, a second apart: the exit code, the output and
+    the seconds from the first signal. Handlers that only record stand in for pytest's around
+    it, should a signal come after `launch` put those back."""
+    out, start, late = io.StringIO(), [], []
+
+    def signal_when_ready():
+        while out.getvalue().count("] ready\n") < 2 and not late:
+            time.sleep(0.05)
+        start.append(time.monotonic())
+        for signum in signums:
+            if not late:
+                os.kill(os.getpid(), signum)
+                time.sleep(1)
+
+    previous = {s: signal.signal(s, lambda *_: late.append(1)) for s in signums}
+    thread = threading.Thread(target=signal_when_ready)
+    thread.start()
+    try:
+        command = [sys.executable, "-c", SAVING, str(save_s)]
+        code = launch.launch(command, processes=2, devices_per_process=1, grace_s=grace_s, out=out)
+    finally:
+        late.append(1)
+        thread.join()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return code, out.getvalue(), time.monotonic() - start[0]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
