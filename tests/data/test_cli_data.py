@@ -155,13 +155,22 @@ def test_bench_data_times_after_every_worker_has_started(monkeypatch, workers):
         def close(self):
             pass
 
-    def cpu_seconds():
+    def cpu_seconds():  # a CPU-second per batch taken
         timed.append(len(taken))
-        return float(len(timed))
+        return float(len(taken))
 
     monkeypatch.setattr(bench_data.pipeline, "train_dataset", lambda *_: Stream())
     monkeypatch.setattr(bench_data, "cpu_seconds", cpu_seconds)
     config = load_config(DEMO, [f"data.num_workers={workers}"])
     _, per_core, _ = bench_data.measure(config, None, batches=3)
-    assert timed == [max(1, workers), max(1, workers) + 3]
-    assert per_core == 12  # 3 batches of 4 clips in one (fake) CPU-second
+    assert timed == [0, 0, max(1, workers), max(1, workers) + 3]  # settled, then timed
+    assert per_core == 4  # 3 batches of 4 clips in 3 (fake) CPU-seconds
+
+
+def test_bench_data_rows_wait_for_the_work_of_the_row_before(monkeypatch):
+    """`settle` (before each row) returns once the CPU time stops growing: a closed row's
+    threads finishing their batches are not charged to the next row."""
+    readings = iter([0.0, 0.5, 0.5, 0.9, 1.0, 1.0, 1.0, 1.0])
+    monkeypatch.setattr(bench_data, "cpu_seconds", lambda: next(readings))
+    bench_data.settle(interval=0.001, timeout=60)
+    assert list(readings) == [1.0, 1.0]  # read until an interval without CPU time

@@ -139,7 +139,9 @@ def measure(config, source, batches: int) -> tuple[float, float, float]:
     """(clips/s, clips per CPU-second, seconds to the first batch) over `batches` batches
     after one warm-up batch per worker (one without workers): the workers' batches come in
     turn, so each has started (imported, opened the store) before the timing, which would
-    otherwise count a worker's start-up against the clips."""
+    otherwise count a worker's start-up against the clips. Started once the row before has
+    finished its work (`settle`)."""
+    settle()
     start = time.perf_counter()
     iterator = iter(pipeline.train_dataset(config, source))
     try:
@@ -155,6 +157,18 @@ def measure(config, source, batches: int) -> tuple[float, float, float]:
         return clips / wall, clips / max(cpu, 1e-9), first
     finally:
         iterator.close()
+
+
+def settle(interval: float = 0.2, timeout: float = 20.0) -> None:
+    """Waits until this process and its workers spend next to no CPU over `interval` seconds:
+    a row's iterator, once closed, still finishes the batches its threads had begun (a video
+    row's, a quarter of a CPU-second), which the next row would otherwise be charged with."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = cpu_seconds()
+        time.sleep(interval)
+        if cpu_seconds() - before <= 0.02 * interval:
+            return
 
 
 def breakdown(
