@@ -180,7 +180,9 @@ def breakdown(
     `pipeline.frames_on_canvas` does; a video's decode and then the copy) and the crop plans;
     over `clips` clips of one item, in this process (`repeated_aug` clips share a read and a
     decode, as in the pipeline). selective: False decodes video files as before frames were
-    skipped (`decode.read_frames`); after one untimed read."""
+    skipped (`decode.read_frames`); after one untimed read, and once the rows' threads are done
+    (`settle`: the process's CPU time counts every thread's)."""
+    settle()
     rng = np.random.default_rng(seed)
     # Untimed, as the rows' first batch: opens the store's shards (once per process) or the file.
     item.read(pipeline.train_plan(s, np.random.default_rng(seed + 1)))
