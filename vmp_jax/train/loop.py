@@ -78,8 +78,9 @@ def _setup_ava(config, devices) -> Setup:
     """The AVA run's Setup: the train and val keyframes whose videos can be read."""
     train_clips = ava_inputs.open_clips(config, "train")
     val_clips = ava_inputs.open_clips(config, "val")
-    for split, clips in (("train", train_clips), ("val", val_clips)):
-        print(f"AVA {split}: {clips.summary()}")
+    if join.is_primary():
+        for split, clips in (("train", train_clips), ("val", val_clips)):
+            print(f"AVA {split}: {clips.summary()}")
     per_epoch = ava_inputs.steps_per_epoch(config, train_clips)
     total = int(round(config.optim.epochs * per_epoch))
     trainer = Trainer.from_config(config, steps_per_epoch=per_epoch, devices=devices)
