@@ -113,3 +113,10 @@ def test_init_from_a_classifier_takes_the_backbone_alone(tmp_path):
         if path[0] != "head":
             np.testing.assert_array_equal(np.asarray(got[path]), np.asarray(value), str(path))
     np.testing.assert_array_equal(np.asarray(got[("head", "kernel")]), head)  # (C, 80) kept
+
+
+def test_a_test_size_the_patches_do_not_tile_is_refused_before_any_step(tmp_path):
+    config = load_config(CONFIG, [*_overrides(str(tmp_path)), "--config.ava.test_size=(96, 130)"])
+    with pytest.raises(ValueError, match=r"ava.test_size is \(96, 130\).*patch_size 8"):
+        ava_inputs.clip_config(config)
+    ava_inputs.clip_config(load_config(CONFIG, _overrides(str(tmp_path))))  # 96 x 128 tiles

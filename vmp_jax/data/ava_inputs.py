@@ -33,8 +33,16 @@ def is_ava(config) -> bool:
 
 
 def clip_config(config) -> ava_clips.ClipConfig:
-    """The ClipConfig of an AVA experiment config."""
+    """The ClipConfig of an AVA experiment config; ValueError naming ava.test_size when the
+    model's patches do not tile it (found here, before any step, not at the first
+    validation)."""
     a, d = config.ava, config.data
+    patch = config.model.patch_size
+    if len(a.test_size) != 2 or any(side % patch for side in a.test_size):
+        raise ValueError(
+            f"ava.test_size is {tuple(a.test_size)}: expected (height, width), each a multiple "
+            f"of model.patch_size {patch} (e.g. (256, 464) for 16:9 frames at short side 256)"
+        )
     return ava_clips.ClipConfig(
         num_frames=d.num_frames,
         frame_stride=d.sampling_rate,
