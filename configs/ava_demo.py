@@ -8,7 +8,7 @@ vmp eval --config configs/ava_demo.py --checkpoint runs/ava_demo \
 Everything but the data root comes from AVA's file names in its layout (ava_inputs). The
 frames (160 x 120) are fitted into 96 x 128 at evaluation (scale 0.8, exact) and cropped to
 96 px squares in training; 8 px patches give a 12 x 16 feature map, so that an actor (a
-40 px band: 32 px here) spans 4 cells of the ROIAlign. 4 frames 4 apart (a quarter second)
+40 px band: 32 px here) spans 4 cells of the ROIAlign. 4 frames 4 apart (0.4 s in all)
 see the waving arm and the walk. Trained from scratch (no init_from, no layer decay).
 docs/detection.md gives the figures of this config (frame-mAP, the shuffled-box control).
 """
