@@ -1,5 +1,6 @@
 """`vmp bench-data --bucket`: what a training clip costs when its source is in a bucket, in
-requests and bytes, counted by a GCS emulator on 127.0.0.1 (`vmp_jax.storage.emulator`).
+requests and bytes, counted by a GCS emulator on 127.0.0.1 (`devtools/gcs_emulator.py`, test
+equipment shipped beside the package: it needs the dev extra, `pip install -e '.[dev]'`).
 
 Counts, not timings: the emulator runs on this machine, so its latency says nothing of the real
 service's; the requests a clip needs and the bytes they carry are the same against both. Per
@@ -35,8 +36,7 @@ class BucketRow:
 def run(videos: list, store_dir: str, s: pipeline.ClipSettings, clips: int, echo=print):
     """Uploads `videos` and the store at `store_dir` to an emulated bucket and reads `clips`
     clips from each source; returns the rows (printed as a table by `format_table`)."""
-    from vmp_jax.storage.emulator import Emulator
-
+    Emulator = emulator_class()
     with Emulator(BUCKET) as gcs:
         gcs.use_in_this_process()  # before this process opens any client
         echo(f"uploading {len(videos)} videos and their frame store to gs://{BUCKET}")
@@ -92,6 +92,20 @@ def opening_line(store: frame_store.FrameStore, requests: int) -> str:
         f"opening the frame store ({len(store)} videos, {shards} shard{'s' * (shards != 1)}): "
         f"{requests} requests ({how})"
     )
+
+
+def emulator_class():
+    """devtools.gcs_emulator.Emulator, or ImportError saying what to install (a checkout
+    installed without the dev extra, or an install without the devtools package)."""
+    try:
+        from devtools import gcs_emulator
+    except ImportError as error:
+        raise ImportError(
+            f"vmp bench-data --bucket needs the checkout's devtools package ({error}): from "
+            "the repository, pip install -e '.[dev]'"
+        ) from None
+    gcs_emulator.require()  # gcp-storage-emulator, the dev extra's
+    return gcs_emulator.Emulator
 
 
 def _read(item, plan) -> int:

@@ -238,6 +238,8 @@ def run(
     """Times each source; prints both tables; returns {"rows": [...], "breakdown": [...]}.
     With bucket_clips, instead counts the requests and bytes of that many clips per source
     read from an emulated bucket (`bench.bucket`); returns {"bucket": [...]}."""
+    if bucket_clips:
+        bucket.emulator_class()  # what to install, before any work, if the dev extra is missing
     if videos:
         items = user_videos(videos)
         store_dir = os.path.join(folder, f"frames-{os.path.basename(os.path.abspath(videos))}")

@@ -1,5 +1,6 @@
 """A Google Cloud Storage emulator on 127.0.0.1, for the tests and the bucket figures of
-`vmp bench-data --bucket`: gcp-storage-emulator (a dev dependency) with these changes.
+`vmp bench-data --bucket`: gcp-storage-emulator (a dev dependency) with these changes. Test
+equipment, outside the product package: it patches the stub's private internals.
 
 - Object listings honour `startOffset` and `endOffset`. The stub ignores them, and
   TensorStore's prefix delete (Orbax removing an old checkpoint) lists a range: with the stub
@@ -16,18 +17,22 @@
   not thread-safe (a resumable upload racing another request lost its session).
 - A bucket named `refused-...` answers 401 Invalid Credentials to every request, as the real
   service does to credentials it refuses.
+- Faults on demand: POST /_vmp/faults {"prefix", "count", "status"} makes the next `count`
+  requests for objects whose `bucket/name` starts with `prefix` answer `status` (503 by
+  default), as a busy or failing service does; GET /_vmp/faults says how many were served.
 
 Clients find it through the variables `environment` returns: every Google client library's
 endpoint (gcsfs and google-cloud-storage, TensorStore for Orbax, ArrayRecord for Grain)
 points at it, credentials are dummies, and the metadata server (where the libraries look for
 credentials on a cloud VM) is a closed port on 127.0.0.1, so that nothing leaves the machine.
 
-    python -m vmp_jax.storage.emulator --port 9023 --bucket vmp-test
+    python devtools/gcs_emulator.py --port 9023 --bucket vmp-test
 """
 
 import argparse
 import contextlib
 import http.server
+import importlib.util
 import json
 import logging
 import os
@@ -39,9 +44,13 @@ import tempfile
 import threading
 import time
 import urllib.request
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 REFUSED_PREFIX = "refused-"
+INSTALL_HELP = (
+    "the GCS emulator needs the dev extra's gcp-storage-emulator: pip install -e '.[dev]' "
+    "(or pip install gcp-storage-emulator)"
+)
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy to loopback
 
 
@@ -73,18 +82,27 @@ def environment(url: str, metadata_port: int) -> dict[str, str]:
     }
 
 
+def require() -> None:
+    """ImportError saying what to install when gcp-storage-emulator is missing (before the
+    subprocess that needs it starts, rather than a traceback from inside it)."""
+    if importlib.util.find_spec("gcp_storage_emulator") is None:
+        raise ImportError(INSTALL_HELP)
+
+
 class Emulator:
     """The emulator in a subprocess with `bucket` made; `url`, `env` (see `environment`),
-    `stats()` and `reset_stats()`. A context manager: stopped at exit."""
+    `stats()`, `reset_stats()` and `fail_next()`. A context manager: stopped at exit."""
 
     def __init__(self, bucket: str = "vmp-test"):
+        require()
         self.bucket, self.port = bucket, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = environment(self.url, free_port())
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by stop()
             prefix="vmp-gcs-emulator-", suffix=".log"
         )
-        argv = [sys.executable, "-m", __name__, "--port", str(self.port), "--bucket", bucket]
+        # Run as a file: it needs only the standard library and the stub, wherever it sits.
+        argv = [sys.executable, __file__, "--port", str(self.port), "--bucket", bucket]
         self._process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
         self._wait_until_up(timeout=30)
 
@@ -130,8 +148,19 @@ class Emulator:
     def reset_stats(self) -> None:
         self._call("DELETE")
 
-    def _call(self, method: str) -> dict:
-        request = urllib.request.Request(f"{self.url}/_vmp/stats", method=method)
+    def fail_next(self, count: int, prefix: str, status: int = 503) -> None:
+        """The next `count` requests for objects whose `bucket/name` starts with `prefix`
+        answer HTTP `status`; replaces any faults still pending."""
+        body = {"prefix": prefix, "count": count, "status": status}
+        self._call("POST", "faults", body)
+
+    def faults_served(self) -> int:
+        """How many injected faults were answered since the last `fail_next`."""
+        return self._call("GET", "faults")["served"]
+
+    def _call(self, method: str, what: str = "stats", body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/_vmp/{what}", data=data, method=method)
         with _DIRECT.open(request, timeout=5) as r:
             return json.loads(r.read())
 
@@ -155,6 +184,7 @@ def _patch(server_module, storage_module) -> None:
     Storage and HTTP server (its handler table holds its functions, so they are wrapped where
     they meet)."""
     stats = {"requests": 0, "bytes_sent": 0}
+    faults = {"prefix": "", "count": 0, "status": 503, "served": 0}  # see fail_next
     handle, close, to_json = (
         server_module.Router.handle,
         server_module.Response.close,
@@ -188,25 +218,25 @@ def _patch(server_module, storage_module) -> None:
         if path == "/_vmp/stats":
             if method == "DELETE":
                 stats.update(requests=0, bytes_sent=0)
-            body = json.dumps(stats).encode()
-            handler.send_response(200)
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-            return None
+            return _answer(handler, 200, stats)
+        if path == "/_vmp/faults":
+            with counting:
+                if method == "POST":
+                    length = int(handler.headers.get("Content-Length") or 0)
+                    faults.update(json.loads(handler.rfile.read(length)), served=0)
+                return _answer(handler, 200, faults)
         with counting:
             stats["requests"] += 1
+            fault = _take_fault(faults, _object_of(handler.path))
         served.obj = None
+        if fault:  # the request's body unread: the connection closes after the answer
+            handler.close_connection = True
+            error = {"code": fault, "message": "injected fault (the emulator's fail_next)"}
+            return _answer(handler, fault, {"error": error}, close=True)
         bucket = _bucket_of(path)
         if bucket and bucket.startswith(REFUSED_PREFIX):
             error = {"code": 401, "message": "Invalid Credentials", "errors": []}
-            body = json.dumps({"error": error}).encode()
-            handler.send_response(401)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-            return None
+            return _answer(handler, 401, {"error": error})
         return handle(router, method)
 
     def counted_close(response):
@@ -249,6 +279,45 @@ def _patch(server_module, storage_module) -> None:
     server_module.Router.handle = routed
     server_module.Response.close = counted_close
     server_module.Response.json = ranged_json
+
+
+def _answer(handler, status: int, body: dict, close: bool = False) -> None:
+    """A JSON response written straight to the client (outside the stub's router)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    if close:
+        handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def _take_fault(faults: dict, target: str | None) -> int | None:
+    """The status to answer a request for `target` with, if a pending fault matches it."""
+    if faults["count"] <= 0 or target is None or not target.startswith(faults["prefix"]):
+        return None
+    faults["count"] -= 1
+    faults["served"] += 1
+    return int(faults["status"])
+
+
+def _object_of(url: str) -> str | None:
+    """`bucket/name` of the object (or listing prefix, or upload) a request is about:
+    .../b/<bucket>/o/<name>, .../b/<bucket>/o?name=<name> or ?prefix=<prefix>, or the
+    XML-style /<bucket>/<name>."""
+    parsed = urlparse(url)
+    parts = parsed.path.split("/")
+    bucket = _bucket_of(parsed.path)
+    if bucket is None:
+        return None
+    if "o" in parts:
+        name = "/".join(parts[parts.index("o") + 1 :])
+        if not name:
+            query = parse_qs(parsed.query)
+            name = (query.get("name") or query.get("prefix") or [""])[0]
+        return f"{bucket}/{unquote(name)}"
+    return unquote(parsed.path.lstrip("/"))
 
 
 def _query(response) -> str:
