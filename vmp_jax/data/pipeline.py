@@ -375,18 +375,11 @@ def grain_shard() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
-# A worker's arrays under 1 MiB go to the training process pickled: Grain's default puts each
-# array in a shared-memory object of its own, which costs more (its creation, mapping and
-# unlinking, in both processes) and is left in /dev/shm if a process is killed.
-HANDOFF = grain.experimental.DatasetOptions(min_shm_size=1 << 20)
-
-
 def _to_iter(ds: grain.MapDataset, data) -> grain.IterDataset:
     if not flags.FLAGS.is_parsed():  # Grain reads absl flags; we are not an absl app
         flags.FLAGS.mark_as_parsed()
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=2))
     if data.num_workers > 0:
-        it = grain.experimental.WithOptionsIterDataset(it, HANDOFF)  # small arrays pickled
         options = grain.MultiprocessingOptions(num_workers=data.num_workers)
         it = it.mp_prefetch(options, worker_init_fn=workers.init_fn())  # SIGTERM ignored
         it = it.map(batch_memory.Attach())  # the workers' batches, in their shared memory
