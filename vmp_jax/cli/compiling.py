@@ -141,8 +141,10 @@ def _add_command(subparsers, name: str, wrap=lambda func: func, **kwargs) -> Non
     t.set_defaults(func=wrap(_train), accepts_overrides=True)
     m = commands.add_parser(
         "table",
-        help="memory per device of every K400 recipe on GPUs or TPUs, largest batch",
-        description="Compiles the train step of each config at the paper's per-device batch "
+        help="memory per device of configs (default: every K400 recipe) on GPUs or TPUs, "
+        "largest batch",
+        description="Compiles the train step of each config (--configs: the K400 recipes by "
+        "default; any config, AVA detectors included) at the paper's per-device batch "
         "(16) for each target (GPUs: 1 and 8 of them; TPUs: one host and --hosts hosts) and "
         "prints one markdown row each: GiB per device, whether it fits, and the largest "
         "per-device batch that fits (memory is linear in the batch: a second compile at twice "

@@ -1,7 +1,8 @@
-"""`vmp compile table`: per-device memory of every K400 recipe's
-train step at the paper's per-device batch (256 clips over 16 GPUs: 16), on H100 and A100 GPUs
-(1 and 8, with the config's mesh) or on TPU topologies (one host and several), and the largest
-per-device batch that fits.
+"""`vmp compile table`: per-device memory of each config's train step (every K400 recipe by
+default; any config, classification or AVA detection) at the paper's per-device batch (256
+clips over 16 GPUs: 16; the AVA recipes' global batch of 128 is 16 per device on 8), on H100
+and A100 GPUs (1 and 8, with the config's mesh) or on TPU topologies (one host and several), and the
+largest per-device batch that fits.
 
 The largest batch is estimated from two compiles (at the batch and at twice it): a train
 step's memory is a fixed part (weights, optimiser state) plus a part per clip, and the line
