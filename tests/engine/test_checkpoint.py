@@ -1,11 +1,21 @@
-"""What a workdir keeps: the last `keep` checkpoints and the best by validation top-1."""
+"""What a workdir keeps: the last `keep` checkpoints and the best by validation top-1; what a
+process does when another could not read a step (tests/multihost: with 2 real processes)."""
 
 import os
 
+import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from vmp_jax.engine.checkpoint import Checkpoints, checkpoint_dir
+from vmp_jax.engine import checkpoint
+from vmp_jax.engine.checkpoint import (
+    CheckpointReadError,
+    Checkpoints,
+    ProcessCountError,
+    checkpoint_dir,
+)
 
 
 def test_the_last_n_and_the_best_by_top1_are_kept(tmp_path):
@@ -20,3 +30,68 @@ def test_the_last_n_and_the_best_by_top1_are_kept(tmp_path):
     best = checkpoints.manager.restore(2)["state"]
     np.testing.assert_array_equal(best["w"], np.full(3, 2.0))
     checkpoints.close()
+
+
+def _two_steps(workdir: str, seed: int):
+    """Steps 1 and 2 of a small state and a Grain iterator, saved in `workdir`; the state's
+    abstract form and a fresh iterator."""
+    rng = np.random.default_rng(seed)
+    state = {"model": {"w": jnp.asarray(rng.normal(size=4), jnp.float32)}, "optimizer": {}}
+    checkpoints = Checkpoints(workdir, async_save=False)
+    data = iter(grain.MapDataset.range(10).to_iter_dataset())
+    for step in (1, 2):
+        next(data)
+        checkpoints.save(step, jax.tree.map(lambda x: x + step, state), data)  # noqa: B023
+    checkpoints.close()
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
+    return abstract, iter(grain.MapDataset.range(10).to_iter_dataset())
+
+
+def _as_process_0_of_2(monkeypatch, process_1_says: list[str]) -> None:
+    """restore_latest in this process as process 0 of 2, process 1 reporting `process_1_says`
+    for the steps in turn (newest first)."""
+    said = list(process_1_says)
+    monkeypatch.setattr(checkpoint.collect, "gather_texts", lambda text: [text, said.pop(0)])
+
+
+def test_a_step_another_process_cannot_read_is_passed_over_by_this_one(tmp_path, monkeypatch, seed):
+    workdir = str(tmp_path)
+    abstract, data = _two_steps(workdir, seed)
+    _as_process_0_of_2(monkeypatch, ["does not restore|FileNotFoundError: x is missing", "ok"])
+    checkpoints, warned = Checkpoints(workdir, async_save=False), []
+    state, step = checkpoints.restore_latest(abstract, data, warn=warned.append)
+    checkpoints.close()
+    assert step == 1 and next(data) == 1  # the iterator where step 1 left it
+    assert warned == [
+        f"checkpoint {checkpoint_dir(workdir)}/2 does not restore (process 1: "
+        "FileNotFoundError: x is missing): moved it aside"
+    ]
+    assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", "2"))
+
+
+@pytest.mark.parametrize(
+    "process_1_says,error,message",
+    [
+        ("transient|HttpError: 503", CheckpointReadError, r"persisted .*\(process 1: HttpError"),
+        (
+            "count|ProcessCountError: checkpoint step 2 holds the data iterator states of 1 "
+            "processes, this run has 2: resume with the same number of processes",
+            ProcessCountError,
+            "^checkpoint step 2 holds the data iterator states of 1 processes, this run has 2",
+        ),
+    ],
+    ids=["transient", "process-count"],
+)
+def test_what_is_not_damage_on_another_process_stops_this_one_and_moves_nothing(
+    tmp_path, monkeypatch, seed, process_1_says, error, message
+):
+    workdir = str(tmp_path)
+    abstract, data = _two_steps(workdir, seed)
+    _as_process_0_of_2(monkeypatch, [process_1_says, "ok"])
+    checkpoints = Checkpoints(workdir, async_save=False)
+    with pytest.raises(error, match=message):
+        checkpoints.restore_latest(abstract, data, warn=lambda _: None)
+    checkpoints.close()
+    assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))

@@ -472,13 +472,13 @@ def test_a_checkpoint_damaged_on_one_process_is_moved_aside_by_every_process(
     """Process 1's iterator state deleted at step 6 and cut in half at step 4: the only files
     process 1 alone reads (each process reads every shard of the state, replicated over the
     processes' `data` axis). Every process reads a step on its own, then all exchange what
-    happened: both move steps 6 and 4 aside and resume from step 2, ending bit-identical to
-    the uninterrupted run, within a bounded time (before: process 1 stopped alone, process 0
-    waited in Orbax's barrier for 5 minutes)."""
+    happened: both move steps 6 and 4 aside and resume from step 3 (the first epoch's end),
+    ending bit-identical to the uninterrupted run, within a bounded time (before: process 1
+    stopped alone, process 0 waited in Orbax's barrier for 5 minutes)."""
     workdir = str(tmp_path / "damaged")
     shutil.copytree(two_process_run, workdir)
     checkpoints = checkpoint_dir(workdir)
-    assert sorted(complete_steps(workdir)) == [2, 4, 6]
+    assert sorted(complete_steps(workdir)) == [3, 4, 6]  # every 2 steps, each epoch's end; keep 3
     os.remove(f"{checkpoints}/6/data/process_1-of-2.json")
     truncated = f"{checkpoints}/4/data/process_1-of-2.json"
     os.truncate(truncated, os.path.getsize(truncated) // 2)
@@ -494,7 +494,7 @@ def test_a_checkpoint_damaged_on_one_process_is_moved_aside_by_every_process(
         said = f"[0] checkpoint {checkpoints}/{step} does not restore (process 1: {cause}"
         assert said in out and "moved it aside" in out, out
         assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", str(step)))
-    assert re.search(r"^\[0\] resumed from .*/checkpoints/2$", out, re.M), out
+    assert re.search(r"^\[0\] resumed from .*/checkpoints/3$", out, re.M), out
     (got, step), (want, _) = (_final_state(motion_dataset, w) for w in (workdir, two_process_run))
     assert step == 6
     for a, b in zip(got, want, strict=True):

@@ -12,6 +12,7 @@ and a step without one is not a checkpoint.
 """
 
 import contextlib
+import dataclasses
 import re
 
 import grain
@@ -19,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from etils import epath
 from orbax.checkpoint._src.metadata import (
     array_metadata_store,
 )  # as Orbax's own registry (no public path)
@@ -102,36 +104,48 @@ class Checkpoints:
             yield
         except Exception as error:
             what = f"step {step}" if step is not None else "the last step"
+            fix = (
+                "the storage service failed for longer than its clients retry (a transient "
+                "error): run the same command again to resume"
+                if storage.is_transient(error)
+                else "free space or fix the directory's permissions, then run the same "
+                "command to resume"
+            )
             raise CheckpointSaveError(
                 f"saving the checkpoint of {what} (or the one before it) under {self.directory} "
                 f"failed: {type(error).__name__}: {error}; the checkpoints already written are "
-                "intact: free space or fix the directory's permissions, then run the same "
-                "command to resume"
+                f"intact: {fix}"
             ) from error
 
     def restore_latest(self, abstract_state, data_iterator=None, warn=print):
         """(state, step) of the newest checkpoint that every process restores, or (None, None)
-        when there is none. A newer one that does not restore (files missing or truncated) is
-        moved to WORKDIR/damaged_checkpoints/<step> (kept, out of the way of the steps to
-        come) with a warning naming it. When none restores, nothing is moved and a RuntimeError
-        names the newest and its error: a config that does not fit the saved state is not
-        damage."""
+        when there is none.
+
+        Every process reads a step on its own first (its shards, its iterator state), retrying
+        transient storage errors (`storage.retrying`); then all exchange what happened and take
+        the same decision from the same facts. A step that does not restore on some process
+        (files missing, truncated or undecodable) is passed over for the one before it; once
+        one restores everywhere, the newer ones are moved to WORKDIR/damaged_checkpoints/<step>
+        (kept, out of the way of the steps to come) with a warning naming each and the cause.
+        A transient error that outlasts the retries, on any process, stops every process with
+        a CheckpointReadError and moves nothing; so does a checkpoint saved by another number
+        of processes (ProcessCountError). When none restores, nothing is moved and a
+        RuntimeError names the newest and its error: a config that does not fit the saved
+        state is not damage."""
         damaged, first_error = [], None  # [(path, cause)], newest first
         for step in sorted(self.manager.all_steps(), reverse=True):
-            try:
-                state, error = self.restore(step, abstract_state, data_iterator), None
-            except ProcessCountError:
-                raise
-            except Exception as e:  # noqa: BLE001 - whatever a damaged checkpoint raises
-                state, error = None, e
-            if collect.on_every_process(error is None):
+            path = storage.join(self.directory, str(step))
+            state, error = self._read_on_this_process(step, abstract_state, data_iterator, warn)
+            outcomes = [_Outcome.parse(o) for o in collect.gather_texts(_Outcome.of(error))]
+            failed = [(i, o) for i, o in enumerate(outcomes) if o.kind != _Outcome.OK]
+            if not failed:
                 for bad, cause in damaged:
                     warn(f"checkpoint {bad} does not restore ({cause}): moved it aside")
                     self._move_aside(bad)
                 return state, step
+            _stop_if_not_damage(path, failed, error)
             first_error = first_error or error
-            cause = _short(error) if error else "it failed on another process"
-            damaged.append((storage.join(self.directory, str(step)), cause))
+            damaged.append((path, _causes(failed, len(outcomes))))
         if damaged:  # none restores: a config that does not fit them, not damage
             newest, cause = damaged[0]
             raise RuntimeError(
@@ -139,6 +153,17 @@ class Checkpoints:
                 f"newest, {newest}: {cause}"
             ) from first_error
         return None, None
+
+    def _read_on_this_process(self, step: int, abstract_state, data_iterator, warn):
+        """(state, None), or (None, the error) of reading `step` in this process alone,
+        transient storage errors retried: no collective runs here, so a process that fails
+        cannot leave another waiting in one."""
+        what = f"reading checkpoint {storage.join(self.directory, str(step))}"
+        try:
+            read = lambda: self.restore(step, abstract_state, data_iterator)  # noqa: E731
+            return storage.retrying(read, what, warn=warn), None
+        except Exception as error:  # noqa: BLE001 - whatever a damaged checkpoint raises
+            return None, error
 
     def _move_aside(self, path: str) -> None:
         """path -> WORKDIR/damaged_checkpoints/<step>[.<n>], by process 0, then all reload."""
@@ -156,34 +181,43 @@ class Checkpoints:
     def restore(self, step: int, abstract_state, data_iterator=None):
         """The state at `step`, placed as `abstract_state`'s shardings; the data iterator (if
         given) is moved to where it was at that step. A state saved in the other block layout
-        (model.scan_layers) is converted (`relayout`)."""
-        items = {}
+        (model.scan_layers) is converted (`relayout`). Each process reads its own part and
+        nothing more: no barrier among the processes (Orbax's restore ends in one, where a
+        process whose read succeeded would wait for one whose read failed)."""
+        where = epath.Path(storage.join(self.directory, str(step)))
         if data_iterator is not None:
             self._check_data_states(step)
-            items[DATA] = grain.checkpoint.CheckpointRestore(data_iterator)
-        item, _, saved = _state_metadata(storage.join(self.directory, str(step)))
+        item, _, saved = _state_metadata(str(where))
         if _has_stacked_layers(saved["model"]) == _has_stacked_layers(abstract_state["model"]):
-            items[STATE] = ocp.args.StandardRestore(abstract_state)
-            return self.manager.restore(step, args=ocp.args.Composite(**items))[STATE]
-        if items:
-            self.manager.restore(step, args=ocp.args.Composite(**items))
-        return relayout.convert(_restore_numpy(item, saved), abstract_state)
+            args = ocp.args.StandardRestore(abstract_state)
+            with contextlib.closing(ocp.StandardCheckpointHandler()) as handler:
+                state = handler.restore(where / STATE, args=args)
+        else:
+            state = relayout.convert(_restore_numpy(item, saved), abstract_state)
+        if data_iterator is not None:
+            args = grain.checkpoint.CheckpointRestore(data_iterator)
+            grain.checkpoint.CheckpointHandler().restore(where / DATA, args=args)
+        return state
 
     def _check_data_states(self, step: int) -> None:
         """Each process restores the iterator state it saved (Grain's
-        `process_<i>-of-<n>.json`): a run resumes with the process count it saved with."""
+        `process_<i>-of-<n>.json`): a run resumes with the process count it saved with. A
+        step saved by this many processes that lacks this process's state is damaged
+        (FileNotFoundError), not saved by another count."""
         index, count = jax.process_index(), jax.process_count()
         saved = storage.join(self.directory, str(step), DATA)
-        if storage.exists(storage.join(saved, f"process_{index}-of-{count}.json")):
+        own = storage.join(saved, f"process_{index}-of-{count}.json")
+        if storage.exists(own):
             return
-        names = storage.listdir(saved)
+        names = storage.listdir(saved) if storage.isdir(saved) else []
         files = (re.fullmatch(r"process_\d+-of-(\d+)\.json", n) for n in names)
-        counts = sorted({m[1] for m in files if m})
-        if not counts:
-            raise FileNotFoundError(f"no data iterator state in {saved}")
+        counts = sorted({int(m[1]) for m in files if m})
+        if not counts or count in counts:
+            raise FileNotFoundError(f"{own} is missing (this process's data iterator state)")
         raise ProcessCountError(
-            f"checkpoint step {step} holds the data iterator states of {' or '.join(counts)} "
-            f"processes, this run has {count}: resume with the same number of processes"
+            f"checkpoint step {step} holds the data iterator states of "
+            f"{' or '.join(map(str, counts))} processes, this run has {count}: resume with the "
+            "same number of processes"
         )
 
     def wait(self) -> None:
@@ -200,6 +234,64 @@ class CheckpointSaveError(RuntimeError):
 
 class ProcessCountError(ValueError):
     """A checkpoint saved by another number of processes than this run has."""
+
+
+class CheckpointReadError(RuntimeError):
+    """A checkpoint could not be read for a transient storage error that outlasted the
+    retries; nothing was moved, and the same command tries again."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    """One process's result of reading a step, as exchanged among the processes."""
+
+    OK, DAMAGED, TRANSIENT, PROCESS_COUNT = "ok", "does not restore", "transient", "count"
+    kind: str
+    cause: str = ""
+
+    @classmethod
+    def of(cls, error: Exception | None) -> str:
+        if error is None:
+            return cls.OK
+        if isinstance(error, ProcessCountError):
+            kind = cls.PROCESS_COUNT
+        else:
+            kind = cls.TRANSIENT if storage.is_transient(error) else cls.DAMAGED
+        return f"{kind}|{_short(error)}"
+
+    @classmethod
+    def parse(cls, text: str) -> "_Outcome":
+        kind, _, cause = text.partition("|")
+        return cls(kind, cause)
+
+
+def _stop_if_not_damage(path: str, failed: list, error: Exception | None) -> None:
+    """Raises, on every process alike, when some process's failure to read `path` is not
+    damage: a transient storage error that outlasted the retries, or another process count.
+    failed: [(process index, _Outcome)] of the processes that did not read it."""
+    for kind, error_class in (
+        (_Outcome.PROCESS_COUNT, ProcessCountError),
+        (_Outcome.TRANSIENT, CheckpointReadError),
+    ):
+        which = [(i, o) for i, o in failed if o.kind == kind]
+        if not which:
+            continue
+        i, outcome = which[0]
+        if kind == _Outcome.PROCESS_COUNT:
+            raise error_class(outcome.cause.partition(": ")[2]) from error
+        raise error_class(
+            f"checkpoint {path} could not be read for a storage error that persisted after "
+            f"{len(storage.errors.RETRY_DELAYS_S)} retries (process {i}: {outcome.cause}); "
+            "nothing was moved: run the same command again to resume from it"
+        ) from error
+
+
+def _causes(failed: list, processes: int) -> str:
+    """Why a step does not restore, from the processes it failed on: the cause alone in a
+    single-process run, else each process named."""
+    if processes == 1:
+        return failed[0][1].cause
+    return "; ".join(f"process {i}: {o.cause}" for i, o in failed)
 
 
 def _short(error: Exception) -> str:
@@ -309,8 +401,9 @@ def _restore_numpy(item: str, target: dict) -> dict:
     the host, whatever mesh it was saved from."""
     as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
     args = ocp.args.PyTreeRestore(item=target, restore_args=as_numpy, partial_restore=True)
-    with _absl_level(absl_logging.ERROR):
-        return ocp.PyTreeCheckpointer().restore(item, args=args)
+    handler = contextlib.closing(ocp.PyTreeCheckpointHandler())  # no barrier among processes
+    with _absl_level(absl_logging.ERROR), handler as h:
+        return h.restore(epath.Path(item), args=args)
 
 
 def _has_stacked_layers(tree: dict) -> bool:

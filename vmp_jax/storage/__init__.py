@@ -1,8 +1,9 @@
 """Local paths and bucket URLs behind one set of functions (`paths`), a local mirror of
-piecewise-written files uploaded at a bounded rate (`mirror`), and access checks that fail in
-seconds with the URL and the cause (`access`)."""
+piecewise-written files uploaded at a bounded rate (`mirror`), access checks that fail in
+seconds with the URL and the cause (`access`), and which errors are transient (`errors`)."""
 
 from vmp_jax.storage.access import StorageAccessError, check_access
+from vmp_jax.storage.errors import is_transient, retrying
 from vmp_jax.storage.mirror import Mirror
 from vmp_jax.storage.paths import (
     basename,
@@ -36,6 +37,8 @@ __all__ = [
     "Mirror",
     "StorageAccessError",
     "check_access",
+    "is_transient",
+    "retrying",
     "basename",
     "dirname",
     "disable_listing_caches",

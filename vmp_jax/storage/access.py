@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterable
 
 from vmp_jax.storage import paths
+from vmp_jax.storage.errors import TRANSIENT_STATUSES
 
 ACCESS_TIMEOUT_SECONDS = 20.0
 CREDENTIALS_HELP = (
@@ -83,4 +84,6 @@ def _cause(status: int, bucket: str) -> str:
             f"permission denied (403): the account may not list or read objects of {bucket!r} "
             "(it needs roles/storage.objectUser, or objectViewer for data only)"
         )
+    if status in TRANSIENT_STATUSES:
+        return f"the storage service answered HTTP {status} (busy or failing: try again)"
     return f"the storage service answered HTTP {status}"
