@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -38,6 +39,40 @@ def test_bench_train_cli_times_steps_and_the_loss_falls(tmp_path, capsys):
     # One batch, repeated: the real optimiser update must fit it.
     assert records[-1]["loss"] < 0.8 * records[0]["loss"]
     assert os.path.getsize(os.path.join(out, "curves.png")) > 0
+
+
+def _figures(text: str, row: str) -> list[float]:
+    """The numbers of a table row ("  step ms (median)  6.3  9.3" -> [6.3, 9.3])."""
+    line = next(line for line in text.splitlines() if line.startswith(f"  {row}  "))
+    return [float(x) for x in line[len(row) + 2 :].split()]
+
+
+def test_bench_train_times_an_ava_detector_beside_its_classification_twin(capsys):
+    """An AVA config: the detector's and the classification model's step at the same clip
+    shape, a column each, and the ratio of the median step times the two columns show."""
+    tiny = ["model.num_frames=2", "model.img_size=32", "model.embed_dim=16", "model.depth=1"]
+    tiny += ["model.d_state=4", "model.dt_rank=2", "data.batch_size=8", "ava.max_boxes=3"]
+    argv = ["bench-train", "--config", str(REPO_ROOT / "configs" / "ava_demo.py")]
+    argv += ["--steps", "4", "--warmup", "1", "--batches", "1"] + [f"--config.{s}" for s in tiny]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[1].split() == ["head", "detection", "classification"]
+    assert _figures(text, "timed steps") == [3, 3]
+    assert len(_figures(text, "compiled temp GiB")) == 2
+    detection_ms, classify_ms = _figures(text, "step ms (median)")
+    for ms, clips_per_s in zip((detection_ms, classify_ms), _figures(text, "clips/s"), strict=True):
+        # 8 clips / median step, within the rounding of the figures shown (0.1 ms, 0.1 clip/s)
+        assert 8e3 / (ms + 0.05) - 0.05 <= clips_per_s <= 8e3 / (ms - 0.05) + 0.05
+    ratio, added = re.search(
+        r"detection / classification step time: (\S+) \(the head adds (\S+)%\)", text
+    ).groups()
+    # The ratio of the unrounded medians: within the rounding of the figures shown.
+    low, high = (
+        (detection_ms - 0.05) / (classify_ms + 0.05),
+        (detection_ms + 0.05) / (classify_ms - 0.05),
+    )
+    assert low - 5e-4 <= float(ratio) <= high + 5e-4
+    assert abs(float(added) - 100 * (float(ratio) - 1)) <= 0.1  # ratio to 0.001, % to 0.1
 
 
 def test_bench_train_rejects_fewer_steps_than_warmup(capsys):

@@ -5,7 +5,11 @@ and size, normalised, and placed on the mesh once, so the figures are the accele
 the input pipeline's (`vmp bench-data` measures that). The loss falls on them: the classes are
 learnable motions (the first `classes` labels of the config's head). An AVA config (model.task
 "ava") times the detector's step (`detection_steps`) on the same clips, each with ava.max_boxes
-random boxes of which a random number are real, labelled with its motion.
+random boxes of which a random number are real, labelled with its motion; `vmp bench-train`
+then times its classification twin (`classification_twin`: the same backbone, clips, batch,
+dtype and scan, model.task "classify") the same way in the same process, and prints both side by
+side with the ratio of their median step times: what the detection head (ROIAlign included)
+adds.
 
 The step is the one `vmp train` runs (AdamW, clipping, EMA, accumulation from the config), with
 the recipe's warm-up and cosine schedule compressed to the run's steps. Reported: compile time, the
@@ -49,6 +53,19 @@ class Result:
     @property
     def clips_per_s(self) -> float:
         return self.batch / self.median_step
+
+
+def is_ava(config) -> bool:
+    return config.model.get("task", "classify") == "ava"
+
+
+def classification_twin(config):
+    """The classification model of an AVA config at its clip shape: the same backbone, clips,
+    batch, dtype, scan algorithm, optimiser and num_classes, model.task "classify" (its head
+    a linear layer on the pooled tokens instead of ROIAlign on the token map)."""
+    twin = config.copy_and_resolve_references()
+    twin.model.task = "classify"
+    return twin
 
 
 def synthetic_batches(config, batches: int, classes: int, seed: int) -> list[dict]:
@@ -106,7 +123,7 @@ def run(
     trainer = Trainer.from_config(config, steps_per_epoch=per_epoch)
     schedule = optim.schedule(config, per_epoch)
     host_batches = synthetic_batches(config, batches, classes, config.seed)
-    ava = config.model.get("task", "classify") == "ava"
+    ava = is_ava(config)
     if ava:
         rng = np.random.default_rng(config.seed)
         host_batches = [with_boxes(config, b, rng) for b in host_batches]
@@ -163,7 +180,9 @@ def _peak_bytes() -> int | None:
     return max(peaks) if peaks else None
 
 
-def format_table(config, result: Result) -> str:
+def format_table(config, result: Result, baseline: Result | None = None) -> str:
+    """The run's figures; with `baseline` (an AVA config's classification twin timed in the same
+    run), a column each and the detection / classification ratio of the median step times."""
     m, d = config.model, config.data
     gib = lambda b: "n/a" if b is None else f"{b / 2**30:.2f}"  # noqa: E731
     device = jax.devices()[0]
@@ -173,15 +192,30 @@ def format_table(config, result: Result) -> str:
         f"{result.batch}, {m.dtype}, scan {m.scan_algorithm}, remat {m.remat}, on "
         f"{jax.device_count()} x {device.device_kind} (jax {jax.__version__})"
     )
-    rows = [
-        ("compile s", f"{result.compile_s:.1f}"),
-        ("step ms (median)", f"{1e3 * result.median_step:.1f}"),
-        ("step ms (mean)", f"{1e3 * float(np.mean(result.step_times)):.1f}"),
-        ("clips/s", f"{result.clips_per_s:.1f}"),
-        ("compiled temp GiB", gib(result.temp_bytes)),
-        ("peak device GiB", gib(result.peak_bytes)),
-        ("loss first -> last", f"{result.losses[0]:.4f} -> {result.losses[-1]:.4f}"),
-        ("timed steps", str(len(result.step_times))),
+    figures = [
+        ("compile s", lambda r: f"{r.compile_s:.1f}"),
+        ("step ms (median)", lambda r: f"{1e3 * r.median_step:.1f}"),
+        ("step ms (mean)", lambda r: f"{1e3 * float(np.mean(r.step_times)):.1f}"),
+        ("clips/s", lambda r: f"{r.clips_per_s:.1f}"),
+        ("compiled temp GiB", lambda r: gib(r.temp_bytes)),
+        ("peak device GiB", lambda r: gib(r.peak_bytes)),
+        ("loss first -> last", lambda r: f"{r.losses[0]:.4f} -> {r.losses[-1]:.4f}"),
+        ("timed steps", lambda r: str(len(r.step_times))),
     ]
+    results = [result] if baseline is None else [result, baseline]
+    rows = [] if baseline is None else [("head", ["detection", "classification"])]
+    rows += [(name, [figure(r) for r in results]) for name, figure in figures]
     width = max(len(k) for k, _ in rows)
-    return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
+    columns = [max(len(v[i]) for _, v in rows) for i in range(len(results))]
+    lines = [head] + [
+        f"  {k:<{width}}  "
+        + "  ".join(f"{v:<{w}}" for v, w in zip(vs, columns, strict=False)).rstrip()
+        for k, vs in rows
+    ]
+    if baseline is not None:
+        ratio = result.median_step / baseline.median_step
+        lines.append(
+            f"  detection / classification step time: {ratio:.3f} "
+            f"(the head adds {100 * (ratio - 1):+.1f}%)"
+        )
+    return "\n".join(lines)

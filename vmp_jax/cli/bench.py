@@ -137,12 +137,16 @@ def _bench_train(args: argparse.Namespace) -> int:
     from vmp_jax.experiment import load_config
 
     config = load_config(args.config, args.overrides)
-    result = train.run(
-        config, num_steps=args.steps, warmup=args.warmup, batches=args.batches, out=args.out
-    )
-    print(train.format_table(config, result))
+    timing = dict(num_steps=args.steps, warmup=args.warmup, batches=args.batches)
+    baseline = None
+    if train.is_ava(config):  # first: its peak memory is its own (the device's is per process)
+        twin_out = args.out and f"{args.out}/classify"
+        baseline = train.run(train.classification_twin(config), **timing, out=twin_out)
+    result = train.run(config, **timing, out=args.out)
+    print(train.format_table(config, result, baseline))
     if args.out:
-        print(f"wrote {args.out}/metrics.jsonl and {args.out}/curves.png")
+        also = f" (the classification twin's under {args.out}/classify)" if baseline else ""
+        print(f"wrote {args.out}/metrics.jsonl and {args.out}/curves.png{also}")
     return 0
 
 
@@ -153,7 +157,10 @@ def _add_bench_train(subparsers) -> None:
         description="Runs a config's train step (the one `vmp train` runs) for --steps steps "
         "on generated motion clips held on the devices (no decoding), with the recipe's "
         "schedule compressed to the run. Prints compile time, step time, clips/s, compiled "
-        "temp and peak device memory, and the loss. Overrides: --config.KEY=VALUE (e.g. "
+        "temp and peak device memory, and the loss. An AVA config (model.task=ava) is timed beside "
+        "its classification twin (same backbone, clips, batch, dtype and scan, the head a "
+        "linear layer on the pooled tokens), in the same process with the same steps: both "
+        "columns and the ratio of their median step times. Overrides: --config.KEY=VALUE (e.g. "
         "--config.data.batch_size=32 --config.model.dtype=bfloat16).",
     )
     p.add_argument("--config", required=True)
