@@ -56,13 +56,14 @@ class Result:
 
 
 def is_ava(config) -> bool:
+    """Whether `config` is an AVA detector's (model.task "ava")."""
     return config.model.get("task", "classify") == "ava"
 
 
 def classification_twin(config):
     """The classification model of an AVA config at its clip shape: the same backbone, clips,
     batch, dtype, scan algorithm, optimiser and num_classes, model.task "classify" (its head
-    a linear layer on the pooled tokens instead of ROIAlign on the token map)."""
+    a linear layer on the CLS token instead of ROIAlign on the token map)."""
     twin = config.copy_and_resolve_references()
     twin.model.task = "classify"
     return twin

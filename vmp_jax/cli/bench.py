@@ -159,7 +159,7 @@ def _add_bench_train(subparsers) -> None:
         "schedule compressed to the run. Prints compile time, step time, clips/s, compiled "
         "temp and peak device memory, and the loss. An AVA config (model.task=ava) is timed beside "
         "its classification twin (same backbone, clips, batch, dtype and scan, the head a "
-        "linear layer on the pooled tokens), in the same process with the same steps: both "
+        "linear layer on the CLS token), in the same process with the same steps: both "
         "columns and the ratio of their median step times. Overrides: --config.KEY=VALUE (e.g. "
         "--config.data.batch_size=32 --config.model.dtype=bfloat16).",
     )
