@@ -11,7 +11,10 @@ from collections.abc import Callable, Iterator, Sequence
 # timeout, too many requests, server errors (Google's guidance on which requests to retry).
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The status names TensorStore (Orbax's arrays) reports a failed request with, as absl codes.
-TRANSIENT_STATUS_NAMES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+# Not RESOURCE_EXHAUSTED (also a device out of memory: retrying it only delays the real error)
+# nor ABORTED (not about the service): a 429 or 5xx behind either is still caught by the
+# "HTTP response code" in its message.
+TRANSIENT_STATUS_NAMES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 # Exception kinds of the HTTP stacks (requests, aiohttp, urllib3) that mean a broken connection.
 _BROKEN_CONNECTION_WORDS = ("Connection", "Timeout", "Disconnect", "Proxy", "Payload", "Transport")
 _HTTP_STACKS = ("requests", "aiohttp", "urllib3", "google.auth.exceptions", "http.client")
