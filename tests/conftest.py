@@ -43,7 +43,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (_NETGUARD, os.environ.get("PYTHONPATH")) if p
 )
 if "GCE_METADATA_HOST" not in os.environ:
-    from devtools.gcs_emulator import free_port  # noqa: E402 - stdlib only
+    from vmp_devtools.gcs_emulator import free_port  # noqa: E402 - stdlib only
 
     _closed = f"127.0.0.1:{free_port()}"
     os.environ.update(
@@ -198,9 +198,9 @@ def motion_dataset(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def gcs():
     """A Google Cloud Storage emulator on 127.0.0.1 with the bucket `vmp-test`, and every
-    client library aimed at it (`devtools.gcs_emulator.environment`) in this process and
+    client library aimed at it (`vmp_devtools.gcs_emulator.environment`) in this process and
     in every process started from here on; stopped, and the variables restored, at the end."""
-    from devtools.gcs_emulator import Emulator
+    from vmp_devtools.gcs_emulator import Emulator
 
     with Emulator("vmp-test") as emulator:
         before = emulator.use_in_this_process()

@@ -160,7 +160,7 @@ def test_retrying_retries_transient_errors_only_and_gives_up(seed):
     assert len(calls) == 1 and waits == []
 
 
-@pytest.mark.parametrize("missing", ["gcp_storage_emulator", "devtools"])
+@pytest.mark.parametrize("missing", ["gcp_storage_emulator", "vmp_devtools"])
 def test_bench_data_bucket_without_the_dev_extra_says_what_to_install(
     missing, monkeypatch, tmp_path, capsys
 ):

@@ -1,5 +1,5 @@
 """`vmp bench-data --bucket`: what a training clip costs when its source is in a bucket, in
-requests and bytes, counted by a GCS emulator on 127.0.0.1 (`devtools/gcs_emulator.py`, test
+requests and bytes, counted by a GCS emulator on 127.0.0.1 (`vmp_devtools/gcs_emulator.py`, test
 equipment shipped beside the package: it needs the dev extra, `pip install -e '.[dev]'`).
 
 Counts, not timings: the emulator runs on this machine, so its latency says nothing of the real
@@ -95,13 +95,13 @@ def opening_line(store: frame_store.FrameStore, requests: int) -> str:
 
 
 def emulator_class():
-    """devtools.gcs_emulator.Emulator, or ImportError saying what to install (a checkout
-    installed without the dev extra, or an install without the devtools package)."""
+    """vmp_devtools.gcs_emulator.Emulator, or ImportError saying what to install (a checkout
+    installed without the dev extra, or an install without the vmp_devtools package)."""
     try:
-        from devtools import gcs_emulator
+        from vmp_devtools import gcs_emulator
     except ImportError as error:
         raise ImportError(
-            f"vmp bench-data --bucket needs the checkout's devtools package ({error}): from "
+            f"vmp bench-data --bucket needs the checkout's vmp_devtools package ({error}): from "
             "the repository, pip install -e '.[dev]'"
         ) from None
     gcs_emulator.require()  # gcp-storage-emulator, the dev extra's

@@ -26,7 +26,7 @@ endpoint (gcsfs and google-cloud-storage, TensorStore for Orbax, ArrayRecord for
 points at it, credentials are dummies, and the metadata server (where the libraries look for
 credentials on a cloud VM) is a closed port on 127.0.0.1, so that nothing leaves the machine.
 
-    python devtools/gcs_emulator.py --port 9023 --bucket vmp-test
+    python vmp_devtools/gcs_emulator.py --port 9023 --bucket vmp-test
 """
 
 import argparse
