@@ -197,3 +197,25 @@ def load_saved_config_like(num_classes: int):
     from vmp_jax.experiment import load_config
 
     return load_config(DEMO, [f"model.num_classes={num_classes}"])
+
+
+def test_a_runs_names_are_taken_only_from_a_run_and_where_they_fit(tmp_path, monkeypatch):
+    """Outside any workdir there are no run names (never the current folder's classes.txt);
+    a run's classes.txt naming another number of classes is passed over, not an error."""
+    from vmp_jax.engine.checkpoint import workdir_of
+    from vmp_jax.experiment import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classes.txt").write_text("a\nb\nc\nd\n")  # a stranger's, in the current folder
+    (tmp_path / "step").mkdir()
+    assert workdir_of(str(tmp_path / "step"), default=None) is None
+    assert workdir_of(str(tmp_path / "step")) == "."
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert workdir_of(str(run / "checkpoints")) == str(run)
+    config = load_config(DEMO, ["model.num_classes=4", f"data.data_root={tmp_path / 'gone'}"])
+    assert labels.class_names(config, workdir=None) is None
+    (run / "classes.txt").write_text("x\ny\nz\n")
+    assert labels.class_names(config, workdir=str(run)) is None  # 3 names for 4 classes
+    (run / "classes.txt").write_text("w\nx\ny\nz\n")
+    assert labels.class_names(config, workdir=str(run)) == ["w", "x", "y", "z"]

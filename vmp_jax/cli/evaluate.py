@@ -30,9 +30,9 @@ def _eval(args: argparse.Namespace) -> int:
     if not join.is_primary():
         return 0  # every process predicted its share; process 0 reports and writes
     summary = multiview.summary(predictions)
-    workdir = workdir_of(args.checkpoint)
-    out = args.out or storage.join(workdir, "eval")
-    names = labels.class_names(config, args.labels, workdir=workdir)
+    run = workdir_of(args.checkpoint, default=None)  # never the current folder
+    out = args.out or storage.join(run or ".", "eval")
+    names = labels.class_names(config, args.labels, workdir=run)
     paths = multiview.write_report(predictions, out, names)
     views = config.eval.num_clips * config.eval.num_crops
     print(

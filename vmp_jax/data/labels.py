@@ -66,9 +66,10 @@ def class_names(
     root's classes.txt; None when there is none. A map that names another number of classes
     than model.num_classes is an error when asked for, and ignored when found."""
     k = config.model.num_classes
-    saved = storage.join(workdir, DATASET_FILE) if workdir else ""
-    if not label_map and saved and storage.isfile(saved):
-        label_map = saved  # the names the checkpoint was trained with
+    if not label_map and workdir:
+        names = _found(storage.join(workdir, DATASET_FILE), k)
+        if names is not None:
+            return names  # the names the checkpoint was trained with
     explicit = label_map or config.data.get("label_map", "")
     if explicit:
         names = read_label_map(explicit)
@@ -77,10 +78,14 @@ def class_names(
                 f"{explicit} names {len(names)} classes; the model has {k} (model.num_classes)"
             )
         return names
-    found = storage.join(config.data.data_root or ".", DATASET_FILE)
-    if not storage.isfile(found):
+    return _found(storage.join(config.data.data_root or ".", DATASET_FILE), k)
+
+
+def _found(path: str, k: int) -> list[str] | None:
+    """The names in `path` if it exists and names `k` classes, else None."""
+    if not storage.isfile(path):
         return None
-    names = read_label_map(found)
+    names = read_label_map(path)
     return names if len(names) == k else None
 
 

@@ -300,15 +300,16 @@ def _short(error: Exception) -> str:
     return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
 
 
-def workdir_of(path: str) -> str:
-    """The workdir holding the checkpoint at `path` (the current directory if none does)."""
+def workdir_of(path: str, default: str | None = ".") -> str | None:
+    """The workdir holding the checkpoint at `path` (`default`, the current directory, if
+    none does)."""
     path = storage.resolve(path)
     while True:
         if storage.isdir(storage.join(path, "checkpoints")):
             return path
         parent = storage.dirname(path)
         if parent == path or storage.is_url(path) != storage.is_url(parent):  # at the root
-            return "."
+            return default
         path = parent
 
 

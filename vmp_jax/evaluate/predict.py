@@ -111,7 +111,8 @@ class Predictor:
         the workdir's config.json unless `config_file` is given."""
         storage.check_access([path, config_file or "", label_map or ""])
         config = checkpoint_config(path, config_file, overrides)
-        names = labels.class_names(config, label_map, workdir=checkpoint.workdir_of(path))
+        run = checkpoint.workdir_of(path, default=None)  # never the current folder
+        names = labels.class_names(config, label_map, workdir=run)
         model, step, ema = load_model(config, path, weights=weights)
         predictor = cls(model, config, views=views, class_names=names)
         predictor.step, predictor.weights = step, multiview.describe_weights(ema)
