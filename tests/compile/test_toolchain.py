@@ -14,7 +14,7 @@ import os, sys, time
 args = sys.argv[1:]
 folder = args[args.index("--target") + 1]
 with open(os.environ["FAKE_PIP_LOG"], "a") as log:
-    log.write(" ".join(args) + "\\n")
+    log.write(" ".join([sys.executable, *args]) + "\\n")  # which python ran it, and how
 time.sleep(1)  # an install takes a while: a second installer without the lock would start too
 os.makedirs(folder, exist_ok=True)
 with open(os.path.join(folder, "libtpu.so"), "w") as f:
@@ -53,4 +53,5 @@ def test_two_installers_at_once_install_once(tmp_path, monkeypatch):
     assert sorted(map(len, said.values())) == [0, 1]  # one said it installs, the other nothing
     assert libtpu.installed() and (folder / "libtpu.so").is_file()
     assert (tmp_path / "venv" / "tpu-toolchain.lock").is_file()  # beside the folder
-    assert sys.executable  # the fake ran as `python -m pip`, as a real install would
+    # the fake ran as `<this python> -m pip install`, as a real install would
+    assert installs[0].startswith(f"{sys.executable} install "), installs
