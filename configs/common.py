@@ -67,7 +67,8 @@ def experiment(
         drop_path_rate=r["drop_path"],
         # Recipes compute in bfloat16 (parameters, residual stream and scan state stay
         # float32), as VideoMamba's mixed-precision runs: VMP-Ti at batch 16 on one H100 needs
-        # 8.9 GiB instead of float32's 13.6 (`vmp gpu-compile train`, benchmarks/RESULTS.md).
+        # 8.9 GiB instead of float32's 13.6 (`vmp compile train --target h100`,
+        # benchmarks/RESULTS.md).
         dtype="bfloat16",
     )
     config.model = model_section(size, pro=kind == "vmp", **{**model, **model_overrides})

@@ -129,7 +129,8 @@ def make_eval_step(trainer: Trainer, *, ema: bool = False):
 def abstract_train_step(config, devices=None):
     """(train_step, abstract state, abstract batch) of `config` on `devices` (by default jax's):
     the step `vmp train` jits, traced on shapes only (nothing allocated), for compiling it
-    ahead of time (`vmp gpu-compile train`, `vmp bench-compile`); the schedule is a constant."""
+    ahead of time (`vmp compile train --target h100`, `vmp bench-compile`); the schedule is a
+    constant."""
     trainer = Trainer.from_config(config, devices=devices)
     if config.model.get("task", "classify") == "ava":
         train_step = detection_steps.make_train_step(
