@@ -97,3 +97,22 @@ def test_every_local_link_resolves(page):
 def test_a_broken_link_is_caught():
     text = "[a](docs/x.md#part) [b](https://x.org) [c](#here) ![d](../img.png)"
     assert local_links(text) == ["docs/x.md", "../img.png"]
+
+
+def readme_table_commands(text: str) -> list[str]:
+    """The commands the rows of README's command table open with, in the table's order
+    (`vmp export` / `vmp import`: both)."""
+    rows = re.findall(r"^\| (`vmp [^|]*?) \|", text, re.M)
+    return [name for row in rows for name in re.findall(r"`vmp ([a-z][a-z0-9-]*)`", row)]
+
+
+def test_readme_table_lists_the_commands_in_the_help_order():
+    """README's table and `vmp --help` group the commands alike: the table's rows in GROUPS'
+    order, every grouped command named in the table (an alias may be named in a row's text)."""
+    text = (REPO_ROOT / "README.md").read_text()
+    table = readme_table_commands(text)
+    grouped = [name for names in cli.GROUPS.values() for name in names]
+    assert len(table) >= 20 and set(table) <= set(grouped), table
+    assert table == [name for name in grouped if name in table], (table, cli.GROUPS)
+    table_text = text[text.index("| command | what it does |") :].split("\n\n")[0]
+    assert set(grouped) <= inline_commands(table_text), set(grouped) - inline_commands(table_text)
