@@ -38,3 +38,54 @@ def test_validation_restarts_the_clock_the_clips_and_the_wait_together(monkeypat
     ]
     steps(1)  # the next window: its own step alone
     assert window.close() == (8 / 2.0, 0.5 / 2.0)
+
+
+def test_the_loop_reports_each_window_after_validation_over_its_own_steps(monkeypatch):
+    """`_loop` with fake steps, data and validation on a fake clock: 8 steps, epochs of 3
+    (validation after steps 3 and 6, taking 100 s each), a log every 4 steps. Each logged
+    window covers only the steps after the validation inside it."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from vmp_jax.train import loop
+
+    clock = FakeClock()
+    for module in (log_window, input_wait):
+        monkeypatch.setattr(module.time, "perf_counter", clock)
+
+    def batches():
+        while True:
+            clock.now += 0.5  # waiting for input
+            yield {"video": np.zeros((8, 1)), "skipped": np.zeros(8, bool)}
+
+    def train_step(state, batch):
+        clock.now += 1.5  # the step itself
+        return state, {"loss": 1.0, "accuracy": 0.5, "grad_norm": 1.0, "lr": 0.1, "nonfinite": 0}
+
+    def validate(s, state, eval_step):
+        clock.now += 100.0
+        return {"top1": 1.0, "top5": 1.0}
+
+    monkeypatch.setattr(loop, "_validate", validate)
+    monkeypatch.setattr(loop, "device_batch", lambda batch, mesh, keys: batch)
+    train = SimpleNamespace(max_nonfinite=10, log_every=4, eval_every=1, save_every=0)
+    s = SimpleNamespace(
+        config=SimpleNamespace(train=train),
+        total_steps=8,
+        steps_per_epoch=3,
+        val_source=object(),
+        trainer=SimpleNamespace(mesh=None),
+        ava=False,
+    )
+    logged = []
+    log = SimpleNamespace(write=lambda *record: logged.append(record), sync=lambda: None)
+    ckpt = SimpleNamespace(save=lambda *args, **kwargs: None, latest=lambda: None)
+    preempt = SimpleNamespace(reached=lambda done: False, cause="")
+    loop._loop(s, None, batches(), train_step, None, ckpt, log, 0, True, preempt)
+    windows = [
+        (step, r["clips_per_s"], r["input_wait"]) for step, split, r in logged if split == "train"
+    ]
+    # step 4: one step of 2 s (0.5 waiting) since the validation after step 3; step 8: two
+    # steps of 2 s since the validation after step 6
+    assert windows == [(4, 8 / 2.0, 0.5 / 2.0), (8, 16 / 4.0, 1.0 / 4.0)]
