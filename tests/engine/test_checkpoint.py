@@ -95,3 +95,14 @@ def test_what_is_not_damage_on_another_process_stops_this_one_and_moves_nothing(
         checkpoints.restore_latest(abstract, data, warn=lambda _: None)
     checkpoints.close()
     assert not os.path.exists(os.path.join(workdir, "damaged_checkpoints"))
+
+
+def test_every_process_says_it_retries_a_read(capsys):
+    """A retried read is said on every process (a run's `warn` is silent off process 0), with
+    the process index when there are several; one process: through `warn`, unchanged."""
+    said = []
+    checkpoint._retry_warning(said.append, 0, 1)("retrying in 2 s")
+    checkpoint._retry_warning(said.append, 0, 2)("retrying in 8 s")
+    checkpoint._retry_warning(said.append, 1, 2)("retrying in 30 s")
+    assert said == ["retrying in 2 s", "process 0: retrying in 8 s"]
+    assert capsys.readouterr().err == "process 1: retrying in 30 s\n"

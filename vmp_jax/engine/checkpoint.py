@@ -14,6 +14,7 @@ and a step without one is not a checkpoint.
 import contextlib
 import dataclasses
 import re
+import sys
 
 import grain
 import jax
@@ -133,9 +134,12 @@ class Checkpoints:
         RuntimeError names the newest and its error: a config that does not fit the saved
         state is not damage."""
         damaged, first_error = [], None  # [(path, cause)], newest first
+        retry_warn = _retry_warning(warn, jax.process_index(), jax.process_count())
         for step in sorted(self.manager.all_steps(), reverse=True):
             path = storage.join(self.directory, str(step))
-            state, error = self._read_on_this_process(step, abstract_state, data_iterator, warn)
+            state, error = self._read_on_this_process(
+                step, abstract_state, data_iterator, retry_warn
+            )
             outcomes = [_Outcome.parse(o) for o in collect.gather_texts(_Outcome.of(error))]
             failed = [(i, o) for i, o in enumerate(outcomes) if o.kind != _Outcome.OK]
             if not failed:
@@ -263,6 +267,17 @@ class _Outcome:
     def parse(cls, text: str) -> "_Outcome":
         kind, _, cause = text.partition("|")
         return cls(kind, cause)
+
+
+def _retry_warning(warn, index: int, count: int):
+    """The warning of a retried read: each process retries its own reads, so each says so,
+    prefixed with its index when there are several; process 0 through `warn`, the others on
+    stderr (their `warn` is usually silent: a run's reports come from process 0)."""
+    if count == 1:
+        return warn
+    if index == 0:
+        return lambda message: warn(f"process 0: {message}")
+    return lambda message: print(f"process {index}: {message}", file=sys.stderr, flush=True)
 
 
 def _stop_if_not_damage(path: str, failed: list, error: Exception | None) -> None:
