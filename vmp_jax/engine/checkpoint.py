@@ -137,6 +137,7 @@ class Checkpoints:
         retry_warn = _retry_warning(warn, jax.process_index(), jax.process_count())
         for step in sorted(self.manager.all_steps(), reverse=True):
             path = storage.join(self.directory, str(step))
+            state = None  # a newer step read here but not everywhere: freed before this read
             state, error = self._read_on_this_process(
                 step, abstract_state, data_iterator, retry_warn
             )
