@@ -174,3 +174,31 @@ def test_bench_data_rows_wait_for_the_work_of_the_row_before(monkeypatch):
     monkeypatch.setattr(bench_data, "cpu_seconds", lambda: next(readings))
     bench_data.settle(interval=0.001, timeout=60)
     assert list(readings) == [1.0, 1.0]  # read until an interval without CPU time
+
+
+class _Store:
+    """What opening_line reads of a frame store: its videos' count and its summary."""
+
+    def __init__(self, videos: int, summary: dict):
+        self.videos, self.summary = videos, summary
+
+    def __len__(self):
+        return self.videos
+
+
+def test_bench_data_bucket_says_what_opening_the_store_cost():
+    """`vmp bench-data --bucket`'s first line: the requests counted, the store's size, and
+    why that many (an index: a constant; a store packed before it: one per shard)."""
+    from vmp_jax.bench import bucket
+
+    indexed = _Store(40, {"shards": [{}, {}, {}], "index": {"file": "index.json", "sha1": "0"}})
+    line = bucket.opening_line(indexed, 2)
+    assert line == (
+        "opening the frame store (40 videos, 3 shards): 2 requests (store.json and its index, "
+        "whatever the number of shards)"
+    )
+    line = bucket.opening_line(_Store(5, {"shards": [{}]}), 2)
+    assert line == (
+        "opening the frame store (5 videos, 1 shard): 2 requests (packed before the index: "
+        "store.json and one per shard)"
+    )
