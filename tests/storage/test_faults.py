@@ -185,3 +185,41 @@ def test_a_save_that_keeps_failing_says_the_fault_was_transient(gcs, quick_retri
         assert gcs.faults_served() >= GCSFS_TRIES
     finally:
         gcs.fail_next(0, "")
+
+
+def test_a_save_meeting_a_few_503s_completes_and_restores(gcs, quick_retries, seed):
+    """A few 503s on the objects of the step being saved: gcsfs' retries absorb those on the
+    metadata (the first requests of the save), TensorStore's (its default policy: doubling
+    waits from 1 s) the one on the arrays' data; the step commits and reads back as saved."""
+    workdir = f"gs://vmp-test/saving-503-{seed}"
+    state, abstract = _two_steps(workdir, seed)
+    state = jax.tree.map(lambda x: x * 3, state)
+    checkpoints = Checkpoints(workdir, async_save=False)
+    try:
+        gcs.fail_next(GCSFS_TRIES - 1, f"vmp-test/saving-503-{seed}/checkpoints/3/")
+        checkpoints.save(3, state, _iterator())
+        assert gcs.faults_served() == GCSFS_TRIES - 1
+        gcs.fail_next(1, f"vmp-test/saving-503-{seed}/checkpoints/4/state/ocdbt")
+        checkpoints.save(4, state, _iterator())
+        assert gcs.faults_served() == 1
+    finally:
+        gcs.fail_next(0, "")
+    checkpoints.close()
+    assert storage.exists(f"{workdir}/checkpoints/4/commit_success.txt")
+    restored, step = Checkpoints(workdir, async_save=False).restore_latest(abstract, _iterator())
+    assert step == 4
+    np.testing.assert_array_equal(restored["model"]["w"], state["model"]["w"])
+
+
+def test_our_own_writes_to_a_bucket_outlast_gcsfs_retries(gcs, quick_retries, seed):
+    """config.json, classes.txt, metrics.jsonl (storage.write_bytes and what uploads through
+    it): 503s past gcsfs' own tries are retried by `storage.retrying`, and the file lands."""
+    path, text = f"gs://vmp-test/own-{seed}/config.json", json.dumps({"seed": seed})
+    # gcsfs' one-request upload names the object in its body: every request of the bucket.
+    gcs.fail_next(2 * GCSFS_TRIES, "vmp-test/")
+    try:
+        storage.write_text(path, text)
+        assert gcs.faults_served() == 2 * GCSFS_TRIES
+    finally:
+        gcs.fail_next(0, "")
+    assert storage.read_text(path) == text

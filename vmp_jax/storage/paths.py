@@ -20,6 +20,8 @@ import secrets
 import tempfile
 from collections.abc import Iterator
 
+from vmp_jax.storage import errors
+
 
 def is_url(path: str | os.PathLike) -> bool:
     """Whether `path` names an object in a remote store (`scheme://...`) rather than a file."""
@@ -174,9 +176,9 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     it (the directory synced), so a power cut leaves the old file or the new, never an empty
     one."""
     path = os.fspath(path)
-    if is_url(path):
+    if is_url(path):  # gcsfs retries each request 6 times; a fault outlasting that, ours
         fs, at = filesystem(path)
-        fs.pipe_file(at, data)
+        errors.retrying(lambda: fs.pipe_file(at, data), f"writing {path}")
         return
     _make_parent(path)
     handle, temporary = _new_temporary(path)
