@@ -30,6 +30,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -274,9 +275,47 @@ void backward_task(const Geometry& g, const float* U, const float* Delta, const 
     std::copy_n(&dA[k * CW], w, dA_part + (i * n + k) * g.d + c0);
 }
 
-Geometry geometry(ffi::Buffer<ffi::F32>& u, ffi::Buffer<ffi::F32>& At, int64_t T, bool reverse) {
-  const auto dims = u.dimensions();
-  return Geometry{dims[0], dims[1], dims[2], At.dimensions()[0], T, reverse};
+using Dims = ffi::Span<const int64_t>;
+
+std::string shape_text(Dims dims) {
+  std::string text = "(";
+  for (size_t k = 0; k < dims.size(); ++k) text += (k ? ", " : "") + std::to_string(dims[k]);
+  return text + (dims.size() == 1 ? ",)" : ")");
+}
+
+// The entry's checks: every size comes from u (b, l, d) and At (n, d), and each other buffer,
+// argument or result, must have the shape they make of it; a mismatch is an InvalidArgument
+// error naming the operand (a raw ffi_call past the Python checks), never a read or write out
+// of bounds. The first mismatch is kept.
+struct Shapes {
+  const char* kernel;
+  Dims u, At;
+  ffi::Error error;
+
+  Shapes& expect(const char* name, Dims dims, const std::vector<int64_t>& want) {
+    if (error.success() && !(dims == Dims(want)))
+      error = ffi::Error::InvalidArgument(
+          std::string(kernel) + ": " + name + " has shape " + shape_text(dims) + ", expected " +
+          shape_text(Dims(want)) + " (u is " + shape_text(u) + ", At " + shape_text(At) + ")");
+    return *this;
+  }
+};
+
+// The geometry of (u, At) and a block of T tokens, or an InvalidArgument error naming u, At or
+// the block when they make none.
+ffi::Error geometry(const char* kernel, Dims u, Dims At, int64_t T, bool reverse, Geometry& g) {
+  const std::string where = std::string(kernel) + ": ";
+  if (u.size() != 3)
+    return ffi::Error::InvalidArgument(where + "u has shape " + shape_text(u) +
+                                       ", expected (b, l, d)");
+  if (At.size() != 2 || At[1] != u[2])
+    return ffi::Error::InvalidArgument(where + "At (A transposed) has shape " + shape_text(At) +
+                                       ", expected (n, d) with d = " + std::to_string(u[2]));
+  if (T < 1)
+    return ffi::Error::InvalidArgument(where + "block must be >= 1 tokens, got " +
+                                       std::to_string(T));
+  g = Geometry{u[0], u[1], u[2], At[0], T, reverse};
+  return ffi::Error::Success();
 }
 
 // mask_diagonal and residual chosen at run time, compiled as four branch-free variants.
@@ -318,7 +357,16 @@ using Out = ffi::ResultBuffer<ffi::F32>;
 // y only (inference, or a forward nobody differentiates).
 ffi::Error ScanForwardImpl(ffi::ThreadPool pool, F32 u, F32 delta, F32 At, F32 B, F32 C, Out y,
                            int64_t block, bool reverse, bool mask, bool residual) {
-  const Geometry g = geometry(u, At, block, reverse);
+  Geometry g;
+  ffi::Error error =
+      geometry("VmpScanForward", u.dimensions(), At.dimensions(), block, reverse, g);
+  if (error.failure()) return error;
+  Shapes shapes{"VmpScanForward", u.dimensions(), At.dimensions()};
+  shapes.expect("delta", delta.dimensions(), {g.b, g.l, g.d})
+      .expect("B", B.dimensions(), {g.b, g.l, g.n})
+      .expect("C", C.dimensions(), {g.b, g.l, g.n})
+      .expect("y", y->dimensions(), {g.b, g.l, g.d});
+  if (shapes.error.failure()) return shapes.error;
   dispatch<Forward>(mask, residual, pool, g, u.typed_data(), delta.typed_data(), At.typed_data(),
                     B.typed_data(), C.typed_data(), y->typed_data(), nullptr, nullptr);
   return ffi::Error::Success();
@@ -328,7 +376,19 @@ ffi::Error ScanForwardImpl(ffi::ThreadPool pool, F32 u, F32 delta, F32 At, F32 B
 ffi::Error ScanForwardSavingImpl(ffi::ThreadPool pool, F32 u, F32 delta, F32 At, F32 B, F32 C,
                                  Out y, Out saved_h, Out saved_r, int64_t block, bool reverse,
                                  bool mask, bool residual) {
-  const Geometry g = geometry(u, At, block, reverse);
+  Geometry g;
+  ffi::Error error =
+      geometry("VmpScanForwardSaving", u.dimensions(), At.dimensions(), block, reverse, g);
+  if (error.failure()) return error;
+  const std::vector<int64_t> saved{g.b, g.blocks(), g.n, g.d};
+  Shapes shapes{"VmpScanForwardSaving", u.dimensions(), At.dimensions()};
+  shapes.expect("delta", delta.dimensions(), {g.b, g.l, g.d})
+      .expect("B", B.dimensions(), {g.b, g.l, g.n})
+      .expect("C", C.dimensions(), {g.b, g.l, g.n})
+      .expect("y", y->dimensions(), {g.b, g.l, g.d})
+      .expect("saved_h", saved_h->dimensions(), saved)
+      .expect("saved_r", saved_r->dimensions(), saved);
+  if (shapes.error.failure()) return shapes.error;
   float* r = saved_r->typed_data();
   if (!residual) std::fill_n(r, saved_r->element_count(), 0.f);
   dispatch<Forward>(mask, residual, pool, g, u.typed_data(), delta.typed_data(), At.typed_data(),
@@ -342,7 +402,25 @@ ffi::Error ScanBackwardImpl(ffi::ThreadPool pool, F32 u, F32 delta, F32 At, F32 
                             F32 saved_h, F32 saved_r, Out du, Out ddelta, Out dA_part,
                             Out dB_part, Out dC_part, int64_t block, bool reverse, bool mask,
                             bool residual) {
-  const Geometry g = geometry(u, At, block, reverse);
+  Geometry g;
+  ffi::Error error =
+      geometry("VmpScanBackward", u.dimensions(), At.dimensions(), block, reverse, g);
+  if (error.failure()) return error;
+  const std::vector<int64_t> bld{g.b, g.l, g.d}, bln{g.b, g.l, g.n},
+      saved{g.b, g.blocks(), g.n, g.d}, parts{g.channel_blocks(), g.b, g.l, g.n};
+  Shapes shapes{"VmpScanBackward", u.dimensions(), At.dimensions()};
+  shapes.expect("delta", delta.dimensions(), bld)
+      .expect("B", B.dimensions(), bln)
+      .expect("C", C.dimensions(), bln)
+      .expect("dy", dy.dimensions(), bld)
+      .expect("saved_h", saved_h.dimensions(), saved)
+      .expect("saved_r", saved_r.dimensions(), saved)
+      .expect("du", du->dimensions(), bld)
+      .expect("ddelta", ddelta->dimensions(), bld)
+      .expect("dA_part", dA_part->dimensions(), {g.b, g.n, g.d})
+      .expect("dB_part", dB_part->dimensions(), parts)
+      .expect("dC_part", dC_part->dimensions(), parts);
+  if (shapes.error.failure()) return shapes.error;
   dispatch<Backward>(mask, residual, pool, g, u.typed_data(), delta.typed_data(),
                      At.typed_data(), B.typed_data(), C.typed_data(), dy.typed_data(),
                      saved_h.typed_data(), saved_r.typed_data(), du->typed_data(),

@@ -45,8 +45,9 @@ class Options(NamedTuple):
 
 def _call(target: str, results, u, delta, A, B, C, *backward, options: Options):
     """Calls a kernel on (u, delta, A, B, C), and for the backward (dy, saved_h, saved_r),
-    after `check_shapes`: the C++ code takes every size from u and A and trusts the other
-    buffers to match them, so a mismatched operand would be read out of bounds."""
+    after `check_shapes`: the C++ code takes every size from u and A, and its entry refuses
+    any other buffer that does not match them (an InvalidArgument error when the compiled
+    program runs, never a read out of bounds); checking here names the operand at trace time."""
     check_shapes(u, delta, A, B, C, *backward, block=options.block)
     # vmap runs the kernel once per mapped element: the kernels take one (b, l, d) problem.
     call = jax.ffi.ffi_call(target, results, vmap_method="sequential")

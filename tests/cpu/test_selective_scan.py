@@ -96,9 +96,9 @@ INCONSISTENT = [
     ("name", "shape", "expected"), INCONSISTENT, ids=[f"{n}{s}" for n, s, _ in INCONSISTENT]
 )
 def test_the_kernels_refuse_an_operand_of_inconsistent_shape(name, shape, expected):
-    """The C++ kernels take every size from u and A and trust the other buffers: the Python
-    entry that calls them refuses any operand that does not match, naming it, its shape and
-    the expected one, whether called by `scan` (the forward) or by the backward."""
+    """The C++ kernels take every size from u and A: the Python entry that calls them refuses
+    any operand that does not match, at trace time, naming it, its shape and the expected one,
+    whether called by `scan` (the forward) or by the backward."""
     operands = {k: jnp.zeros(v, jnp.float32) for k, v in SHAPES.items()}
     operands[name] = jnp.zeros(shape, jnp.float32)
     message = re.escape(f"cpu scan: {name} has shape {shape}, expected {expected}")
@@ -112,6 +112,66 @@ def test_the_kernels_refuse_an_operand_of_inconsistent_shape(name, shape, expect
     options = kernels.Options(4, False, True, True)
     with pytest.raises(ValueError, match=message):
         kernels._call("VmpScanBackward", tuple(results), *operands.values(), options=options)
+
+
+def _raw(target: str, results, *operands):
+    """A direct `jax.ffi.ffi_call` of a kernel, past every Python check (A given transposed,
+    as the kernels take it), with VMP's options and blocks of 4 tokens."""
+    call = jax.ffi.ffi_call(target, results, vmap_method="sequential")
+    return call(*operands, **kernels.Options(4, False, True, True).attributes())
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "expected"), INCONSISTENT, ids=[f"{n}{s}" for n, s, _ in INCONSISTENT]
+)
+def test_the_kernels_own_entry_refuses_an_operand_of_inconsistent_shape(name, shape, expected):
+    """Called directly (a raw ffi_call), each kernel checks its buffers against u and A itself
+    and fails with an error naming the operand and its shape, instead of reading out of
+    bounds: the backward, which takes every operand, and both forwards."""
+    build.load()
+    operands = {k: jnp.zeros(v, jnp.float32) for k, v in SHAPES.items()}
+    operands[name] = jnp.zeros(shape, jnp.float32)
+    operands["A"] = operands["A"].T  # the kernels' At (n, d)
+    named = "At (A transposed)" if name == "A" else name
+    given = tuple(operands[name].shape)
+    message = re.escape(f"{named} has shape {given}, expected")
+    b, l, d, n = 2, 6, 4, 3
+    bld, saved = (
+        jax.ShapeDtypeStruct((b, l, d), jnp.float32),
+        jax.ShapeDtypeStruct((b, 2, n, d), jnp.float32),
+    )
+    parts = jax.ShapeDtypeStruct((1, b, l, n), jnp.float32)  # one channel block
+    backward = (bld, bld, jax.ShapeDtypeStruct((b, n, d), jnp.float32), parts, parts)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="VmpScanBackward: " + message):
+        jax.block_until_ready(_raw("VmpScanBackward", backward, *operands.values()))
+    if name in ("u", "delta", "A", "B", "C"):
+        forward = [operands[k] for k in ("u", "delta", "A", "B", "C")]
+        with pytest.raises(jax.errors.JaxRuntimeError, match="VmpScanForward: " + message):
+            jax.block_until_ready(_raw("VmpScanForward", bld, *forward))
+        with pytest.raises(jax.errors.JaxRuntimeError, match="VmpScanForwardSaving: " + message):
+            jax.block_until_ready(_raw("VmpScanForwardSaving", (bld, saved, saved), *forward))
+
+
+def test_the_kernels_own_entry_refuses_results_of_inconsistent_shape():
+    """A result buffer smaller than u and A make it would be written out of bounds: refused,
+    named, on each kernel."""
+    build.load()
+    forward = [jnp.zeros(SHAPES[k], jnp.float32) for k in ("u", "delta", "A", "B", "C")]
+    forward[2] = forward[2].T
+    backward = forward + [jnp.zeros(SHAPES[k], jnp.float32) for k in ("dy", "saved_h", "saved_r")]
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+    bld, saved, parts = f32(2, 6, 4), f32(2, 2, 3, 4), f32(1, 2, 6, 3)
+    calls = [
+        ("VmpScanForward", f32(2, 5, 4), forward, "y has shape (2, 5, 4)"),
+        ("VmpScanForwardSaving", (bld, f32(2, 1, 3, 4), saved), forward, "saved_h has shape"),
+        ("VmpScanForwardSaving", (bld, saved, f32(2, 2, 3, 3)), forward, "saved_r has shape"),
+        ("VmpScanBackward", (f32(2, 6), bld, f32(2, 3, 4), parts, parts), backward, "du has"),
+        ("VmpScanBackward", (bld, bld, f32(2, 3, 3), parts, parts), backward, "dA_part has"),
+        ("VmpScanBackward", (bld, bld, f32(2, 3, 4), parts, f32(1, 2, 6, 2)), backward, "dC_part"),
+    ]
+    for target, results, operands, message in calls:
+        with pytest.raises(jax.errors.JaxRuntimeError, match=re.escape(f"{target}: {message}")):
+            jax.block_until_ready(_raw(target, results, *operands))
 
 
 def test_batch_sharded_kernels_match_in_value_and_gradient(seed):
