@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from vmp_jax import cli, storage
+from vmp_jax.engine import checkpoint
 from vmp_jax.engine.checkpoint import CheckpointReadError, Checkpoints, CheckpointSaveError
 from vmp_jax.storage import errors
 
@@ -34,6 +35,8 @@ def quick_retries(monkeypatch):
 
     monkeypatch.setattr(gcsfs.retry, "asyncio", types.SimpleNamespace(sleep=no_wait))
     monkeypatch.setattr(errors, "RETRY_DELAYS_S", (0.01, 0.01, 0.01))
+    quick = {**checkpoint.TENSORSTORE_GCS_RETRIES, "initial_delay": "10ms", "max_delay": "10ms"}
+    monkeypatch.setattr(checkpoint, "TENSORSTORE_GCS_RETRIES", quick)
 
 
 def _iterator():
@@ -189,8 +192,8 @@ def test_a_save_that_keeps_failing_says_the_fault_was_transient(gcs, quick_retri
 
 def test_a_save_meeting_a_few_503s_completes_and_restores(gcs, quick_retries, seed):
     """A few 503s on the objects of the step being saved: gcsfs' retries absorb those on the
-    metadata (the first requests of the save), TensorStore's (its default policy: doubling
-    waits from 1 s) the one on the arrays' data; the step commits and reads back as saved."""
+    metadata (the first requests of the save), TensorStore's (TENSORSTORE_GCS_RETRIES) those
+    on the arrays' data; the step commits and reads back as saved."""
     workdir = f"gs://vmp-test/saving-503-{seed}"
     state, abstract = _two_steps(workdir, seed)
     state = jax.tree.map(lambda x: x * 3, state)
@@ -199,9 +202,12 @@ def test_a_save_meeting_a_few_503s_completes_and_restores(gcs, quick_retries, se
         gcs.fail_next(GCSFS_TRIES - 1, f"vmp-test/saving-503-{seed}/checkpoints/3/")
         checkpoints.save(3, state, _iterator())
         assert gcs.faults_served() == GCSFS_TRIES - 1
-        gcs.fail_next(1, f"vmp-test/saving-503-{seed}/checkpoints/4/state/ocdbt")
+        tensorstore_tries = checkpoint.TENSORSTORE_GCS_RETRIES["max_retries"] + 1
+        gcs.fail_next(
+            tensorstore_tries - 1, f"vmp-test/saving-503-{seed}/checkpoints/4/state/ocdbt"
+        )
         checkpoints.save(4, state, _iterator())
-        assert gcs.faults_served() == 1
+        assert gcs.faults_served() == tensorstore_tries - 1
     finally:
         gcs.fail_next(0, "")
     checkpoints.close()

@@ -25,6 +25,9 @@ from etils import epath
 from orbax.checkpoint._src.metadata import (
     array_metadata_store,
 )  # as Orbax's own registry (no public path)
+from orbax.checkpoint._src.serialization import (
+    tensorstore_utils,
+)  # the TensorStore context Orbax makes for every read and write (no public setting)
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from vmp_jax import storage
@@ -42,6 +45,12 @@ storage.disable_listing_caches()  # before Orbax makes its first filesystem for 
 # be smaller than this are written whole by one replica; larger ones are still split.
 MIN_SLICE_BYTES_FOR_REPLICA_PARALLEL = 1 << 20
 
+# How TensorStore (Orbax's array data and OCDBT manifests, in a bucket) retries a request that
+# met a transient error (HTTP 408, 429, 5xx, a reset): waits doubling from 1 s, at most 32 s,
+# 8 retries, about 2 minutes in all (as Google's own storage clients bound theirs). Orbax takes
+# no context from its caller; it copies these dicts into every TensorStore context it makes.
+TENSORSTORE_GCS_RETRIES = {"max_retries": 8, "initial_delay": "1s", "max_delay": "32s"}
+
 
 def _register_array_handler() -> None:
     """jax.Array's Orbax handler with that threshold (Orbax's registry is global, and
@@ -54,6 +63,19 @@ def _register_array_handler() -> None:
     ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
+def _bound_tensorstore_retries() -> None:
+    """TENSORSTORE_GCS_RETRIES in the contexts Orbax makes from now on (TensorStore's own
+    default is 32 retries, up to about 15 minutes)."""
+    for context in (
+        tensorstore_utils._BASE_TS_CONTEXT,
+        tensorstore_utils._DEFAULT_OCDBT_TS_CONTEXT,
+    ):
+        context["gcs_request_retries"] = dict(TENSORSTORE_GCS_RETRIES)
+
+
+_bound_tensorstore_retries()  # for every read and write, Checkpoints' or not
+
+
 def checkpoint_dir(workdir: str) -> str:
     """WORKDIR/checkpoints: an absolute local path, or under a bucket URL as given."""
     return storage.join(storage.resolve(workdir), "checkpoints")
@@ -61,6 +83,7 @@ def checkpoint_dir(workdir: str) -> str:
 
 class Checkpoints:
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+        _bound_tensorstore_retries()
         _register_array_handler()
         keep_policy = policy.AnyPreservationPolicy(
             [
