@@ -1,7 +1,8 @@
 """What a storage error means: transient (the service was busy or the connection broke: the
 same request may succeed a moment later) or not (a missing, truncated or undecodable file, a
 refused credential). The client libraries retry a few times themselves (gcsfs about 30 s,
-TensorStore longer); `retrying` adds a bounded backoff around a whole operation, for a fault
+TensorStore about 2 minutes: engine.checkpoint.TENSORSTORE_GCS_RETRIES); `retrying` adds a
+bounded backoff around a whole operation (a checkpoint's read, a file's upload), for a fault
 that outlasts theirs, and leaves every other error to its caller at once."""
 
 import time
