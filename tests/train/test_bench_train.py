@@ -61,7 +61,7 @@ def test_bench_train_times_an_ava_detector_beside_its_classification_twin(capsys
     assert len(_figures(text, "compiled temp GiB")) == 2
     detection_ms, classify_ms = _figures(text, "step ms (median)")
     for ms, clips_per_s in zip((detection_ms, classify_ms), _figures(text, "clips/s"), strict=True):
-        # 8 clips / median step, within the rounding of the figures shown (0.1 ms, 0.1 clip/s)
+        # 8 clips / median step, within the rounding of the figures shown (0.1 ms, <= 0.1 clip/s)
         assert 8e3 / (ms + 0.05) - 0.05 <= clips_per_s <= 8e3 / (ms - 0.05) + 0.05
     ratio, added = re.search(
         r"detection / classification step time: (\S+) \(the head adds (\S+)%\)", text

@@ -197,7 +197,7 @@ def format_table(config, result: Result, baseline: Result | None = None) -> str:
         ("compile s", lambda r: f"{r.compile_s:.1f}"),
         ("step ms (median)", lambda r: f"{1e3 * r.median_step:.1f}"),
         ("step ms (mean)", lambda r: f"{1e3 * float(np.mean(r.step_times)):.1f}"),
-        ("clips/s", lambda r: f"{r.clips_per_s:.1f}"),
+        ("clips/s", lambda r: f"{r.clips_per_s:.{3 if r.clips_per_s < 1 else 1}f}"),
         ("compiled temp GiB", lambda r: gib(r.temp_bytes)),
         ("peak device GiB", lambda r: gib(r.peak_bytes)),
         ("loss first -> last", lambda r: f"{r.losses[0]:.4f} -> {r.losses[-1]:.4f}"),
