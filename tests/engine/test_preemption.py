@@ -66,10 +66,10 @@ def test_a_preempted_run_raises_after_saving_so_nothing_takes_it_as_finished(
     assert sorted(os.listdir(checkpoint.checkpoint_dir(workdir))) == ["2"]
 
 
-# A training process's loader with 2 Grain workers (the tiny run's pipeline). A SIGTERM to its
-# process group comes while the workers start (a timer's, 0.3 s into the first batch: Python
-# and the imports take longer); the loader records it, as `Preemption` would, takes 2 batches,
-# and prints its workers' pids and whether it got the signal.
+# A training process's loader with 2 Grain workers (the tiny run's pipeline). A SIGINT to its
+# process group (Ctrl-C) comes while the workers start (a timer's, 0.3 s into the first batch:
+# Python and the imports take longer); the loader records it, as `Preemption` would, takes 2
+# batches, and prints its workers' pids and whether it got the signal.
 LOADER = f"""
 import multiprocessing, os, signal, sys, threading, time
 sys.path.insert(0, {str(REPO_ROOT)!r})
@@ -79,9 +79,9 @@ from vmp_jax.experiment import REPO_ROOT, load_config
 config = load_config(REPO_ROOT / "configs" / "demo.py",
                      tiny_overrides(sys.argv[1], data__num_workers=2))
 asked = []
-signal.signal(signal.SIGTERM, lambda *_: asked.append(1))
+signal.signal(signal.SIGINT, lambda *_: asked.append(1))
 data = iter(pipeline.train_dataset(config))
-threading.Timer(0.3, os.killpg, (0, signal.SIGTERM)).start()
+threading.Timer(0.3, os.killpg, (0, signal.SIGINT)).start()
 next(data), next(data)
 print(*[p.pid for p in multiprocessing.active_children()], bool(asked), flush=True)
 time.sleep(300)
@@ -97,30 +97,35 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_loader_workers_leave_signals_to_the_training_process_and_end_with_it(motion_dataset):
-    """A SIGTERM to the whole process group (as a cluster's agent may send it; Ctrl-C's SIGINT
-    alike), even while the workers start: they go on serving, for the training process to
-    finish its step and close them (the training tests check that nothing is leaked then).
+def test_loader_workers_leave_signals_to_the_training_process_and_end_with_it(
+    motion_dataset, tmp_path
+):
+    """Ctrl-C's SIGINT to the whole process group (a cluster agent's SIGTERM alike: the whole
+    run in tests/train/test_train_cli.py), even while the workers start: they go on serving,
+    for the training process to finish its step and close them (the training tests check that
+    nothing is leaked then).
     SIGKILL to the training process alone: nothing closes them, and the workers, deaf to
     SIGTERM, exit on their own instead of lingering as orphans."""
-    loader = subprocess.Popen(
-        [sys.executable, "-c", LOADER, motion_dataset],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # a process group of its own, as a terminal or an agent starts it
-    )
+    err = tmp_path / "loader.err"  # the loader's stderr, in the assertions' messages
+    with open(err, "w") as stderr:
+        loader = subprocess.Popen(
+            [sys.executable, "-c", LOADER, motion_dataset],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # a process group of its own, as a terminal or agent starts it
+        )
     try:
-        *workers, asked = loader.stdout.readline().split()
-        assert len(workers) == 2 and asked == "True"
+        printed = loader.stdout.readline().split()  # the 2 workers' pids, then whether asked
+        assert len(printed) == 3 and printed[2] == "True", (printed, err.read_text())
+        workers = printed[:2]
         os.kill(loader.pid, signal.SIGKILL)
         loader.wait(timeout=60)
         deadline = time.monotonic() + 30
         while any(_running(int(pid)) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_running(int(pid)) for pid in workers)
+        assert not any(_running(int(pid)) for pid in workers), err.read_text()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(loader.pid, signal.SIGKILL)  # what is left (failing): not for the suite
-        _, err = loader.communicate(timeout=60)
-        print(err)  # shown if it failed
+        loader.communicate(timeout=60)

@@ -201,25 +201,25 @@ def _val_lines(root: str) -> list[str]:
     return [line for line in storage.read_text(f"{root}/val.txt").splitlines() if line.strip()]
 
 
-def test_ctrl_c_saves_the_step_reached_and_resumes_bit_identical(
+def test_a_sigterm_to_the_process_group_saves_the_step_reached_and_resumes_bit_identical(
     motion_dataset, straight_run, tmp_path
 ):
-    """Ctrl-C in a terminal, the loader with 2 Grain workers (as the recipes' with 8): a SIGINT
-    to the whole process group, workers included (a SIGTERM to the process: the same path in
-    `Preemption`). The step under way finishes, a checkpoint of it is saved, exit code 0, no
-    shared memory left behind (Python's resource tracker warns of any); the resumed run ends as
-    the straight run without workers."""
+    """A cluster agent's SIGTERM to the whole process group, the loader with 2 Grain workers
+    (as the recipes' with 8) included. The step under way finishes, a checkpoint of it is
+    saved, exit code 0, no shared memory left behind (Python's resource tracker warns of any);
+    the resumed run ends as the straight run without workers. (Ctrl-C's SIGINT to the group:
+    the workers' side in tests/engine/test_preemption.py, the whole run in tests/multihost.)"""
     interrupted = str(tmp_path / "preempted")
     with open(tmp_path / "output.txt", "w+") as output:  # a file: a full pipe would block it
         popen = {"stdout": output, "stderr": subprocess.STDOUT, "start_new_session": True}
         process = _train_until_step_4(motion_dataset, interrupted, workers=2, **popen)
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=300)
         output.seek(0)
         out = output.read()
     assert process.returncode == 0, out
     stopped = re.search(
-        r"stopped after step (\d+) of 12 \(SIGINT to a process\): saved (\S+);", out
+        r"stopped after step (\d+) of 12 \(SIGTERM to a process\): saved (\S+);", out
     )
     assert stopped, out
     assert 4 <= int(stopped[1]) < 12
