@@ -12,6 +12,7 @@ import time
 import pytest
 
 from pallas_kernels.selective_scan import INFERENCE_UNROLL
+from tests.compile import kernels_argv
 from vmp_jax import cli
 from vmp_jax.compile import programs, train
 from vmp_jax.experiment import REPO_ROOT
@@ -24,10 +25,7 @@ TI = str(REPO_ROOT / "configs" / "k400_vmp_ti_f8.py")
 @pytest.mark.parametrize("target", ["h100", "a100"])
 @pytest.mark.parametrize("shape", [programs.TARGET_SHAPE, (2, 37, 48, 5)], ids=["target", "small"])
 def test_kernels_compile_without_spills_at_a_quarter_occupancy(target, shape, capsys):
-    argv = ["compile", "kernels", "--target", target, "--json"]
-    names = ("--batch", "--length", "--dim", "--state")
-    argv += [x for name, value in zip(names, shape, strict=True) for x in (name, str(value))]
-    assert cli.main(argv) == 0
+    assert cli.main(kernels_argv(target, shape)) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["target"] == target
     # Split into segments for the target's SMs: each pass has its summary kernel; the

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.compile import kernels_argv
 from tests.conftest import FAST_CPU_COMPILE
 from vmp_jax import cli
 from vmp_jax.compile import targets, toolchain, train
@@ -37,10 +38,7 @@ def _users_xla_flags(monkeypatch):
 @pytest.mark.parametrize("target", ["v5e", "v5p"])
 @pytest.mark.parametrize("shape", [TARGET_SHAPE, (2, 37, 48, 5)], ids=["target", "small"])
 def test_kernels_compile_within_the_cores_vmem(target, shape, capsys):
-    argv = ["compile", "kernels", "--target", target, "--json"]
-    names = ("--batch", "--length", "--dim", "--state")
-    argv += [x for name, value in zip(names, shape, strict=True) for x in (name, str(value))]
-    assert cli.main(argv) == 0
+    assert cli.main(kernels_argv(target, shape)) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["compiled"] and out["error"] == ""
     assert out["device_kind"] == targets.get(target).name
