@@ -170,6 +170,9 @@ class Checkpoints:
                 for bad, cause in damaged:
                     warn(f"checkpoint {bad} does not restore ({cause}): moved it aside")
                     self._move_aside(bad)
+                if damaged:  # every process waits for all the moves, then rereads the steps
+                    collect.on_every_process(True)
+                    self.manager.reload()
                 return state, step
             _stop_if_not_damage(path, failed, error)
             first_error = first_error or error
@@ -194,7 +197,9 @@ class Checkpoints:
             return None, error
 
     def _move_aside(self, path: str) -> None:
-        """path -> WORKDIR/damaged_checkpoints/<step>[.<n>], by process 0, then all reload."""
+        """path -> WORKDIR/damaged_checkpoints/<step>[.<n>], by process 0 alone. The caller
+        then waits on every process for all the moves before any rereads the steps (a process
+        rereading while process 0 moves the next step would miss a file it listed)."""
         if jax.process_index() == 0:
             folder = storage.join(storage.dirname(self.directory), "damaged_checkpoints")
             storage.makedirs(folder)
@@ -203,8 +208,6 @@ class Checkpoints:
             while storage.exists(target):
                 target, n = storage.join(folder, f"{name}.{n}"), n + 1
             storage.rename(path, target)
-        collect.on_every_process(True)  # every process waits for the move
-        self.manager.reload()
 
     def restore(self, step: int, abstract_state, data_iterator=None):
         """The state at `step`, placed as `abstract_state`'s shardings; the data iterator (if
