@@ -28,12 +28,12 @@ def _poison_steps(monkeypatch, bad: dict) -> None:
     reaches it)."""
     place, calls = loop.device_batch, itertools.count(1)
 
-    def device_batch(batch, mesh):
+    def device_batch(batch, mesh, *keys):
         step = next(calls)
         if step in bad:
             batch = dict(batch, video=batch["video"].copy())
             batch["video"][0, 1, 2, 3, 0] = bad[step]
-        return place(batch, mesh)
+        return place(batch, mesh, *keys)
 
     monkeypatch.setattr(loop, "device_batch", device_batch)
 
