@@ -107,7 +107,52 @@ def test_bad_rows_are_reported_once_left_out_and_counted(tmp_path, caplog):
     logged = caplog.text
     for line in (7, 8, 9, 10, 11):
         assert logged.count(f"bad.csv:{line}:") == 1
-    assert "'09x4' is not a number" in logged and "5 columns, expected 7 or 8" in logged
+    assert "'09x4' is not a number" in logged and "5 columns, expected 2, 7 or 8" in logged
+
+
+def test_two_column_rows_are_labelled_keyframes_without_boxes(tmp_path):
+    text = GT + (
+        "vid_c,0905\n"  # line 7: a keyframe without persons
+        "vid_a,0902\n"  # line 8: a 2-column row of a keyframe that has boxes: they stay
+        ",0906\n"  # line 9: no video id
+        "vid_c,09x6\n"  # line 10: timestamp not a number
+        "vid_c,0906,0.1\n"  # line 11: 3 columns
+    )
+    gt = ava.read_ground_truth(_write(tmp_path, "gt.csv", text))
+    assert list(gt) == [("vid_a", 902), ("vid_a", 903), ("vid-b_2", 1798), ("vid_c", 905)]
+    empty = gt["vid_c", 905]
+    assert empty.boxes.shape == (0, 4) and empty.labels.shape == (0, 80) and not empty.actions
+    assert gt["vid_a", 902].actions == [[12, 80], [11]]
+    assert {p.where: p.message for p in gt.problems} == {
+        9: "empty video id",
+        10: "timestamp '09x6' is not a number",
+        11: "3 columns, expected 2, 7 or 8",
+    }
+    det = ava.read_detections(
+        _write(tmp_path, "det.csv", "vid_a,0902,0.1,0.2,0.5,0.9,,0.95\nvid_a,0903\nvid_a,0904,1\n")
+    )
+    assert det["vid_a", 903].boxes.shape == (0, 4) and det["vid_a", 903].scores.shape == (0,)
+    assert [p.message for p in det.problems] == ["3 columns, expected 2 or 8"]
+    rows, _ = ava.read_rows(_write(tmp_path, "rows.csv", "v,0902\nv,0903,0.1,0.2,0.5,0.9,4\n"))
+    assert rows.boxed.tolist() == [False, True] and rows.timestamps.tolist() == [902, 903]
+    assert np.isnan(rows.boxes[0]).all() and rows.actions.tolist() == [-1, 4]
+    only, _ = ava.read_rows(_write(tmp_path, "only.csv", "v,0902\n"))
+    assert only.boxed.tolist() == [False] and only.lines.tolist() == [1]
+
+
+def test_problems_add_counts_without_rescanning(monkeypatch, caplog):
+    problems = ava.Problems([ava.Problem("a.csv", 1, "malformed", "x")])
+    monkeypatch.setattr(ava.Problems, "__iter__", lambda self: iter(()))  # a rescan sees none
+    with caplog.at_level(logging.WARNING, logger="vmp_jax.data.ava"):
+        for line in range(2, 2 * ava.REPORTED_PER_KIND):
+            problems.add("a.csv", line, "malformed", "x")
+            problems.add("b.csv", line, "empty box", "y")
+    assert len(problems) == 1 + 2 * (2 * ava.REPORTED_PER_KIND - 2)
+    logged = [r.getMessage() for r in caplog.records]
+    a = [m for m in logged if m.startswith("a.csv:")]
+    assert len(a) == ava.REPORTED_PER_KIND  # 19 lines (the first problem counted), the note
+    assert a[-1] == "a.csv: more rows with malformed: counted in the summary only"
+    assert len([m for m in logged if m.startswith("b.csv:")]) == ava.REPORTED_PER_KIND + 1
 
 
 def test_label_map_ids_restrict_the_ground_truth(tmp_path):
@@ -214,10 +259,14 @@ def test_the_fast_and_the_row_by_row_reader_agree(tmp_path, seed, monkeypatch):
         + f",{rng.integers(1, 81)},{rng.random():.6f}"
         for _ in range(n)
     ]
+    for i in rng.choice(n, 10, replace=False):
+        lines[i] = ",".join(lines[i].split(",")[:2])  # 2-column rows among them
     path = _write(tmp_path, "rows.csv", "\n".join(lines[:100]) + "\n\n" + "\n".join(lines[100:]))
     fast, _ = ava.read_rows(path)
+    assert ava._fast_rows(Path(path).read_text().splitlines(), (2, 7, 8)) is not None
     monkeypatch.setattr(ava, "_fast_rows", lambda *_: None)
     careful, _ = ava.read_rows(path)
     assert fast.lines[100] == 102  # the blank line counted
+    assert (~fast.boxed).sum() == 10
     for a, b in zip(dataclasses.astuple(fast), dataclasses.astuple(careful), strict=True):
         np.testing.assert_array_equal(a, b)

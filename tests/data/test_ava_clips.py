@@ -2,6 +2,7 @@
 with the pixels through crop, scale and flip, batches from the generated dataset (videos and a
 frame store), and bad input left out and counted."""
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -226,7 +227,39 @@ def test_bad_videos_and_keyframes_are_left_out_and_counted(dataset, tmp_path, ca
 def test_more_boxes_than_the_static_maximum_is_an_error(dataset):
     keyframes = _keyframes(dataset / "ava_train_v2.2.csv")
     videos = ava_clips.find_videos(str(dataset / "videos"))
-    most = max(len(k.boxes) for k in keyframes)
+    counts = [len(k.boxes) for k in keyframes]
+    most = max(counts)
+    over = sum(n == most for n in counts)
     config = ava_clips.ClipConfig(num_frames=2, img_size=64, max_boxes=most - 1)
-    with pytest.raises(ValueError, match=f"has {most} boxes, more than max_boxes={most - 1}"):
+    with pytest.raises(ValueError) as error:
         ava_clips.AvaClips.open(keyframes, videos, config, train=True)
+    assert str(error.value).startswith(
+        f"{over} of {len(keyframes)} keyframes have more ground-truth boxes than "
+        f"max_boxes={most - 1}, the static maximum per clip; the largest has {most} boxes"
+    )
+    # Seven keyframes, six over the limit: the count, the largest, five examples largest first
+    box = [[0.1, 0.1, 0.5, 0.5]]
+    many = [ava_clips.KeyframeBoxes.of("v", 902 + i, box * n) for i, n in enumerate(
+        [2, 5, 3, 1, 6, 4, 5])]  # fmt: skip
+    config = ava_clips.ClipConfig(max_boxes=1)
+    with pytest.raises(ValueError) as error:
+        ava_clips._check_box_counts(many, config, train=True)
+    assert str(error.value) == (
+        "6 of 7 keyframes have more ground-truth boxes than max_boxes=1, the static maximum "
+        "per clip; the largest has 6 boxes (e.g. v,0906 (6), v,0903 (5), v,0908 (5), v,0907 "
+        "(4), v,0904 (3), ...): raise max_boxes to at least 6"
+    )
+    scored = [dataclasses.replace(k, scores=np.linspace(1, 0.5, len(k.boxes))) for k in many]
+    # kept at 0.8 (the top box always): 1, 2, 1, 1, 3, 2, 2
+    with pytest.raises(ValueError, match=r"^4 of 7 keyframes have more evaluation boxes \(score >= "
+                       r"0.8\) than max_boxes=1.*the largest has 3 boxes"):  # fmt: skip
+        ava_clips._check_box_counts(scored, config, train=False)
+    ava_clips._check_box_counts(many, ava_clips.ClipConfig(max_boxes=6), train=True)
+
+
+def test_keyframes_without_boxes_are_not_clips(tmp_path):
+    path = tmp_path / "gt.csv"
+    path.write_text("v,0902,0.1,0.1,0.5,0.5,12,0\nv,0903\nv,0904,0.1,0.1,0.5,0.5,14,0\n")
+    found = ava.read_ground_truth(str(path))
+    assert len(found[("v", 903)].boxes) == 0  # the reader keeps the key: the metric counts it
+    assert [k.key for k in ava_clips.keyframes_of(found)] == [("v", 902), ("v", 904)]

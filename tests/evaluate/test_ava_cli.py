@@ -76,10 +76,37 @@ def test_unknown_videos_and_actions_are_counted(tmp_path, capsys):
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["unknown_video_ids"] == {"v9": 1} and out["unknown_action_ids"] == {"2": 1}
-    assert out["per_class"]["stand"] < 1.0  # v9's row is a false positive, as the script
-    assert (
-        "absent from the ground truth" in captured.err and "outside the label map" in captured.err
-    )
+    assert out["per_class"]["stand"] == 1.0  # v9's row ignored, as the script at master
+    assert out["left_out"]["on keyframes absent from the ground truth"] == 1
+    assert "(ignored, as the official script)" in captured.err
+    assert "outside the label map" in captured.err
+    assert cli.main(["ava-eval", *_files(tmp_path, det), "--json", "--unlabelled", "count"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["per_class"]["stand"] < 1.0  # the 2019 script: an FP
+    assert "(scored as false positives: --unlabelled count)" in captured.err
+
+
+def test_two_column_rows_list_keyframes_without_boxes(tmp_path, capsys):
+    # v3,0902 is in the ground truth without a box: a detection there is a false positive;
+    # a 2-column detection row (nobody detected) is read and adds nothing
+    gt = GT + "v3,0902\n"
+    det = _perfect() + "v3,0902,0.1,0.1,0.4,0.9,12,0.95\nv1,0903\n"
+    assert cli.main(["ava-eval", *_files(tmp_path, det, gt=gt), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["per_class"]["stand"] == pytest.approx(2 / 3)  # FP first, then both TPs
+    assert out["keyframes"] == 4 and out["malformed_lines"] == 0
+    assert out["unknown_video_ids"] == {} and out["left_out"]["action not in the label map"] == 0
+
+
+def test_matching(tmp_path, capsys):
+    # Two boxes of "stand"; the second detection's best box is the first one's (official: a
+    # false positive), the other box overlaps it by 0.54 (unmatched: a true positive)
+    gt = "v,0902,0.0,0.0,0.5,1.0,12,0\nv,0902,0.2,0.0,0.7,1.0,12,1\n"
+    det = "v,0902,0.0,0.0,0.5,1.0,12,0.9\nv,0902,0.05,0.0,0.55,1.0,12,0.8\n"
+    for matching, ap in (("official", 0.5), ("unmatched", 1.0)):
+        args = [*_files(tmp_path, det, gt=gt), "--json", "--matching", matching]
+        assert cli.main(["ava-eval", *args]) == 0
+        assert json.loads(capsys.readouterr().out)["per_class"]["stand"] == pytest.approx(ap)
 
 
 def test_options_and_excluded(tmp_path, capsys):
@@ -99,7 +126,7 @@ def test_malformed_lines_are_reported_and_a_malformed_file_is_an_error(tmp_path,
     assert "malformed input: 2 rows left out" in captured.err
     assert "det.csv:6: 4 columns" in caplog.text and "det.csv:7: timestamp '09o2'" in caplog.text
     assert cli.main(["ava-eval", *_files(tmp_path, _perfect(), gt="a;b;c\nd;e;f\n")]) == 2
-    assert "gt.csv:1: 1 columns, expected 7 or 8" in capsys.readouterr().err
+    assert "gt.csv:1: 1 columns, expected 2, 7 or 8" in capsys.readouterr().err
     assert (
         cli.main(["ava-eval", *_files(tmp_path, _perfect(), gt="v1,0902,0.1,0.1,0.4,0.9,2,0\n")])
         == 2

@@ -1,5 +1,5 @@
 """AVA's frame-mAP: hand-built cases and random files against a second implementation written
-here from the official script's structure (ActivityNet get_ava_performance.py with its
+here from the official script's structure (ActivityNet get_ava_performance.py at master with its
 object_detection evaluator): loops, a heap per keyframe, per-image greedy matching."""
 
 import heapq
@@ -16,14 +16,18 @@ NAMES = {1: "bend", 3: "crouch", 4: "dance", 11: "sit", 12: "stand"}
 
 
 def _table(rows) -> Table:
-    """rows: (video_id, timestamp, x1, y1, x2, y2, action[, score])."""
-    rows = [tuple(r) + (1.0,) * (8 - len(r)) for r in rows]
+    """rows: (video_id, timestamp, x1, y1, x2, y2, action[, score]), or (video_id, timestamp):
+    a 2-column row (a labelled keyframe without a box)."""
+    boxed = np.asarray([len(r) > 2 for r in rows], bool)
+    rows = [tuple(r) + (np.nan,) * 4 + (-1,) if len(r) == 2 else tuple(r) for r in rows]
+    rows = [r + (1.0,) * (8 - len(r)) for r in rows]
     return Table(
         np.asarray([r[0] for r in rows], object),
         np.asarray([int(r[1]) for r in rows], np.int64),
         np.asarray([r[2:6] for r in rows], np.float64).reshape(-1, 4),
         np.asarray([r[6] for r in rows], np.int64),
         np.asarray([r[7] for r in rows], np.float64),
+        boxed,
     )
 
 
@@ -56,7 +60,7 @@ def test_boxes_shuffled_between_persons_score_low():
 
 
 def test_ties_rank_later_keyframes_first_as_the_script_with_a_stable_sort():
-    gt = [("v1", 903, *A, 12)]
+    gt = [("v1", 903, *A, 12), ("v1", 902)]  # 902: labelled, nobody there
     fp_first_in_file = [("v1", 902, *A, 12, 0.9), ("v1", 903, *A, 12, 0.9)]
     assert _map(gt, fp_first_in_file).ap[12] == pytest.approx(1.0)  # the TP ranked first
     assert _map(gt, fp_first_in_file[::-1]).ap[12] == pytest.approx(0.5)
@@ -69,24 +73,61 @@ def test_the_best_box_is_matched_even_when_taken():
     gt = [("v", 902, *a, 12), ("v", 902, *b, 12)]
     det = [("v", 902, *a, 12, 0.9), ("v", 902, 0.05, 0.0, 0.55, 1.0, 12, 0.8)]
     assert _map(gt, det).ap[12] == pytest.approx(0.5)
+    assert _map(gt, det, matching="unmatched").ap[12] == pytest.approx(1.0)  # takes b (0.54)
+
+
+def test_matching_official_and_among_the_unmatched():
+    # Three boxes of one action (full height, so IoU is the x-intervals'); detections by score:
+    # d1 is a; d2's IoU: a 0.64 > c 0.55 > b 0.53; d3's: c 0.75, a 0.43, b 0.35.
+    a, b, c = (0.2, 0.0, 0.9, 1.0), (0.0, 0.0, 0.85, 1.0), (0.3, 0.0, 0.7, 1.0)
+    gt = [("v", 902, *box, 12) for box in (a, b, c)]
+    det = [
+        ("v", 902, *a, 12, 0.9),
+        ("v", 902, 0.4, 0.0, 0.85, 1.0, 12, 0.8),
+        ("v", 902, 0.4, 0.0, 0.7, 1.0, 12, 0.7),
+    ]
+    # official: d2's best box a is taken (FP); d3's best, c, is free: TP, FP, TP
+    assert _map(gt, det).ap[12] == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
+    # unmatched: d2 takes c, the best free box (not b, the first free one over 0.5); d3's
+    # best free box is then b at 0.35: TP, TP, FP
+    assert _map(gt, det, matching="unmatched").ap[12] == pytest.approx(2 / 3)
+    assert _map(gt, det, matching="unmatched", iou_threshold=0.6).ap[12] == pytest.approx(
+        1 / 3 + 1 / 3 * 2 / 3
+    )  # d2's free boxes all under 0.6: FP; d3 takes c (0.75)
+    with pytest.raises(ValueError, match="matching='best'"):
+        Options(matching="best")
 
 
 def test_excluded_keyframes_are_left_out_of_both_files():
+    gt = [*GT, ("v1", 904)]
     det = [(*row, 0.9) for row in GT] + [("v1", 904, *A, 12, 0.99)]  # an FP on 904
-    assert _map(GT, det).ap[12] < 1.0
+    assert _map(gt, det).ap[12] < 1.0
     excluded = {("v1", 904), ("v2", 1000)}
-    result = _map(GT, det, excluded=excluded)
+    result = _map(gt, det, excluded=excluded)
     assert result.ap[12] == pytest.approx(1.0)
     assert 1 not in result.ap  # bend's only box is on an excluded keyframe
     assert result.left_out["on excluded keyframes"] == 2
 
 
-def test_detections_on_keyframes_without_ground_truth():
-    det = [(*row, 0.5) for row in GT] + [("v3", 902, *A, 12, 0.99)]
-    assert _map(GT, det).ap[12] == pytest.approx(0.75)  # the script: a false positive
-    ignored = _map(GT, det, unlabelled="ignore")
-    assert ignored.ap[12] == pytest.approx(1.0)
-    assert ignored.left_out["on keyframes without ground truth"] == 1
+def test_detections_on_keyframes_absent_from_the_ground_truth_are_ignored():
+    # The ground truth's keyframes: every row's key, before the class filter. v3,903 is in the
+    # file by a 2-column row, v3,904 by a row of action 2 (outside the map); v3,902 is not.
+    gt = [*GT, ("v3", 903), ("v3", 904, *A, 2)]
+    det = [(*row, 0.5) for row in GT] + [("v3", 902)]  # a 2-column detection row: no effect
+    absent = ("v3", 902, *A, 12, 0.99)
+    result = _map(gt, [*det, absent])
+    assert result.ap[12] == pytest.approx(1.0)  # the script at master: ignored
+    assert result.left_out["on keyframes absent from the ground truth"] == 1
+    assert result.left_out["action not in the label map"] == 0
+    assert result.keyframes == 5 and result.detections == len(GT)
+    counted = _map(gt, [*det, absent], unlabelled="count")  # the 2019 script: a false positive
+    assert counted.ap[12] == pytest.approx(0.75) and counted.detections == len(GT) + 1
+    for listed in (("v3", 903, *A, 12, 0.99), ("v3", 904, *A, 12, 0.99)):
+        for unlabelled in ("ignore", "count"):  # an empty ground truth: a false positive
+            assert _map(gt, [*det, listed], unlabelled=unlabelled).ap[12] == pytest.approx(0.75)
+    assert _map(GT, [*det, ("v3", 904, *A, 12, 0.99)]).ap[12] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unlabelled='all'"):
+        Options(unlabelled="all")
 
 
 def test_actions_outside_the_label_map_and_empty_boxes():
@@ -136,20 +177,26 @@ def test_average_precision_voc_all_point():
 # -- a second implementation, following the official script's structure ----------------------
 
 
-def official(gt_rows, det_rows, class_ids, excluded):
-    """get_ava_performance.run_evaluation with PascalDetectionEvaluator, as loops."""
+def official(gt_rows, det_rows, class_ids, excluded, unlabelled="ignore", matching="official"):
+    """get_ava_performance.run_evaluation (master) with PascalDetectionEvaluator, as loops;
+    `excluded` as the 2019 script's exclusions, `unlabelled="count"` as its treatment of
+    keyframes absent from the ground truth, `matching="unmatched"` the variant."""
 
     def read(rows, capacity):
-        entries = defaultdict(list)
-        for vid, ts, x1, y1, x2, y2, action, score in rows:
+        entries, all_keys = defaultdict(list), set()
+        for row in rows:
+            key = (row[0], int(row[1]))
+            all_keys.add(key)
+            if len(row) == 2:
+                continue
+            vid, ts, x1, y1, x2, y2, action, score = row
             if action not in class_ids:
                 continue
-            key = (vid, int(ts))
             if capacity < 1 or len(entries[key]) < capacity:
                 heapq.heappush(entries[key], (score, action, y1, x1, y2, x2))
             elif score > entries[key][0][0]:
                 heapq.heapreplace(entries[key], (score, action, y1, x1, y2, x2))
-        return {k: sorted(v, key=lambda t: -t[0]) for k, v in entries.items()}
+        return {k: sorted(v, key=lambda t: -t[0]) for k, v in entries.items()}, all_keys
 
     def iou(d, g):  # [y1, x1, y2, x2]
         ih = max(0.0, min(d[2], g[2]) - max(d[0], g[0]))
@@ -158,7 +205,7 @@ def official(gt_rows, det_rows, class_ids, excluded):
         union = (d[2] - d[0]) * (d[3] - d[1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
         return inter / union
 
-    gt, det = read(gt_rows, 0), read(det_rows, 50)
+    (gt, included), (det, _) = read(gt_rows, 0), read(det_rows, 50)
     num_gt = defaultdict(int)
     for key, entries in gt.items():
         if key not in excluded:
@@ -166,7 +213,7 @@ def official(gt_rows, det_rows, class_ids, excluded):
                 num_gt[e[1]] += 1
     scores, labels = defaultdict(list), defaultdict(list)
     for key, entries in det.items():
-        if key in excluded:
+        if key in excluded or (unlabelled == "ignore" and key not in included):
             continue
         entries = [e for e in entries if e[2] < e[4] and e[3] < e[5]]  # _remove_invalid_boxes
         for c in class_ids:
@@ -175,11 +222,14 @@ def official(gt_rows, det_rows, class_ids, excluded):
             detected = [False] * len(gts)
             for e in dets:
                 tp = False
-                if gts:
-                    overlaps = [iou(e[2:], g) for g in gts]
-                    j = int(np.argmax(overlaps))
-                    if overlaps[j] >= 0.5 and not detected[j]:
-                        tp = detected[j] = True
+                overlaps = [iou(e[2:], g) for g in gts]
+                if matching == "unmatched":
+                    free = [i for i in range(len(gts)) if not detected[i]]
+                    j = max(free, key=lambda i: (overlaps[i], -i)) if free else None
+                else:
+                    j = int(np.argmax(overlaps)) if gts else None
+                if j is not None and overlaps[j] >= 0.5 and not detected[j]:
+                    tp = detected[j] = True
                 scores[c].append(e[0])
                 labels[c].append(tp)
     aps = {}
@@ -202,16 +252,30 @@ def official(gt_rows, det_rows, class_ids, excluded):
 
 
 def _random_files(rng):
-    """Ground truth of a few persons per keyframe with 1-3 actions each; detections: jittered
-    true boxes with every action (continuous scores), false boxes, keyframes without ground
-    truth, actions outside the map, empty boxes, and keyframes over the 50-row cap."""
+    """Ground truth of a few persons per keyframe with 1-3 actions each, 2-column rows for
+    some keyframes without persons, some keyframes with rows of action 2 (outside NAMES) only;
+    detections: jittered true boxes with every action (continuous scores), false boxes,
+    keyframes absent from the ground truth, 2-column rows, actions outside the map, empty
+    boxes, keyframes over the 50-row cap, and persons side by side (where the two matching
+    rules differ)."""
     actions = [1, 2, 3, 4, 11, 12]  # 2 is outside NAMES
     gt, det = [], []
     for v in range(4):
         for ts in range(902, 910):
-            for person in range(rng.integers(0, 4)):
+            persons = rng.integers(0, 4)
+            if not persons and rng.random() < 0.5:
+                gt.append((f"v{v}", ts))
+            elif not persons and rng.random() < 0.5:
+                gt.append((f"v{v}", ts, 0.1, 0.1, 0.5, 0.5, 2, 0))
+            if rng.random() < 0.1:
+                det.append((f"v{v}", ts))
+            previous = None
+            for person in range(persons):
                 x1, y1 = rng.uniform(0, 0.6, 2)
                 box = (x1, y1, x1 + rng.uniform(0.1, 0.4), y1 + rng.uniform(0.1, 0.4))
+                if previous and rng.random() < 0.5:  # beside the previous person: crowded
+                    box = tuple(np.asarray(previous) + rng.uniform(-0.06, 0.06, 4))
+                previous = box
                 for a in rng.choice(actions, rng.integers(1, 4), replace=False):
                     gt.append((f"v{v}", ts, *box, int(a), person))
                 for _ in range(rng.integers(1, 3)):
@@ -227,13 +291,20 @@ def _random_files(rng):
     return gt, [det[i] for i in order]
 
 
-def test_random_files_match_the_scripts_structure(seed):
+@pytest.mark.parametrize(
+    "unlabelled, matching", [("ignore", "official"), ("count", "official"), ("ignore", "unmatched")]
+)
+def test_random_files_match_the_scripts_structure(seed, unlabelled, matching):
     rng = np.random.default_rng(seed)
     for _ in range(3):
         gt, det = _random_files(rng)
+        gt = [gt[i] for i in rng.permutation(len(gt))]
         excluded = {("v0", 903), ("v1", 907)}
-        want = official(gt, det, set(NAMES), excluded)
-        got = _map(gt, det, excluded=excluded)
+        want = official(gt, det, set(NAMES), excluded, unlabelled, matching)
+        options = {"unlabelled": unlabelled, "matching": matching}
+        got = _map(gt, det, excluded=excluded, **options)
+        if (unlabelled, matching) == ("ignore", "official"):
+            assert got == _map(gt, det, excluded=excluded)  # the defaults
         assert set(got.ap) == set(want)
         for c in want:
             assert got.ap[c] == pytest.approx(want[c], abs=1e-12), c

@@ -221,6 +221,7 @@ def _ava_eval(args: argparse.Namespace) -> int:
     options = ava_map.Options(
         top_k=args.top_k,
         unlabelled=args.unlabelled,
+        matching=args.matching,
         area_offset=args.area_offset,
         iou_threshold=args.iou,
     )
@@ -249,7 +250,7 @@ def _ava_eval(args: argparse.Namespace) -> int:
 
 
 def _add_ava_eval(subparsers) -> None:
-    from vmp_jax.evaluate.ava_map import UNLABELLED, Options
+    from vmp_jax.evaluate.ava_map import MATCHING, UNLABELLED, Options
 
     default = Options()
     p = subparsers.add_parser(
@@ -257,11 +258,14 @@ def _add_ava_eval(subparsers) -> None:
         help="AVA frame-mAP of a detections CSV, as ActivityNet's official script",
         description="Scores a detections CSV (video_id, timestamp, x1, y1, x2, y2, action_id, "
         "score: ours or any other tool's) against AVA ground truth over the actions of the "
-        "label map, as ActivityNet's get_ava_performance.py (docs/detection.md): at most 50 "
-        "(box, action) rows per keyframe, IoU >= 0.5, VOC all-point AP, the mean over actions "
-        "with ground truth, --excluded keyframes left out. Prints the per-action table and "
-        "frame-mAP, or --json. Detection rows of unknown video ids or action ids, and "
-        "malformed lines, are counted and reported.",
+        "label map, as ActivityNet's get_ava_performance.py at master (docs/detection.md): "
+        "at most 50 (box, action) rows per keyframe, detections on keyframes absent from the "
+        "ground truth ignored (a keyframe is in it when any row has its key: rows of other "
+        "actions, and 2-column rows 'video_id,timestamp' of a keyframe without boxes, "
+        "included), each detection matched to the box of highest IoU, IoU >= 0.5, VOC "
+        "all-point AP, the mean over actions with ground truth, --excluded keyframes left out. "
+        "Prints the per-action table and frame-mAP, or --json. Detection rows of unknown video "
+        "ids or action ids, and malformed lines, are counted and reported.",
     )
     p.add_argument("--gt", required=True, help="ground truth CSV (e.g. ava_val_v2.2.csv)")
     p.add_argument("--detections", required=True, help="detections CSV with a score column")
@@ -276,8 +280,17 @@ def _add_ava_eval(subparsers) -> None:
         "--unlabelled",
         choices=UNLABELLED,
         default=default.unlabelled,
-        help="detections on keyframes without ground truth: count as false positives "
-        "(official) or ignore",
+        help="detections on keyframes absent from the ground-truth file: ignore (official) "
+        "or count as false positives (the 2019 script); keyframes the file lists without a "
+        "box of an evaluated action count their detections as false positives either way",
+    )
+    p.add_argument(
+        "--matching",
+        choices=MATCHING,
+        default=default.matching,
+        help="a detection's box: the highest-IoU box of its action on the keyframe, a false "
+        "positive when already matched (official), or the highest-IoU box among those still "
+        "unmatched",
     )
     p.add_argument(
         "--area-offset",

@@ -16,8 +16,15 @@ timestamp) with timestamp an int of seconds, as the official evaluator's "%s,%04
   x2, y2, score], ...]`) through `ava_pickle.SafeUnpickler`: nothing in the file runs.
 - `read_rows`: any AVA-format CSV as columns, in file order (what the metric reads).
 
+Two-column rows. A row `video_id, timestamp` (ActivityNet's evaluator since 2020) lists a
+keyframe that is labelled but has no box: nobody in it to annotate, or, in a detections file,
+nobody detected. Every reader of these CSVs accepts it: `read_rows` keeps it (`Rows.boxed`
+False), `read_ground_truth` and `read_detections` map its key to zero boxes (unless the key
+also has boxes), and the metric counts its keyframe as part of the ground truth.
+
 Bad input. A row with a box outside [0, 1] or of zero area, an unknown action id, a malformed
-line (wrong column count, a field that is not a number): each is reported once (logged with
+line (a column count other than 2, 7 or 8, an empty video id, a field that is not a number):
+each is reported once (logged with
 the file, the line and what is wrong; after `REPORTED_PER_KIND` of a kind in a file the rest
 are only counted), left out, and reading goes on; every reader returns its `Problems` (the
 result's `.problems`), whose `summary()` counts them by kind. A file with no usable row at all
@@ -68,11 +75,16 @@ class Problem:
 
 class Problems(list):
     """The rows left out while reading, in order; `add` logs the first `REPORTED_PER_KIND` of
-    each kind per file."""
+    each kind per file (a count per (file, kind): constant time, whatever the list's length)."""
+
+    def __init__(self, problems=()):
+        super().__init__(problems)
+        self._per_kind = collections.Counter((p.path, p.kind) for p in self)
 
     def add(self, path: str, where: int | str, kind: str, message: str) -> None:
         problem = Problem(path, where, kind, message)
-        shown = sum(1 for p in self if p.path == path and p.kind == kind)
+        shown = self._per_kind[path, kind]
+        self._per_kind[path, kind] += 1
         self.append(problem)
         if shown < REPORTED_PER_KIND:
             log.warning("%s (left out)", problem)
@@ -122,7 +134,8 @@ class KeyframeMap(dict):
 
 @dataclasses.dataclass(frozen=True)
 class Rows:
-    """An AVA-format CSV as columns, n valid rows in file order."""
+    """An AVA-format CSV as columns, n valid rows in file order. A 2-column row (a labelled
+    keyframe without a box) has `boxed` False, box NaN, action -1 and last 1.0."""
 
     video_ids: np.ndarray  # object (n,) str
     timestamps: np.ndarray  # int64 (n,)
@@ -131,6 +144,7 @@ class Rows:
     last: np.ndarray  # float64 (n,) the 8th column (person id or score); 1.0 if absent
     has_last: np.ndarray  # bool (n,) whether the row has the 8th column
     lines: np.ndarray  # int64 (n,) 1-based line numbers
+    boxed: np.ndarray  # bool (n,) whether the row has a box (7 or 8 columns, not 2)
 
 
 def _read_lines(path: str) -> list[str]:
@@ -161,14 +175,15 @@ def _parse_fields(fields: list[str]) -> tuple:
 
 
 def read_rows(
-    path: str, problems: Problems | None = None, widths: tuple[int, ...] = (7, 8)
+    path: str, problems: Problems | None = None, widths: tuple[int, ...] = (2, 7, 8)
 ) -> tuple[Rows, Problems]:
     """Every well-formed row of an AVA-format CSV (`video_id, timestamp, x1, y1, x2, y2,
-    action_id[, person_id or score]`), columns in file order; malformed lines go to `problems`.
+    action_id[, person_id or score]`, or `video_id, timestamp`: a labelled keyframe without a
+    box), columns in file order; malformed lines go to `problems`.
 
-    A well-formed file (one width, every field a number) is parsed by NumPy's C reader
-    (`np.loadtxt`: AVA validation's 2.9M detection rows in about two seconds); otherwise row by
-    row, which names each bad line and keeps the others."""
+    A well-formed file (one box width, perhaps with 2-column rows, every field a number) is
+    parsed by NumPy's C reader (`np.loadtxt`: AVA validation's 2.9M detection rows in about
+    two seconds); otherwise row by row, which names each bad line and keeps the others."""
     problems = Problems() if problems is None else problems
     lines = _read_lines(path)
     fast = _fast_rows(lines, widths)
@@ -179,8 +194,12 @@ def read_rows(
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue  # blank line
         if len(fields) not in widths:
-            expected = " or ".join(map(str, widths))
+            expected = ", ".join(map(str, widths[:-1])) + f" or {widths[-1]}"
+            expected = expected if len(widths) > 1 else str(widths[0])
             problems.add(path, number, "malformed", f"{len(fields)} columns, expected {expected}")
+            continue
+        if not fields[0].strip():
+            problems.add(path, number, "malformed", "empty video id")
             continue
         try:
             _parse_fields(fields)
@@ -192,48 +211,65 @@ def read_rows(
     if not rows and any(p.path == path for p in problems):
         first = next(p for p in problems if p.path == path)
         raise AvaFileError(f"{first}: no line of the file is a valid row")
-    return Rows(*_columns(rows), np.asarray(numbers, np.int64)), problems
+    boxed = np.asarray([len(r) != 2 for r in rows], bool)
+    return Rows(*_columns(rows), np.asarray(numbers, np.int64), boxed), problems
 
 
 def _fast_rows(lines: list[str], widths: tuple[int, ...]) -> Rows | None:
-    """The rows of a well-formed file through np.loadtxt, or None (then read row by row)."""
+    """The rows of a well-formed file through np.loadtxt, or None (then read row by row).
+    Well-formed: rows of one box width (7 or 8), and perhaps 2-column rows among them."""
     kept = [line for line in lines if line.strip()]
     numbers = np.arange(1, len(lines) + 1)
     if len(kept) != len(lines):
         numbers = numbers[[bool(line.strip()) for line in lines]]
     if not kept:
         return None
-    width = kept[0].count(",") + 1
-    if width not in widths or sum(line.count(",") for line in kept) != len(kept) * (width - 1):
-        return None  # not one width everywhere, or quoted fields: the careful path decides
+    n = len(kept)
+    width = np.fromiter((line.count(",") for line in kept), np.int64, n) + 1  # (n,)
+    boxed = width != 2
+    wide = set(np.unique(width[boxed]).tolist())
+    if not set(np.unique(width).tolist()) <= set(widths) or len(wide) > 1:
+        return None  # mixed box widths, a bad width, or quoted fields: the careful path decides
+    video_ids = np.asarray([line[: line.index(",")] for line in kept], object)
+    if not all(video_ids):
+        return None  # an empty video id: reported by the careful path
+    values = np.full((n, 7), np.nan)  # timestamp, x1, y1, x2, y2, action, last
+    values[:, 5:] = (-1, 1.0)
     try:
-        values = np.loadtxt(
-            kept, delimiter=",", usecols=range(1, width), comments=None, ndmin=2, dtype=np.float64
-        )  # (n, width - 1)
+        if boxed.any():
+            (w,) = wide
+            box_rows = [line for line, b in zip(kept, boxed, strict=True) if b]
+            values[boxed, : w - 1] = np.loadtxt(
+                box_rows, delimiter=",", usecols=range(1, w), comments=None, ndmin=2
+            )  # (m, w - 1)
+        if not boxed.all():
+            bare = [line for line, b in zip(kept, boxed, strict=True) if not b]
+            values[~boxed, 0] = np.loadtxt(bare, delimiter=",", usecols=[1], comments=None, ndmin=1)
     except ValueError:
         return None
     ints = values[:, [0, 5]]
     if not np.all(np.isfinite(ints) & (ints == np.round(ints))):
         return None
-    n = len(kept)
     return Rows(
-        np.asarray([line[: line.index(",")] for line in kept], object),
+        video_ids,
         values[:, 0].astype(np.int64),
         np.ascontiguousarray(values[:, 1:5]),
         values[:, 5].astype(np.int64),
-        values[:, 6] if width == 8 else np.ones(n),
-        np.full(n, width == 8),
+        values[:, 6],
+        width == 8,
         numbers.astype(np.int64),
+        boxed,
     )
 
 
 def _columns(rows: list[list[str]]) -> tuple:
-    """(video_ids, timestamps, boxes, actions, last, has_last) from rows of 7 or 8 str
-    fields."""
+    """(video_ids, timestamps, boxes, actions, last, has_last) of rows of 2, 7 or 8 str
+    fields (a 2-column row as `Rows` describes it)."""
     if not rows:
         empty = np.zeros(0, np.int64)
         return np.zeros(0, object), empty, np.zeros((0, 4)), empty, np.zeros(0), empty > 0
-    cols = list(zip(*(r[:7] for r in rows), strict=True))
+    bare = ["nan"] * 4 + [""]  # a 2-column row's box and action
+    cols = list(zip(*(r[:7] if len(r) > 2 else [*r, *bare] for r in rows), strict=True))
     video_ids = np.asarray(cols[0], object)
     timestamps = np.asarray([t.strip() for t in cols[1]], np.int64)
     boxes = np.stack([np.asarray(cols[i], np.float64) for i in range(2, 6)], axis=1)
@@ -244,28 +280,30 @@ def _columns(rows: list[list[str]]) -> tuple:
 
 
 def _check_boxes(path, rows: Rows, problems: Problems) -> np.ndarray:
-    """bool (n,): rows whose box lies in [0, 1] with positive width and height."""
+    """bool (n,): rows whose box lies in [0, 1] with positive width and height (False, and not
+    reported, for 2-column rows: they have no box)."""
     b = rows.boxes
-    inside = np.all((b >= 0) & (b <= 1), axis=1)
+    inside = np.all((b >= 0) & (b <= 1), axis=1) | ~rows.boxed
     positive = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
     for i in np.flatnonzero(~inside):
         problems.add(
             path, int(rows.lines[i]), "box outside [0, 1]", f"box {b[i].tolist()} outside [0, 1]"
         )
-    for i in np.flatnonzero(inside & ~positive):
+    for i in np.flatnonzero(inside & ~positive & rows.boxed):
         problems.add(path, int(rows.lines[i]), "empty box", f"box {b[i].tolist()} has zero area")
-    return inside & positive
+    return inside & positive & rows.boxed
 
 
 def _check_actions(path, rows: Rows, known, problems: Problems) -> np.ndarray:
-    """bool (n,): rows whose action id is in `known` (default 1..NUM_CLASSES)."""
+    """bool (n,): rows whose action id is in `known` (default 1..NUM_CLASSES); 2-column rows
+    False, not reported."""
     known = set(range(1, NUM_CLASSES + 1)) if known is None else set(known)
-    ok = np.isin(rows.actions, sorted(known))
+    ok = np.isin(rows.actions, sorted(known)) | ~rows.boxed
     for i in np.flatnonzero(~ok):
         problems.add(
             path, int(rows.lines[i]), "unknown action id", f"action id {rows.actions[i]} unknown"
         )
-    return ok
+    return ok & rows.boxed
 
 
 def read_ground_truth(path: str, action_ids=None, problems: Problems | None = None) -> KeyframeMap:
@@ -275,15 +313,18 @@ def read_ground_truth(path: str, action_ids=None, problems: Problems | None = No
     files, without a person_id, the same coordinates) become one box whose multi-hot label has
     every action of those rows; boxes keep the order of their first row. `action_ids`: the ids
     a row may have (default 1..80; a label map's ids keeps only the evaluated ones, the others
-    reported)."""
+    reported). A 2-column row (`video_id, timestamp`: a labelled keyframe without persons)
+    gives its key zero boxes, unless other rows give it boxes."""
     rows, problems = read_rows(path, problems)
     keep = _check_boxes(path, rows, problems) & _check_actions(path, rows, action_ids, problems)
     grouped: dict = {}
-    for i in np.flatnonzero(keep):
+    for i in np.flatnonzero(keep | ~rows.boxed):  # file order: keys in order of first row
         key = (rows.video_ids[i], int(rows.timestamps[i]))
+        boxes = grouped.setdefault(key, {})
+        if not rows.boxed[i]:
+            continue
         person = int(rows.last[i]) if rows.has_last[i] else -1
         who = (person, tuple(rows.boxes[i]))
-        boxes = grouped.setdefault(key, {})
         entry = boxes.setdefault(who, [rows.boxes[i], set(), person])
         entry[1].add(int(rows.actions[i]))
     result = KeyframeMap(problems=problems)
@@ -323,13 +364,17 @@ def read_detections(path: str, problems: Problems | None = None) -> KeyframeMap:
     """{(video_id, timestamp): PersonBoxes} of a person-detections CSV (SlowFast's
     `ava_val_predicted_boxes.csv`: `video_id, timestamp, x1, y1, x2, y2, action_id, score`,
     the action column empty, -1 or 1 and ignored). A box listed more than once on a keyframe
-    (once per action, as some tools write) is kept once, with its highest score."""
-    rows, problems = read_rows(path, problems, widths=(8,))
+    (once per action, as some tools write) is kept once, with its highest score. A 2-column row
+    (`video_id, timestamp`: nobody detected) gives its key zero boxes, unless other rows give
+    it boxes."""
+    rows, problems = read_rows(path, problems, widths=(2, 8))
     keep = _check_boxes(path, rows, problems)
     grouped: dict = {}
-    for i in np.flatnonzero(keep):
+    for i in np.flatnonzero(keep | ~rows.boxed):
         key = (rows.video_ids[i], int(rows.timestamps[i]))
         boxes = grouped.setdefault(key, {})
+        if not rows.boxed[i]:
+            continue
         box = tuple(rows.boxes[i])
         boxes[box] = max(boxes.get(box, -np.inf), rows.last[i])
     result = KeyframeMap(problems=problems)

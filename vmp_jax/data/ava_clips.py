@@ -16,8 +16,9 @@ Boxes come per keyframe (`KeyframeBoxes`: normalised x1, y1, x2, y2 as AVA's fil
 an 80-column multi-hot of action ids (id i -> column i - 1), a person score): ground truth for
 training, jittered by up to `box_jitter` of each side; for evaluation the person detections at
 or above `score_threshold` (0.8), a keyframe's top box always kept (`select_detections`), or the
-ground truth (score 1). They are padded to the static `max_boxes` K with a mask; a keyframe
-with more boxes is a configuration error that names it.
+ground truth (score 1). They are padded to the static `max_boxes` K with a mask; keyframes
+with more boxes are a configuration error that says how many, the largest count and a few of
+them. A keyframe without a box (a 2-column row of the file) is not a clip.
 
 Spatial transform (`Placement`): evaluation resizes the whole frame to fit `test_size` (H, W)
 (aspect kept, centred, zero padding: no box is cut); training scales it to that size times a
@@ -251,13 +252,15 @@ def detections_name(split: str) -> str:
 def keyframes_of(found: dict, excluded=(), num_classes: int = NUM_CLASSES) -> list[KeyframeBoxes]:
     """`vmp_jax.data.ava`'s {(video_id, timestamp): GroundTruthBoxes or PersonBoxes} as
     KeyframeBoxes in key order, the excluded keyframes left out: ground truth with score 1,
-    detections with no labels."""
+    detections with no labels. A keyframe without a box (a 2-column row `video_id,timestamp`
+    of the file: labelled, nobody in it or nobody detected) is left out too: no person to
+    train on or to score; the metric still counts it, from the ground-truth file."""
     excluded = set(excluded)
     result = []
     for (video_id, timestamp), value in sorted(found.items()):
-        if (video_id, timestamp) in excluded:
-            continue
         n = len(value.boxes)
+        if (video_id, timestamp) in excluded or not n:
+            continue
         labels = getattr(value, "labels", None)
         labels = np.zeros((n, num_classes), np.float32) if labels is None else labels
         scores = getattr(value, "scores", None)
@@ -364,10 +367,10 @@ class AvaClips:
                 problems.setdefault(kf.video_id, str(e))
                 left_out += 1
                 continue
-            _check_box_count(kf, config, train)
             kept.append(kf)
         for video_id, why in problems.items():
             log.warning("AVA video %s: %s; its keyframes left out", video_id, why)
+        _check_box_counts(kept, config, train)
         return cls(kept, videos, frames, config, train, problems, left_out)
 
     def __len__(self) -> int:
@@ -415,13 +418,31 @@ class AvaClips:
         }
 
 
-def _check_box_count(kf: KeyframeBoxes, config: ClipConfig, train: bool) -> None:
-    n = len(kf.boxes) if train else len(select_detections(kf.scores, config.score_threshold))
-    if n > config.max_boxes:
-        raise ValueError(
-            f"keyframe {kf.video_id},{kf.timestamp:04d} has {n} boxes, more than max_boxes="
-            f"{config.max_boxes}, the static maximum per clip: raise max_boxes to at least {n}"
-        )
+def _check_box_counts(keyframes: list[KeyframeBoxes], config: ClipConfig, train: bool) -> None:
+    """ValueError when any keyframe has more boxes than `max_boxes` (training: its ground
+    truth; evaluation: the boxes kept at `score_threshold`), saying how many keyframes,
+    the largest count and a few examples, largest first."""
+    if train:
+        counts = [len(kf.boxes) for kf in keyframes]
+    else:
+        counts = [len(select_detections(kf.scores, config.score_threshold)) for kf in keyframes]
+    over = sorted(
+        ((n, kf.video_id, kf.timestamp) for n, kf in zip(counts, keyframes, strict=True)
+         if n > config.max_boxes),
+        key=lambda o: -o[0],
+    )  # fmt: skip
+    if not over:
+        return
+    most = over[0][0]
+    shown = ", ".join(f"{v},{t:04d} ({n})" for n, v, t in over[:5])
+    boxes = (
+        "ground-truth boxes" if train else f"evaluation boxes (score >= {config.score_threshold:g})"
+    )
+    raise ValueError(
+        f"{len(over)} of {len(keyframes)} keyframes have more {boxes} than max_boxes="
+        f"{config.max_boxes}, the static maximum per clip; the largest has {most} boxes "
+        f"(e.g. {shown}{', ...' if len(over) > 5 else ''}): raise max_boxes to at least {most}"
+    )
 
 
 def pad_boxes(pixels, source, labels, scores, max_boxes: int, kf=None) -> dict[str, np.ndarray]:

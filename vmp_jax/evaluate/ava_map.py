@@ -1,21 +1,28 @@
 """AVA's frame-mAP at IoU 0.5, as ActivityNet's `get_ava_performance.py` computes it.
 
-The official script (ActivityNet `Evaluation/get_ava_performance.py` with the object_detection
-evaluator it vendors, `PascalDetectionEvaluator`), step by step, and here:
-1. Rows of actions outside the label map are skipped, in both files.
+The official script (ActivityNet `Evaluation/get_ava_performance.py` at master, with the
+object_detection evaluator it vendors, `PascalDetectionEvaluator`), step by step, and here:
+1. The ground truth's keyframes are the keys of all its rows, before anything is filtered:
+   rows of every action, and 2-column rows (`video_id, timestamp`: a labelled keyframe with
+   no box). Then rows of actions outside the label map are skipped, in both files.
 2. Detections: at most the 50 highest-scored (box, action) rows per keyframe are kept (a heap
    of capacity 50 in file order: a row enters a full heap only with a score strictly above
    its lowest; at a tied boundary the earlier rows stay). `Options.top_k`.
-3. Excluded keyframes are left out of both files.
-4. Detection boxes with x2 <= x1 or y2 <= y1 are dropped (after the cap).
-5. Per keyframe and action, the detections in descending score are matched greedily: each to
+3. Excluded keyframes are left out of both files (the 2019 script's exclusions file; master
+   has none: its ground truth has no rows there).
+4. Detections on a keyframe absent from the ground truth (step 1: no row of the file at all)
+   are ignored. A keyframe that is in the file but has no box of an evaluated action (a
+   2-column row, or rows of other actions only) has an empty ground truth: its detections are
+   all false positives. `Options.unlabelled` ("count": the 2019 script, which charged
+   detections on absent keyframes as false positives too).
+5. Detection boxes with x2 <= x1 or y2 <= y1 are dropped (after the cap).
+6. Per keyframe and action, the detections in descending score are matched greedily: each to
    the ground-truth box of that action with the highest IoU (the first on ties), a true
    positive if that IoU >= 0.5 and that box was not matched before, else a false positive.
    Note: the box of highest IoU among all of them, not among the unmatched ones (a detection
-   whose best box is taken is a false positive even if another box overlaps it enough).
+   whose best box is taken is a false positive even if another box overlaps it enough);
+   `Options.matching` "unmatched" takes the best of the still-unmatched boxes instead.
    IoU as object_detection's np_box_ops: areas (y2 - y1)(x2 - x1), no +1. `Options.area_offset`.
-6. A keyframe with detections and no ground truth (for the evaluated actions) counts them all
-   as false positives: the script gives it an empty ground truth. `Options.unlabelled`.
 7. Per action, all detections in descending score, precision and recall, VOC all-point AP
    (precision made monotone from the right, summed over recall steps); 0 for an action with
    ground truth and no detections; the mAP is the mean over actions with ground truth.
@@ -39,48 +46,64 @@ import numpy as np
 
 from vmp_jax.data import ava
 
-UNLABELLED = ("count", "ignore")
+UNLABELLED = ("ignore", "count")
+MATCHING = ("official", "unmatched")
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Where AVA evaluators differ; the defaults are the official script's.
+    """Where AVA evaluators differ; the defaults are the official script's (master).
 
     top_k: (box, action) rows kept per keyframe, highest scores first (0: all).
-    unlabelled: detections on keyframes without ground truth: "count" (false positives, the
-      official script) or "ignore" (the optimistic variant that scores only annotated
-      keyframes).
+    unlabelled: detections on keyframes absent from the ground-truth file (no row of it, of
+      any action or 2 columns, has their key): "ignore" (the official script since 2020) or
+      "count" (false positives: the 2019 script). Keyframes in the file without a box of an
+      evaluated action count their detections as false positives either way.
+    matching: "official" (each detection to the ground-truth box of highest IoU among all of
+      its action's on the keyframe; a false positive when that box is taken) or "unmatched"
+      (to the box of highest IoU among those still unmatched: the paraphrase in the issue and
+      SPEC section 8; COCO's evaluation matches this way too).
     area_offset: 0 (np_box_ops: areas (x2 - x1)(y2 - y1)) or 1 (the +1 of pixel-coordinate
       VOC code, meaningless for AVA's normalised boxes but found in ports).
     iou_threshold: a match needs IoU >= this.
     """
 
     top_k: int = 50
-    unlabelled: str = "count"
+    unlabelled: str = "ignore"
+    matching: str = "official"
     area_offset: float = 0.0
     iou_threshold: float = 0.5
 
     def __post_init__(self):
         if self.unlabelled not in UNLABELLED:
             raise ValueError(f"unlabelled={self.unlabelled!r}: expected one of {UNLABELLED}")
+        if self.matching not in MATCHING:
+            raise ValueError(f"matching={self.matching!r}: expected one of {MATCHING}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-    """Rows of one file for the metric: n (box, action) rows in file order."""
+    """Rows of one file for the metric: n rows in file order, each a (box, action) or, where
+    `boxed` is False, a 2-column row (a labelled keyframe without a box: only its key counts)."""
 
     video_ids: np.ndarray  # object (n,) str
     timestamps: np.ndarray  # int64 (n,)
     boxes: np.ndarray  # float64 (n, 4) x1, y1, x2, y2
     actions: np.ndarray  # int64 (n,)
     scores: np.ndarray  # float64 (n,) (GT: unused)
+    boxed: np.ndarray | None = None  # bool (n,); None: every row has a box
+
+    def __post_init__(self):
+        if self.boxed is None:
+            object.__setattr__(self, "boxed", np.ones(len(self.actions), bool))
 
     @classmethod
     def of(cls, rows: ava.Rows) -> "Table":
-        return cls(rows.video_ids, rows.timestamps, rows.boxes, rows.actions, rows.last)
+        return cls(rows.video_ids, rows.timestamps, rows.boxes, rows.actions, rows.last, rows.boxed)
 
     def take(self, index: np.ndarray) -> "Table":
-        return Table(*(column[index] for column in dataclasses.astuple(self)))
+        columns = (getattr(self, f.name) for f in dataclasses.fields(self))
+        return Table(*(column[index] for column in columns))
 
 
 @dataclasses.dataclass
@@ -91,7 +114,7 @@ class Result:
     ap: dict[int, float]  # action id -> AP, the actions with ground truth
     names: dict[int, str]  # the label map
     ground_truth: dict[int, int]  # action id -> ground-truth boxes
-    keyframes: int  # annotated keyframes evaluated (excluded ones left out)
+    keyframes: int  # the ground truth's keyframes (step 1; excluded ones left out)
     detections: int  # detection rows scored
     left_out: dict[str, int]  # detection rows not scored, by reason
 
@@ -179,7 +202,7 @@ def iou(a: np.ndarray, b: np.ndarray, area_offset: float = 0.0) -> np.ndarray:
 
 
 def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) -> np.ndarray:
-    """bool (n,): which detections are true positives (step 5 of the module docstring).
+    """bool (n,): which detections are true positives (step 6 of the module docstring).
 
     det_group, gt_group: int64 codes of (keyframe, action); det_rank: int (n,), the order of
     detections within a group (the greedy matching's); boxes float64 (., 4)."""
@@ -199,12 +222,32 @@ def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) 
     first = overlap == best[det_of_pair]  # the first pair reaching the max: np.argmax's pick
     pairs = np.flatnonzero(first)
     pairs = pairs[np.unique(det_of_pair[pairs], return_index=True)[1]]
+    if options.matching == "unmatched":
+        return _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, options)
     target = np.full(n, -1)
     target[det_of_pair[pairs]] = gt_of_pair[pairs]
     candidate = np.flatnonzero((best >= options.iou_threshold) & (target >= 0))
     candidate = candidate[np.lexsort((det_rank[candidate], target[candidate]))]
     tp = np.zeros(n, bool)
     tp[candidate[np.unique(target[candidate], return_index=True)[1]]] = True
+    return tp
+
+
+def _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, options: Options) -> np.ndarray:
+    """bool (n,): `Options.matching` "unmatched": detections in rank order, each a true
+    positive with the still-unmatched box of highest IoU (the first in file order on ties)
+    if that IoU >= the threshold. The greedy order makes this a loop, but only over the
+    (detection, box) pairs at or above the threshold: the others can match nothing."""
+    n = len(det_rank)
+    pairs = np.flatnonzero(overlap >= options.iou_threshold)  # (q,) NaN never matches
+    det, gt = det_of_pair[pairs], gt_of_pair[pairs]
+    pairs = np.lexsort((gt, -overlap[pairs], det_rank[det]))  # by detection, best box first
+    tp = np.zeros(n, bool)
+    taken: set[int] = set()
+    for d, g in zip(det[pairs].tolist(), gt[pairs].tolist(), strict=True):
+        if not tp[d] and g not in taken:
+            tp[d] = True
+            taken.add(g)
     return tp
 
 
@@ -233,33 +276,36 @@ def frame_map(
     """Frame-mAP of `det` against `gt` over the actions of the label map `names`."""
     classes = np.asarray(sorted(names), np.int64)
     left_out: dict[str, int] = {}
-    in_map = np.isin(det.actions, classes)
-    left_out["action not in the label map"] = int(np.sum(~in_map))
-    gt_in = np.flatnonzero(np.isin(gt.actions, classes))
+    in_map = np.isin(det.actions, classes) & det.boxed
+    left_out["action not in the label map"] = int(np.sum(~in_map & det.boxed))
+    gt_in = np.flatnonzero(np.isin(gt.actions, classes) & gt.boxed)
     det_in = np.flatnonzero(in_map)
-    (gt_key, det_key), excluded_keys = _keyframe_keys([gt.take(gt_in), det.take(det_in)], excluded)
-    codes = _first_appearance(np.concatenate([gt_key, det_key]))
-    gt_kf, det_kf = codes[: len(gt_in)], codes[len(gt_in) :]
-    det_image = _first_appearance(det_key)  # the script's keyframe order (step 7)
     det_table = det.take(det_in)
+    (gt_all_key, det_key), excluded_keys = _keyframe_keys([gt, det_table], excluded)
+    all_keys = np.concatenate([gt_all_key, det_key])
+    codes = _first_appearance(all_keys)
+    gt_all_kf, det_kf = codes[: len(gt_all_key)], codes[len(gt_all_key) :]
+    gt_kf = gt_all_kf[gt_in]
+    det_image = _first_appearance(det_key)  # the script's keyframe order (step 7)
     kept = top_k_rows(det_kf, det_table.scores, det_table, options.top_k)
     left_out[f"beyond the top {options.top_k} of a keyframe"] = int(np.sum(~kept))
     num_keys = int(codes.max()) + 1 if len(codes) else 0
     code_excluded = np.zeros(num_keys, bool)
-    code_excluded[codes[np.isin(np.concatenate([gt_key, det_key]), excluded_keys)]] = True
+    code_excluded[codes[np.isin(all_keys, excluded_keys)]] = True
+    listed = np.zeros(num_keys, bool)  # the ground truth's keyframes (step 1)
+    listed[gt_all_kf] = True
+    listed &= ~code_excluded
     gt_keep = ~code_excluded[gt_kf]
-    annotated = np.zeros(num_keys, bool)
-    annotated[gt_kf[gt_keep]] = True
     b = det_table.boxes
     valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
     on_excluded = kept & code_excluded[det_kf]
-    unlabelled = kept & ~on_excluded & ~annotated[det_kf]
+    absent = kept & ~on_excluded & ~listed[det_kf]
     left_out["on excluded keyframes"] = int(np.sum(on_excluded))
     left_out["empty boxes"] = int(np.sum(kept & ~on_excluded & ~valid))
     use = kept & ~on_excluded & valid
     if options.unlabelled == "ignore":
-        left_out["on keyframes without ground truth"] = int(np.sum(use & unlabelled))
-        use &= ~unlabelled
+        left_out["on keyframes absent from the ground truth"] = int(np.sum(use & absent))
+        use &= ~absent
     d = np.flatnonzero(use)
     g = np.flatnonzero(gt_keep)
     det_cls = np.searchsorted(classes, det_table.actions[d])  # the action's slot in classes
@@ -283,5 +329,5 @@ def frame_map(
             ap[c] = average_precision(tp[order[bounds[i] : bounds[i + 1]]], int(num_gt[i]))
     mean = float(np.mean(list(ap.values()))) if ap else float("nan")
     ground_truth = {c: int(num_gt[i]) for i, c in enumerate(classes.tolist()) if num_gt[i]}
-    keyframes = int(np.sum(annotated))
+    keyframes = int(np.sum(listed))
     return Result(mean, ap, dict(names), ground_truth, keyframes, len(d), left_out)

@@ -4,8 +4,9 @@
 
 What the official script skips silently is counted here and reported: detection rows of
 actions outside the label map (skipped, as the script does), of videos absent from the ground
-truth (scored: false positives, as the script does), malformed lines (the script stops at the
-first; here each is reported with its line and left out).
+truth (ignored, as the script does, or false positives with `Options.unlabelled` "count"),
+malformed lines (the script stops at the first; here each is reported with its line and left
+out).
 """
 
 import collections
@@ -30,6 +31,7 @@ class Report:
     problems: ava.Problems  # malformed lines of either file
     unknown_videos: dict[str, int]  # detection rows per video id absent from the ground truth
     unknown_actions: dict[int, int]  # detection rows per action id outside the label map
+    options: Options = Options()  # how the result was computed (frozen)
 
     def notes(self) -> list[str]:
         """One line per thing the user should know about the inputs."""
@@ -44,9 +46,20 @@ class Report:
             lines.append(f"malformed input: {self.problems.summary()}")
         if self.unknown_videos:
             rows, ids = sum(self.unknown_videos.values()), sorted(self.unknown_videos)
+            how = (
+                "ignored, as the official script"
+                if self.options.unlabelled == "ignore"
+                else "scored as false positives: --unlabelled count"
+            )
             lines.append(
                 f"{rows} detection rows of {len(ids)} video ids absent from the ground truth "
-                f"(scored as false positives): {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
+                f"({how}): {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}"
+            )
+        absent = self.result.left_out.get("on keyframes absent from the ground truth", 0)
+        if absent:
+            lines.append(
+                f"{absent} detection rows on keyframes absent from the ground truth ignored, "
+                f"as the official script (--unlabelled count scores them as false positives)"
             )
         if self.unknown_actions:
             rows, ids = sum(self.unknown_actions.values()), sorted(self.unknown_actions)
@@ -87,9 +100,11 @@ def evaluate_files(
     left_out = ava.read_excluded(excluded, problems) if excluded else set()
     known_videos = set(gt_rows.video_ids.tolist())
     unknown_videos = collections.Counter(
-        v for v in det_rows.video_ids.tolist() if v not in known_videos
+        v
+        for v, boxed in zip(det_rows.video_ids.tolist(), det_rows.boxed.tolist(), strict=True)
+        if boxed and v not in known_videos
     )
-    outside = ~np.isin(det_rows.actions, sorted(names))
+    outside = ~np.isin(det_rows.actions, sorted(names)) & det_rows.boxed
     unknown_actions = collections.Counter(det_rows.actions[outside].tolist())
     result = frame_map(Table.of(gt_rows), Table.of(det_rows), names, left_out, options)
     if not result.ap:
@@ -97,7 +112,7 @@ def evaluate_files(
             f"{ground_truth}: no ground-truth row of the {len(names)} actions of {label_map} "
             f"(excluded keyframes left out): nothing to score"
         )
-    return Report(result, problems, dict(unknown_videos), dict(unknown_actions))
+    return Report(result, problems, dict(unknown_videos), dict(unknown_actions), options)
 
 
 def per_class_table(result: Result) -> str:
