@@ -238,7 +238,7 @@ def _fast_rows(lines: list[str], widths: tuple[int, ...]) -> Rows | None:
     try:
         if boxed.any():
             (w,) = wide
-            box_rows = [line for line, b in zip(kept, boxed, strict=True) if b]
+            box_rows = kept if boxed.all() else [ln for ln, b in zip(kept, boxed, strict=True) if b]
             values[boxed, : w - 1] = np.loadtxt(
                 box_rows, delimiter=",", usecols=range(1, w), comments=None, ndmin=2
             )  # (m, w - 1)

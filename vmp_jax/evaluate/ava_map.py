@@ -202,7 +202,8 @@ def iou(a: np.ndarray, b: np.ndarray, area_offset: float = 0.0) -> np.ndarray:
 
 
 def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) -> np.ndarray:
-    """bool (n,): which detections are true positives (step 6 of the module docstring).
+    """bool (n,): which detections are true positives (step 6 of the module docstring, or
+    `options.matching` "unmatched").
 
     det_group, gt_group: int64 codes of (keyframe, action); det_rank: int (n,), the order of
     detections within a group (the greedy matching's); boxes float64 (., 4)."""
@@ -215,6 +216,8 @@ def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) 
     offsets = np.cumsum(count) - count
     gt_of_pair = gt_order[start[det_of_pair] + np.arange(len(det_of_pair)) - offsets[det_of_pair]]
     overlap = iou(det_boxes[det_of_pair], gt_boxes[gt_of_pair], options.area_offset)  # (p,)
+    if options.matching == "unmatched":
+        return _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, options)
     has = count > 0
     best = np.full(n, -np.inf)
     if has.any():
@@ -222,8 +225,6 @@ def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) 
     first = overlap == best[det_of_pair]  # the first pair reaching the max: np.argmax's pick
     pairs = np.flatnonzero(first)
     pairs = pairs[np.unique(det_of_pair[pairs], return_index=True)[1]]
-    if options.matching == "unmatched":
-        return _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, options)
     target = np.full(n, -1)
     target[det_of_pair[pairs]] = gt_of_pair[pairs]
     candidate = np.flatnonzero((best >= options.iou_threshold) & (target >= 0))
