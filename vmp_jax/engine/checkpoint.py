@@ -1,6 +1,6 @@
 """Orbax checkpoints in `WORKDIR/checkpoints/<step>/`: the train state and the Grain iterator
 state as separate items, saved asynchronously; the last `keep` and the best by validation
-top-1 are kept.
+top-1 (frame-mAP for the AVA detector) are kept.
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a
 process killed during a save leaves no checkpoint that looks complete; the next run resumes
@@ -13,6 +13,7 @@ and a step without one is not a checkpoint.
 
 import contextlib
 import dataclasses
+import math
 import re
 import sys
 
@@ -81,20 +82,47 @@ def checkpoint_dir(workdir: str) -> str:
     return storage.join(storage.resolve(workdir), "checkpoints")
 
 
+# The name every run's checkpoints carried their ranking figure under before it was the task's
+# own ("top1", an AVA run's frame-mAP too).
+LEGACY_METRIC = "top1"
+
+
+def metric_reader(name: str):
+    """The value that ranks a checkpoint by its saved metrics: `name` ("top1" for a
+    classifier, "mAP" for the AVA detector), else the legacy "top1" (a step saved under the
+    old name ranks with the new ones), else -inf (never the best; Orbax calls this at every
+    save, where a KeyError would end the run)."""
+
+    def value(metrics: dict) -> float:
+        return metrics.get(name, metrics.get(LEGACY_METRIC, -math.inf))
+
+    return value
+
+
 class Checkpoints:
-    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    """`metric` names the validation figure in `save`'s metrics that ranks the kept best
+    checkpoint ("top1", or "mAP" for the AVA detector)."""
+
+    def __init__(
+        self, workdir: str, *, keep: int = 3, async_save: bool = True, metric: str = "top1"
+    ):
         _bound_tensorstore_retries()
         _register_array_handler()
+        self.metric = metric
+        value = metric_reader(metric)
         keep_policy = policy.AnyPreservationPolicy(
             [
                 policy.LatestN(n=keep),
-                policy.BestN(
-                    get_metric_fn=lambda m: m["top1"], n=1, keep_checkpoints_without_metrics=False
-                ),
+                policy.BestN(get_metric_fn=value, n=1, keep_checkpoints_without_metrics=False),
             ]
         )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=keep_policy,
+            # With best_fn set, Orbax writes each step's metrics into it (step/metrics/) and
+            # reads them back when a run resumes; without it they live in memory only, and
+            # a resumed run dropped the best step as one "without metrics".
+            best_fn=value,
+            best_mode="max",
             enable_async_checkpointing=async_save,
             create=True,
         )

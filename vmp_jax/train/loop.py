@@ -117,7 +117,7 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         if not ava:  # (AVA's action names are the label map's)
             labels.save_class_names(config, workdir)  # and names its classes with, anywhere
     log = metrics_log.MetricsLog(workdir, enabled=first_host)
-    ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep)
+    ckpt = checkpoint.Checkpoints(workdir, keep=config.train.keep, metric=metric_name(config))
     if ava:
         data = iter(ava_inputs.train_dataset(config, s.train_source))
     else:
@@ -246,7 +246,7 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
                 bar.write(f"epoch {epoch}: val top-1 {val['top1']:.4f}, top-5 {val['top5']:.4f}")
             window.restart()  # the window's figures are of training steps alone
         if epoch_end or (c.save_every and done % c.save_every == 0) or stop:
-            ckpt.save(done, state, data, metrics=_best_metric(val))
+            ckpt.save(done, state, data, metrics=_best_metric(val, ckpt.metric))
             log.sync()  # a bucket's metrics.jsonl holds the records up to every checkpoint
         if stop:
             final["stopped"] = (  # said by `vmp` once the save is complete
@@ -258,12 +258,16 @@ def _loop(s: Setup, state, data, train_step, eval_step, ckpt, log, start, first_
     return state, final
 
 
-def _best_metric(val: dict | None) -> dict | None:
-    """What ranks the kept best checkpoint (`Checkpoints` reads "top1"): top-1, or an AVA
-    run's frame-mAP."""
-    if val is None:
-        return None
-    return {"top1": val["mAP"], "mAP": val["mAP"]} if "mAP" in val else {"top1": val["top1"]}
+def metric_name(config) -> str:
+    """The validation figure that ranks the kept best checkpoint: "top1" for a classifier,
+    "mAP" (frame-mAP) for the AVA detector."""
+    return "mAP" if ava_inputs.is_ava(config) else "top1"
+
+
+def _best_metric(val: dict | None, name: str) -> dict | None:
+    """The checkpoint's metrics: the validation's figure `name` (`metric_name`), under its
+    own name; None without a validation."""
+    return None if val is None else {name: val[name]}
 
 
 def _validate(s: Setup, state, eval_step) -> dict:
