@@ -175,6 +175,7 @@ def ava_section(**overrides) -> ml_collections.ConfigDict:
         score_threshold=0.8,
         test_boxes="detected",  # or gt: the ground-truth boxes at test
         videos="",  # "": data_root/videos (or a frame store of them)
+        detections="",  # "": data_root/ava_val_predicted_boxes.csv (or a .csv or .pkl path)
         fps=30.0,  # AVA's timestamps: second t is frame (t - 900) x 30 of the cut
     )
     return ml_collections.ConfigDict({**fields, **overrides})

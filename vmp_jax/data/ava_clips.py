@@ -249,6 +249,20 @@ def detections_name(split: str) -> str:
     return f"ava_{split}_predicted_boxes.csv"
 
 
+PICKLE_EXTENSIONS = (".pkl", ".pickle")
+
+
+def read_person_boxes(path: str):
+    """The person detections at `path` (local or a bucket), by its extension: MMAction2's
+    dense-proposals pickle (.pkl, .pickle: `"video_id,0902" -> [[x1, y1, x2, y2, score],
+    ...]`) or SlowFast's predicted-boxes CSV (any other name); {key: PersonBoxes} either way."""
+    from vmp_jax.data import ava
+
+    if os.path.splitext(path)[1].lower() in PICKLE_EXTENSIONS:
+        return ava.read_proposals_pickle(path)
+    return ava.read_detections(path)
+
+
 def keyframes_of(found: dict, excluded=(), num_classes: int = NUM_CLASSES) -> list[KeyframeBoxes]:
     """`vmp_jax.data.ava`'s {(video_id, timestamp): GroundTruthBoxes or PersonBoxes} as
     KeyframeBoxes in key order, the excluded keyframes left out: ground truth with score 1,
@@ -271,13 +285,18 @@ def keyframes_of(found: dict, excluded=(), num_classes: int = NUM_CLASSES) -> li
 
 def open_split(
     root: str, split: str, config: "ClipConfig", *, train: bool, boxes: str = "detected",
-    videos: str | None = None,
+    videos: str | None = None, detections: str | None = None,
 ) -> "AvaClips":  # fmt: skip
     """The clips of `split` ("train", "val") of a dataset laid out as AVA's release under
     `root`: ground truth `ava_<split>_v2.2.csv`, `ava_<split>_excluded_timestamps_v2.2.csv`
-    (if present), detections `ava_<split>_predicted_boxes.csv`, videos in `root/videos` (or
-    `videos`: another folder or a frame store). Training reads the ground truth; evaluation
-    the detections (boxes="detected") or the ground truth (boxes="gt")."""
+    (if present), detections `ava_<split>_predicted_boxes.csv` (or `detections`: another CSV
+    or a proposals pickle, `read_person_boxes`), videos in `root/videos` (or `videos`: another
+    folder or a frame store). Training reads the ground truth; evaluation the detections
+    (boxes="detected") or the ground truth (boxes="gt").
+
+    NoKeyframesError, naming the split, the boxes' file and the videos' folder, when not one
+    keyframe can be read (a wrong folder or store, or a file of other videos): a run would
+    train or score on nothing."""
     from vmp_jax.data import ava
 
     if boxes not in ("detected", "gt"):
@@ -285,14 +304,33 @@ def open_split(
     excluded_path = storage.join(root, excluded_name(split))
     excluded = ava.read_excluded(excluded_path) if storage.exists(excluded_path) else set()
     if train or boxes == "gt":
-        found = ava.read_ground_truth(storage.join(root, ground_truth_name(split)))
+        path = storage.join(root, ground_truth_name(split))
+        found = ava.read_ground_truth(path)
     else:
-        found = ava.read_detections(storage.join(root, detections_name(split)))
+        path = detections or storage.join(root, detections_name(split))
+        found = read_person_boxes(path)
     if found.problems:
         log.warning("%s: %s", split, found.problems.summary())
     keyframes = keyframes_of(found, excluded, config.num_classes)
     where = videos or storage.join(root, "videos")
-    return AvaClips.open(keyframes, find_videos(where), config, train=train)
+    clips = AvaClips.open(keyframes, find_videos(where), config, train=train)
+    if not len(clips):
+        raise NoKeyframesError(split, path, where, clips)
+    return clips
+
+
+class NoKeyframesError(ValueError):
+    """A split of which not one keyframe can be read."""
+
+    def __init__(self, split: str, path: str, videos: str, clips: "AvaClips"):
+        reasons = "; ".join(f"{v}: {why}" for v, why in list(clips.problems.items())[:3])
+        more = ", ..." if len(clips.problems) > 3 else ""
+        super().__init__(
+            f"AVA {split}: no keyframe of {path} can be read from the videos in {videos} "
+            f"({clips.summary()}{'; ' + reasons + more if reasons else ''}): check "
+            f"data.data_root and ava.videos (one folder or frame store holding every video of "
+            f"both splits)"
+        )
 
 
 # A video on disk or in a bucket, or a frame store's video: anything with read(plan).

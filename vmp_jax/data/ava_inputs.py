@@ -17,7 +17,11 @@ keyframe; data.img_size is the training crop and data.flip the flip. The `ava` s
   box_jitter         training: each GT box side moved by up to this fraction of the box
   score_threshold    evaluation: person detections kept at or above it (the top box always)
   test_boxes         "detected" (the person detections) or "gt" (the ground-truth boxes)
-  videos             the videos' folder or a frame store ("": data_root/videos)
+  videos             the videos' folder or a frame store ("": data_root/videos), holding
+                     every video of both splits
+  detections         evaluation: the person detections ("": data_root's
+                     ava_val_predicted_boxes.csv): SlowFast's CSV, or MMAction2's
+                     dense-proposals pickle (.pkl), local or in a bucket
   fps                the timestamp convention (AVA: 30)
 """
 
@@ -71,6 +75,7 @@ def open_clips(config, split: str) -> ava_clips.AvaClips:
         train=split == "train",
         boxes=boxes,
         videos=config.ava.videos or None,
+        detections=config.ava.get("detections") or None,
     )
 
 
@@ -114,4 +119,6 @@ def evaluation_files(config) -> dict[str, str]:
 
 def input_paths(config) -> list[str]:
     """What an AVA run reads, for the access check before any work."""
-    return [p for p in (config.data.data_root, config.ava.videos) if p]
+    return [
+        p for p in (config.data.data_root, config.ava.videos, config.ava.get("detections")) if p
+    ]

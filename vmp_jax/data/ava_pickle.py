@@ -54,6 +54,20 @@ class SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+class BadPickleError(pickle.UnpicklingError, ValueError):
+    """Bytes that are not a whole pickle (truncated, another format)."""
+
+
 def safe_load(data: bytes, path: str = "<pickle>"):
-    """The object in `data`, through `SafeUnpickler`."""
-    return SafeUnpickler(io.BytesIO(data), path).load()
+    """The object in `data`, through `SafeUnpickler`. UnsafePickleError for a refused global;
+    BadPickleError naming `path` for bytes that are not a readable pickle (the unpickler's own
+    errors, EOFError or a bad opcode, name no file)."""
+    try:
+        return SafeUnpickler(io.BytesIO(data), path).load()
+    except UnsafePickleError:
+        raise
+    except Exception as error:  # pickle raises many kinds for bad bytes
+        raise BadPickleError(
+            f"{path}: not a readable pickle ({type(error).__name__}: {error}); expected "
+            f"MMAction2's dense-proposals pickle, a dict 'video_id,timestamp' -> boxes"
+        ) from error
