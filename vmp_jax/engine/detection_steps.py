@@ -17,11 +17,9 @@ Batch (global B keyframes, K = ava.max_boxes, A = model.num_classes; `data.ava_c
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
-from vmp_jax.engine import sharding
 from vmp_jax.engine.state import Trainer
-from vmp_jax.engine.update import apply_gradients, keep_unless
+from vmp_jax.engine.update import jit_eval_step, jit_train_step, mean_gradients
 from vmp_jax.ssm import batch_sharded
 
 TRAIN_KEYS = ("video", "boxes", "box_mask", "labels")  # what a train step reads
@@ -40,64 +38,27 @@ def box_loss(logits, labels, mask):
     return loss, correct, pairs
 
 
-def _loss(params, rest, graphdef, mb):
-    """A micro-batch's loss and (RNG state, correct decisions, valid pairs)."""
-    rest = jax.tree.map(lambda x: x, rest)  # see steps._loss: RNG counts advance in the trace
-    model = nnx.merge(graphdef, params, rest)
+def _loss(model, mb):
+    """A micro-batch's loss, and its (correct decisions, valid pairs)."""
     logits = model(mb["video"], mb["boxes"])  # (b, K, A) float32
     loss, correct, pairs = box_loss(logits, mb["labels"], mb["box_mask"])
-    return loss, (nnx.state(model, nnx.Not(nnx.Param)), correct, pairs)
-
-
-def _gradients(model, batch: dict, accum_steps: int):
-    """Mean loss, correct decisions, valid pairs and mean gradients over the micro-batches."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def micro(carry, mb):
-        rest, grad_sum, loss_sum, correct_sum, pair_sum = carry
-        (loss, (rest, correct, pairs)), grads = jax.value_and_grad(_loss, has_aux=True)(
-            params, rest, graphdef, mb
-        )
-        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-        return (rest, grad_sum, loss_sum + loss, correct_sum + correct, pair_sum + pairs), None
-
-    micro_batches = {k: batch[k].reshape(accum_steps, -1, *batch[k].shape[1:]) for k in TRAIN_KEYS}
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    init = (rest, zeros, jnp.float32(0), jnp.float32(0), jnp.float32(0))
-    (rest, grads, loss, correct, pairs), _ = jax.lax.scan(micro, init, micro_batches)
-    nnx.update(model, rest)
-    mean_grads = jax.tree.map(lambda g: g / accum_steps, grads)
-    return loss / accum_steps, correct / jnp.maximum(pairs, 1.0), mean_grads
+    return loss, (correct, pairs)
 
 
 def make_train_step(trainer: Trainer, *, accum_steps: int, schedule):
     """(state, batch) -> (state, metrics); batch: TRAIN_KEYS sharded over the batch axes.
     metrics: loss, accuracy (of the valid boxes' (box, action) decisions at 0.5), grad_norm,
-    lr, nonfinite (1: the state came back unchanged)."""
+    lr, nonfinite (1: the state came back unchanged; `update.jit_train_step`)."""
 
-    def train_step(state, batch):
-        before = jax.tree.map(lambda x: x, state)  # new Variables: `parts` updates the given ones
-        parts = trainer.parts(state, train=True)
-        step = parts.optimizer.step[...]
+    def gradients(model, batch, step):
+        read = {k: batch[k] for k in TRAIN_KEYS}
         with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
-            loss, accuracy, grads = _gradients(parts.model, batch, accum_steps)
-        finite = apply_gradients(trainer, parts, loss, grads)
-        metrics = {
-            "loss": loss,
-            "accuracy": accuracy,
-            "grad_norm": optax.tree.norm(grads),
-            "lr": schedule(step),
-            "nonfinite": 1 - finite.astype(jnp.int32),
-        }
-        return keep_unless(finite, nnx.state(parts), before), metrics
+            loss, (correct, pairs), grads = mean_gradients(
+                model, read, accum_steps, _loss, (jnp.float32(0), jnp.float32(0))
+            )
+        return loss, correct / jnp.maximum(pairs, 1.0), grads
 
-    data = sharding.batch_sharding(trainer.mesh)
-    return jax.jit(
-        train_step,
-        in_shardings=(trainer.shardings, data),
-        out_shardings=(trainer.shardings, sharding.replicated(trainer.mesh)),
-        donate_argnums=0,
-    )
+    return jit_train_step(trainer, schedule, gradients)
 
 
 def make_eval_step(trainer: Trainer, *, ema: bool = False):
@@ -110,11 +71,7 @@ def make_eval_step(trainer: Trainer, *, ema: bool = False):
             logits = model(batch["video"], batch["boxes"])  # (B, K, A)
         return jax.nn.sigmoid(logits) * batch["person_scores"][..., None]
 
-    return jax.jit(
-        eval_step,
-        in_shardings=(trainer.shardings, sharding.batch_sharding(trainer.mesh)),
-        out_shardings=sharding.replicated(trainer.mesh),
-    )
+    return jit_eval_step(trainer, eval_step)
 
 
 def batch_shapes(config) -> dict:

@@ -14,55 +14,24 @@ eval_step: the softmax of every view, averaged per video.
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from vmp_jax.data import resample
 from vmp_jax.data.device_augment import DeviceAugment
 from vmp_jax.engine import detection_steps, sharding
 from vmp_jax.engine.mixing import Mixing
 from vmp_jax.engine.state import Trainer
-from vmp_jax.engine.update import all_finite, apply_gradients, keep_unless
+from vmp_jax.engine.update import all_finite, jit_eval_step, jit_train_step, mean_gradients
 from vmp_jax.ssm import batch_sharded
 
-# Defined in engine.update (shared with detection_steps), used here and by callers from here.
-__all__ = ["all_finite", "apply_gradients", "keep_unless"]
+# Defined in engine.update (shared with detection_steps), used by callers from here.
+__all__ = ["all_finite"]
 
 
-def _loss(params, rest, graphdef, video, target, label):
-    """Mean soft-target cross-entropy of one micro-batch, and its metrics."""
-    # `rest` (RNG streams) is not differentiated, so jax passes its Variables in unchanged;
-    # rebuilding them here lets drop path advance its RNG counts inside this trace.
-    rest = jax.tree.map(lambda x: x, rest)
-    model = nnx.merge(graphdef, params, rest)
-    logits = model(video)  # (b, K) float32
-    loss = optax.softmax_cross_entropy(logits, target).mean()
-    correct = jnp.sum(jnp.argmax(logits, -1) == label)
-    return loss, (nnx.state(model, nnx.Not(nnx.Param)), correct)
-
-
-def _gradients(model, batch: dict, accum_steps: int):
-    """Mean loss, summed correct predictions and mean gradients over the micro-batches.
-
-    batch: video (B, T, S, S, 3), target (B, K), label (B,)."""
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def micro(carry, mb):  # mb: one micro-batch
-        rest, grad_sum, loss_sum, correct_sum = carry
-        (loss, (rest, correct)), grads = jax.value_and_grad(_loss, has_aux=True)(
-            params, rest, graphdef, mb["video"], mb["target"], mb["label"]
-        )
-        grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
-        return (rest, grad_sum, loss_sum + loss, correct_sum + correct), None
-
-    micro_batches = {
-        k: batch[k].reshape(accum_steps, -1, *batch[k].shape[1:])
-        for k in ("video", "target", "label")
-    }
-    zeros = jax.tree.map(jnp.zeros_like, params)
-    init = (rest, zeros, jnp.float32(0), jnp.int32(0))
-    (rest, grads, loss, correct), _ = jax.lax.scan(micro, init, micro_batches)
-    nnx.update(model, rest)
-    return loss / accum_steps, correct, jax.tree.map(lambda g: g / accum_steps, grads)
+def _loss(model, mb):
+    """Mean soft-target cross-entropy of one micro-batch, and its correct predictions."""
+    logits = model(mb["video"])  # (b, K) float32
+    loss = optax.softmax_cross_entropy(logits, mb["target"]).mean()
+    return loss, (jnp.sum(jnp.argmax(logits, -1) == mb["label"]),)
 
 
 def make_train_step(
@@ -77,36 +46,21 @@ def make_train_step(
     over the batch axes (B, the global batch); with `augment` (data.augment_on=device), the
     video is uint8 frames on the canvas with their crop plans (`resample.PLAN_KEYS`), cropped,
     resized and augmented here first. metrics: loss, accuracy, grad_norm, lr and
-    nonfinite (1: the state came back unchanged)."""
+    nonfinite (1: the state came back unchanged; `update.jit_train_step`)."""
 
-    def train_step(state, batch):
-        before = jax.tree.map(lambda x: x, state)  # new Variables: `parts` updates the given ones
-        parts = trainer.parts(state, train=True)
-        step = parts.optimizer.step[...]
+    def gradients(model, batch, step):
         video = batch["video"]
         if augment is not None:  # canvases and crop plans -> augmented float32 clips
             video = augment(video, step, {k: batch[k] for k in resample.PLAN_KEYS})
         video, target = mixing(video, batch["label"], step)
         mixed = {"video": video, "target": target, "label": batch["label"]}
         with batch_sharded(trainer.mesh):  # custom kernels run per device on its shard
-            loss, correct, grads = _gradients(parts.model, mixed, accum_steps)
-        finite = apply_gradients(trainer, parts, loss, grads)
-        metrics = {
-            "loss": loss,
-            "accuracy": correct / batch["label"].shape[0],
-            "grad_norm": optax.tree.norm(grads),
-            "lr": schedule(step),
-            "nonfinite": 1 - finite.astype(jnp.int32),
-        }
-        return keep_unless(finite, nnx.state(parts), before), metrics
+            loss, (correct,), grads = mean_gradients(
+                model, mixed, accum_steps, _loss, (jnp.int32(0),)
+            )
+        return loss, correct / batch["label"].shape[0], grads
 
-    data = sharding.batch_sharding(trainer.mesh)
-    return jax.jit(
-        train_step,
-        in_shardings=(trainer.shardings, data),
-        out_shardings=(trainer.shardings, sharding.replicated(trainer.mesh)),
-        donate_argnums=0,
-    )
+    return jit_train_step(trainer, schedule, gradients)
 
 
 def make_eval_step(trainer: Trainer, *, ema: bool = False):
@@ -119,11 +73,7 @@ def make_eval_step(trainer: Trainer, *, ema: bool = False):
             logits = model(video.reshape(b * v, *video.shape[2:]))  # (B V, K)
         return jax.nn.softmax(logits, -1).reshape(b, v, -1).mean(1)
 
-    return jax.jit(
-        eval_step,
-        in_shardings=(trainer.shardings, sharding.batch_sharding(trainer.mesh)),
-        out_shardings=sharding.replicated(trainer.mesh),
-    )
+    return jit_eval_step(trainer, eval_step)
 
 
 def abstract_train_step(config, devices=None):
