@@ -32,14 +32,14 @@ def test_the_last_n_and_the_best_by_top1_are_kept(tmp_path):
     checkpoints.close()
 
 
-def _two_steps(workdir: str, seed: int):
-    """Steps 1 and 2 of a small state and a Grain iterator, saved in `workdir`; the state's
-    abstract form and a fresh iterator."""
+def _two_steps(workdir: str, seed: int, steps=(1, 2)):
+    """Steps 1 and 2 (or `steps`) of a small state and a Grain iterator, saved in `workdir`;
+    the state's abstract form and a fresh iterator."""
     rng = np.random.default_rng(seed)
     state = {"model": {"w": jnp.asarray(rng.normal(size=4), jnp.float32)}, "optimizer": {}}
     checkpoints = Checkpoints(workdir, async_save=False)
     data = iter(grain.MapDataset.range(10).to_iter_dataset())
-    for step in (1, 2):
+    for step in steps:
         next(data)
         checkpoints.save(step, jax.tree.map(lambda x: x + step, state), data)  # noqa: B023
     checkpoints.close()
@@ -69,6 +69,47 @@ def test_a_step_another_process_cannot_read_is_passed_over_by_this_one(tmp_path,
         "FileNotFoundError: x is missing): moved it aside"
     ]
     assert os.path.isdir(os.path.join(workdir, "damaged_checkpoints", "2"))
+
+
+class _SlowRereader:
+    """Process 1 of 2 rereading the steps as slowly as it may: it lists the step folders when it
+    leaves a wait on every process (`collect.on_every_process`) and reads them (each step's
+    files, as Orbax's reload does) only when this process, process 0, comes to the next
+    collective or returns. A move of a step by process 0 in between is the race that stopped
+    process 1 with "No such file or directory .../checkpoints/<step>" (tests/multihost)."""
+
+    def __init__(self, monkeypatch, directory: str):
+        self.directory, self.listed, self.missing = directory, None, []
+        wait = checkpoint.collect.on_every_process
+
+        def on_every_process(ok: bool) -> bool:
+            self.read()  # the reread under way ends before process 1 can pass this wait
+            result = wait(ok)
+            self.listed = [s for s in os.listdir(directory) if s.isdigit()]  # then rereads
+            return result
+
+        monkeypatch.setattr(checkpoint.collect, "on_every_process", on_every_process)
+
+    def read(self) -> None:
+        for step in self.listed or []:
+            if not os.path.isdir(os.path.join(self.directory, step)):
+                self.missing.append(step)
+        self.listed = None
+
+
+def test_no_process_rereads_the_steps_while_another_moves_one_aside(tmp_path, monkeypatch, seed):
+    workdir = str(tmp_path)
+    abstract, data = _two_steps(workdir, seed, steps=(1, 2, 3))
+    says = ["does not restore|FileNotFoundError: x is missing"] * 2 + ["ok"]
+    _as_process_0_of_2(monkeypatch, says)  # 3 and 2 damaged on process 1
+    rereader = _SlowRereader(monkeypatch, checkpoint_dir(workdir))
+    checkpoints = Checkpoints(workdir, async_save=False)
+    _, step = checkpoints.restore_latest(abstract, data, warn=lambda _: None)
+    rereader.read()  # process 0 has returned: the last reread ends
+    checkpoints.close()
+    assert step == 1
+    assert sorted(os.listdir(os.path.join(workdir, "damaged_checkpoints"))) == ["2", "3"]
+    assert rereader.missing == [], f"process 1 listed steps {rereader.missing} then lost them"
 
 
 @pytest.mark.parametrize(
