@@ -17,8 +17,8 @@ from vmp_jax import storage
 from vmp_jax.data import ava, ava_inputs
 from vmp_jax.engine import detection_steps, preemption, sharding
 from vmp_jax.engine.state import Trainer
-from vmp_jax.evaluate import ava_map, ava_report, multiview
-from vmp_jax.multihost import collect, join
+from vmp_jax.evaluate import ava_map, ava_report, batches, multiview
+from vmp_jax.multihost import join
 
 
 @dataclasses.dataclass
@@ -56,43 +56,34 @@ def predict(trainer: Trainer, state, config, clips, *, eval_step=None, preempt=N
     """(Detections of every readable keyframe of `clips`, keyframes skipped as unreadable)."""
     eval_step = eval_step or detection_steps.make_eval_step(trainer)
     data = sharding.batch_sharding(trainer.mesh)
-    parts = {"keyframe": [], "valid": [], "box_mask": [], "source_boxes": [], "scores": []}
-    skipped = 0
-    iterator = iter(ava_inputs.eval_dataset(config, clips))
-    try:
-        for number, batch in enumerate(iterator, 1):
-            inputs = {
-                k: jax.make_array_from_process_local_data(data, batch[k])
-                for k in detection_steps.EVAL_KEYS
-            }
-            scores = np.asarray(eval_step(state, inputs))  # (global B, K, A)
-            start = jax.process_index() * len(batch["video"])
-            parts["scores"].append(scores[start : start + len(batch["video"])])
-            for key in ("keyframe", "valid", "box_mask", "source_boxes"):
-                parts[key].append(batch[key])
-            skipped += int(batch["skipped"].sum())
-            if preempt is not None and preempt.reached(number):  # every process, every batch
-                raise preemption.Preempted(
-                    f"evaluation stopped after batch {number} ({preempt.cause}): nothing "
-                    "written; the same command evaluates again"
-                )
-    finally:
-        iterator.close()
-    if not parts["scores"]:
+
+    def step(batch):
+        inputs = {
+            k: jax.make_array_from_process_local_data(data, batch[k])
+            for k in detection_steps.EVAL_KEYS
+        }
+        return eval_step(state, inputs)  # (global B, K, A)
+
+    def rows(batch, scores):  # whole batches (every host as many): filtered once gathered
+        return {k: batch[k] for k in ("keyframe", "valid", "box_mask", "source_boxes")} | {
+            "scores": scores
+        }
+
+    dataset = ava_inputs.eval_dataset(config, clips)
+    gathered, skipped = batches.gather_rows(dataset, step, rows, preempt=preempt)
+    if not gathered:
         a = config.model.num_classes
         return _detections(clips, np.zeros(0, np.int32), np.zeros((0, 4)), np.zeros((0, a))), 0
-    # every host has as many batches of the same size: gather whole batches, then filter
-    keyframe, valid, mask, boxes, scores = collect.gather_rows(
-        *(np.concatenate(parts[k]) for k in ("keyframe", "valid", "box_mask", "source_boxes"))
-        , np.concatenate(parts["scores"])
-    )  # fmt: skip
+    keyframe, valid, mask, boxes, scores = (
+        gathered[k] for k in ("keyframe", "valid", "box_mask", "source_boxes", "scores")
+    )
     mask = mask & valid[:, None]  # (N, K)
     element, box = np.nonzero(mask)  # row-major: boxes of one element together
     order = np.argsort(keyframe[element], kind="stable")  # keyframe order, boxes in order
     element, box = element[order], box[order]
     return (
         _detections(clips, keyframe[element], boxes[element, box], scores[element, box]),
-        collect.sum_over_processes(skipped),
+        skipped,
     )
 
 
@@ -102,7 +93,7 @@ def _detections(clips, keyframe, boxes, scores) -> Detections:
         [kf.video_id for kf in kfs],
         np.asarray([kf.timestamp for kf in kfs], np.int64),
         np.asarray(boxes, np.float32).reshape(-1, 4),
-        np.asarray(scores, np.float32).reshape(len(kfs), -1),
+        np.asarray(scores, np.float32).reshape(len(kfs), np.shape(scores)[-1]),
     )
 
 

@@ -14,10 +14,10 @@ from vmp_jax import storage
 from vmp_jax.data import pipeline, sources
 from vmp_jax.engine import checkpoint, preemption, sharding, steps
 from vmp_jax.engine.state import Trainer
-from vmp_jax.evaluate import metrics
+from vmp_jax.evaluate import batches, metrics
 from vmp_jax.experiment import model_config
 from vmp_jax.models.videomamba import abstract_params
-from vmp_jax.multihost import collect, join
+from vmp_jax.multihost import join
 
 WEIGHTS = ("auto", "ema", "raw")
 
@@ -62,35 +62,24 @@ def predict(trainer, state, config, source=None, *, eval_step=None, preempt=None
     source = sources.open_source(config.data, "val") if source is None else source
     eval_step = eval_step or steps.make_eval_step(trainer)
     data = sharding.batch_sharding(trainer.mesh)
-    indices, labels, scores, skipped = [], [], [], 0
-    iterator = iter(pipeline.test_dataset(config, source))
-    try:
-        for number, batch in enumerate(iterator, 1):
-            video = jax.make_array_from_process_local_data(data, batch["video"])
-            probs = np.asarray(eval_step(state, video))  # (global B, K)
-            local = _local_rows(probs, len(batch["video"]))
-            keep = batch["valid"]
-            indices.append(batch["index"][keep])
-            labels.append(batch["label"][keep])
-            scores.append(local[keep])
-            skipped += int(batch["skipped"].sum())
-            if preempt is not None and preempt.reached(number):  # every process, every batch
-                raise preemption.Preempted(
-                    f"evaluation stopped after batch {number} ({preempt.cause}): nothing "
-                    "written; the same command evaluates again"
-                )
-    finally:
-        iterator.close()
+
+    def step(batch):
+        return eval_step(state, jax.make_array_from_process_local_data(data, batch["video"]))
+
+    def rows(batch, probs):  # probs: this host's (b, K)
+        keep = batch["valid"]
+        return {"index": batch["index"][keep], "label": batch["label"][keep], "probs": probs[keep]}
+
+    dataset = pipeline.test_dataset(config, source)
+    gathered, skipped = batches.gather_rows(dataset, step, rows, preempt=preempt)
     k = trainer.cfg.num_classes
-    indices, labels, scores = collect.gather_rows(
-        np.concatenate(indices) if indices else np.zeros(0, np.int32),
-        np.concatenate(labels) if labels else np.zeros(0, np.int32),
-        np.concatenate(scores) if scores else np.zeros((0, k), np.float32),
-    )
+    indices = gathered.get("index", np.zeros(0, np.int32))
+    labels = gathered.get("label", np.zeros(0, np.int32))
+    scores = gathered.get("probs", np.zeros((0, k), np.float32))
     order = np.argsort(indices, kind="stable")  # the source's order, whatever the host count
     indices, labels, scores = indices[order], labels[order], scores[order]
     ids = np.array([source[int(i)].video_id for i in indices], np.str_)
-    return metrics.Predictions(ids, labels, scores), collect.sum_over_processes(skipped)
+    return metrics.Predictions(ids, labels, scores), skipped
 
 
 def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
@@ -116,11 +105,6 @@ def evaluate_checkpoint(config, path: str, *, weights: str = "auto"):
     with preemption.Preemption() as preempt:  # SIGTERM or SIGINT: stop after a batch
         predictions, skipped = predict(trainer, state, config, source, preempt=preempt)
     return predictions, skipped, step, ema
-
-
-def _local_rows(global_rows: np.ndarray, per_host: int) -> np.ndarray:
-    start = jax.process_index() * per_host
-    return global_rows[start : start + per_host]
 
 
 def summary(p: metrics.Predictions) -> dict:
