@@ -19,8 +19,7 @@ import os
 
 import numpy as np
 
-from vmp_jax.data import parallel
-from vmp_jax.data.encode import write_video
+from vmp_jax.data import generated
 
 # (dy, dx) of the base motion of each class pair; the pair's second class is its time reversal.
 _DIRECTIONS = {"right": (0, 1), "down": (1, 0), "down-right": (1, 1), "down-left": (1, -1)}
@@ -62,8 +61,7 @@ def render(label: int, num_classes: int, frames: int, height: int, width: int, r
         raise ValueError(f"label {label} out of range for {num_classes} classes")
     pair, reverse = divmod(label, 2)
     direction = list(_DIRECTIONS.values())[pair % len(_DIRECTIONS)]
-    video = _background(frames, height, width, rng)
-    draw_distractors(video, rng)
+    video = backdrop(frames, height, width, rng)
     if pair < len(_DIRECTIONS):
         shape = ("circle", "square", "triangle")[rng.integers(3)]
         _draw_mover(video, shape, direction, 0.0, 1.0, rng)
@@ -71,6 +69,14 @@ def render(label: int, num_classes: int, frames: int, height: int, width: int, r
         _draw_mover(video, "circle", direction, 0.0, 0.5, rng)
         _draw_mover(video, "square", direction, 0.5, 1.0, rng)
     return video[::-1].copy() if reverse else video
+
+
+def backdrop(t: int, h: int, w: int, rng) -> np.ndarray:
+    """What no class shows: the panning textured background and two distractor blobs, float
+    (T, H, W, 3) in [0, 255] (`synthetic_ava` draws its actors on it too)."""
+    video = _background(t, h, w, rng)
+    draw_distractors(video, rng)
+    return video
 
 
 def _background(t: int, h: int, w: int, rng) -> np.ndarray:
@@ -131,8 +137,7 @@ def _draw_mover(video: np.ndarray, shape: str, direction, t0: float, t1: float, 
 
 def _write_one(args) -> str:
     path, label, renderer, fps, seed = args
-    video = renderer(label, np.random.default_rng(seed))
-    write_video(path, np.clip(video, 0, 255).astype(np.uint8), fps=fps)
+    generated.save_video(path, renderer(label, np.random.default_rng(seed)), fps)
     return path
 
 
@@ -174,20 +179,15 @@ def write_dataset(spec, names, renderer, *, workers=None, progress=None) -> dict
     n_val = max(1, int(round(spec.videos_per_class * spec.val_fraction)))
     jobs, lines = [], {"train": [], "val": []}
     for label, name in enumerate(names):
-        os.makedirs(os.path.join(spec.out, "videos", name), exist_ok=True)
         for i in range(spec.videos_per_class):
             rel = f"videos/{name}/{name}_{i:04d}.mp4"
             seed = np.random.SeedSequence([spec.seed, label, i])
             jobs.append((os.path.join(spec.out, rel), label, renderer, spec.fps, seed))
             lines["val" if i < n_val else "train"].append(f"{rel} {label}\n")
-    for path in parallel.map_in_processes(_write_one, jobs, workers, chunksize=4):
-        if progress is not None:
-            progress(path)
-    lists = {}
-    for split, rows in lines.items():
-        lists[split] = os.path.join(spec.out, f"{split}.txt")
-        with open(lists[split], "w") as f:
-            f.writelines(rows)
-    with open(os.path.join(spec.out, "classes.txt"), "w") as f:
-        f.writelines(f"{name}\n" for name in names)
+    generated.write_videos(_write_one, jobs, workers=workers, progress=progress, chunksize=4)
+    lists = {
+        split: generated.write_lines(os.path.join(spec.out, f"{split}.txt"), rows)
+        for split, rows in lines.items()
+    }
+    generated.write_lines(os.path.join(spec.out, "classes.txt"), (f"{n}\n" for n in names))
     return lists

@@ -49,7 +49,7 @@ import os
 
 import numpy as np
 
-from vmp_jax.data import parallel, synthetic
+from vmp_jax.data import generated, synthetic
 from vmp_jax.data.ava_clips import (
     CUT_START,
     LABEL_MAP,
@@ -58,7 +58,6 @@ from vmp_jax.data.ava_clips import (
     ground_truth_name,
     keyframe_frame,
 )
-from vmp_jax.data.encode import write_video
 
 POSES = {12: "stand", 11: "sit", 14: "walk"}  # exactly one at a time
 EXTRAS = {
@@ -218,8 +217,7 @@ def render(spec: Spec, actors: list[Actor], rng) -> np.ndarray:
     """uint8 (F, H, W, 3): the textured background and distractors, faded towards grey, then
     the actors."""
     frames = spec.seconds * spec.fps
-    video = synthetic._background(frames, spec.height, spec.width, rng)  # float (F, H, W, 3)
-    synthetic.draw_distractors(video, rng)
+    video = synthetic.backdrop(frames, spec.height, spec.width, rng)  # float (F, H, W, 3)
     grey = video.mean(-1, keepdims=True)
     video = grey + BACKGROUND_CHROMA * (video - grey)  # no background looks like an action
     video = np.clip(video, 0, 255).astype(np.uint8)
@@ -280,18 +278,11 @@ def _write_one(job: _Job) -> dict:
     actors = plan_video(spec, rng)
     video = render(spec, actors, rng)
     path = os.path.join(spec.out, "videos", f"{job.video_id}.mp4")
-    write_video(path, video, fps=spec.fps, options=_x264(spec.fps))
+    generated.save_video(path, video, spec.fps, keyframe_every=spec.fps)  # a seek decodes <= 1 s
     annotations = annotate(spec, actors)
     det_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, job.index, 1]))
     detections = detect(annotations, det_rng) if job.split == "val" else []
     return {"job": job, "annotations": annotations, "detections": detections}
-
-
-def _x264(fps: int) -> dict[str, str]:
-    """Reproducible x264 with a keyframe every second (a clip's seek decodes at most ~1 s)."""
-    from vmp_jax.data.encode import REPRODUCIBLE_X264
-
-    return REPRODUCIBLE_X264 | {"g": str(fps)}
 
 
 def _f(v: float) -> str:
@@ -308,7 +299,6 @@ def _excluded(spec: Spec, split: str, ids: list[str]) -> set[tuple[str, int]]:
 def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> dict[str, str]:
     """Writes the dataset (see the module docstring); returns {name: path} of AVA's files."""
     spec.validate()
-    os.makedirs(os.path.join(spec.out, "videos"), exist_ok=True)
     ids = video_ids(spec)
     splits = {"val": ids[: spec.num_val], "train": ids[spec.num_val :]}
     jobs = [
@@ -317,11 +307,10 @@ def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> di
         for vid in names
         for i in [ids.index(vid)]
     ]
+    tell = None if progress is None else lambda result: progress(result["job"].video_id)
     results = {"train": [], "val": []}
-    for result in parallel.map_in_processes(_write_one, jobs, workers):
+    for result in generated.write_videos(_write_one, jobs, workers=workers, progress=tell):
         results[result["job"].split].append(result)
-        if progress is not None:
-            progress(result["job"].video_id)
     files = {"label_map": _write_label_map(spec)}
     for split, done in results.items():
         done.sort(key=lambda r: r["job"].video_id)
@@ -332,11 +321,8 @@ def make_dataset(spec: Spec, *, workers: int | None = None, progress=None) -> di
 
 
 def _write_label_map(spec: Spec) -> str:
-    path = os.path.join(spec.out, LABEL_MAP)
-    with open(path, "w") as f:
-        for action_id, name in ACTIONS.items():
-            f.write(f'item {{\n  name: "{name}"\n  id: {action_id}\n}}\n')
-    return path
+    items = (f'item {{\n  name: "{name}"\n  id: {i}\n}}\n' for i, name in ACTIONS.items())
+    return generated.write_lines(os.path.join(spec.out, LABEL_MAP), items)
 
 
 def _write_split(spec: Spec, split: str, done: list[dict], excluded: set) -> dict[str, str]:
@@ -365,10 +351,7 @@ def _write_split(spec: Spec, split: str, done: list[dict], excluded: set) -> dic
 
 
 def _write_lines(spec: Spec, name: str, lines: list[str]) -> str:
-    path = os.path.join(spec.out, name)
-    with open(path, "w") as f:
-        f.writelines(lines)
-    return path
+    return generated.write_lines(os.path.join(spec.out, name), lines)
 
 
 def _write_settings(spec: Spec, splits: dict[str, list[str]]) -> None:
