@@ -13,6 +13,7 @@ and a step without one is not a checkpoint.
 
 import contextlib
 import dataclasses
+import logging
 import math
 import re
 import sys
@@ -75,6 +76,11 @@ def _bound_tensorstore_retries() -> None:
 
 
 _bound_tensorstore_retries()  # for every read and write, Checkpoints' or not
+# With best_fn set (Checkpoints), Orbax warns at every save without metrics (those between
+# validations, at a stop); they are expected here.
+logging.getLogger("absl").addFilter(
+    lambda record: not record.getMessage().startswith("Requested `tracked_metric`")
+)
 
 
 def checkpoint_dir(workdir: str) -> str:
