@@ -172,14 +172,46 @@ def test_a_slot_is_reused_only_once_every_view_of_its_batch_is_gone(shared):
     assert len(slots._slots) == 2 and (reused == 3).all()
 
 
+def test_a_workers_batch_carries_its_other_arrays_in_its_slot(seed):
+    """`Slots.pack`: a worker's batch's other arrays (labels, crop plans, error strings) travel
+    in the video's slot, not in a shared-memory object of Grain's each, and come out as copies:
+    keeping one keeps no slot. One that does not fit after the video travels as it is."""
+    rng = np.random.default_rng(seed)
+    slots, attach = batch_memory.Slots(shared=True, max_slots=1), batch_memory.Attach()
+    array, handed = slots.take((2, 3, 5), np.uint8)
+    array[...] = 1
+    others = {
+        "rows_coef": rng.integers(-(2**31), 2**31, (2, 7, 3), np.int32),
+        "label": rng.integers(0, 400, 2).astype(np.int32),
+        "errors": np.array(["", "a.mp4: truncated"]),
+        "big": np.zeros(batch_memory.extra_room(array.nbytes) + 1, np.uint8),
+        "count": 3,
+    }
+    packed = slots.pack({"video": handed, **others})
+    carried = [k for k, v in packed.items() if isinstance(v, batch_memory.SlotRef)]
+    assert carried == ["video", "rows_coef", "label", "errors"]
+    assert packed["big"] is others["big"] and packed["count"] == 3
+    batch = attach(packed)
+    for key in ("rows_coef", "label", "errors"):
+        assert type(batch[key]) is np.ndarray and batch[key].dtype == others[key].dtype
+        np.testing.assert_array_equal(batch[key], others[key], err_msg=key)
+    kept = batch["label"]
+    assert kept.base is None  # a copy, not a view of the slot
+    del batch, array
+    gc.collect()
+    assert slots._slots[0].free  # released: the label kept does not hold it
+    np.testing.assert_array_equal(kept, others["label"])
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_batches_kept_are_never_overwritten_and_slots_are_reused(
     motion_dataset, store, seed, workers
 ):
     """16 batches: every other one kept to the end, the rest dropped at once (their slots reused
     for later batches); each equals the stacked pipeline's batch, when it came and at the end.
-    Closing the iterator stops the workers at once (nothing left to flush to the training
-    process: Grain kills a worker that has not stopped after 25 s) and leaves no slot named."""
+    A worker's batch has its small arrays in its slot (`Slots.pack`). Closing the iterator
+    stops the workers at once (nothing left to flush to the training process: Grain kills a
+    worker that has not stopped after 25 s) and leaves no slot named."""
     config = _store_config(motion_dataset, store, **{"data.augment_on": "device"})
     config.seed, config.data.num_workers, config.data.canvas = seed, workers, (56, 64)
     expected = _stacked(config, 16)
@@ -190,6 +222,8 @@ def test_batches_kept_are_never_overwritten_and_slots_are_reused(
             batch = next(iterator)
             _assert_identical([batch], expected[j : j + 1])
             slots.append(batch["video"].base)  # the slot's memory (held by Slots or Attach)
+            small = [batch[k] for k in batch if k != "video"]  # a worker's: in the slot too,
+            assert all(type(v) is np.ndarray for v in small)  # no shared memory of Grain's
             if j % 2 == 0:
                 kept.append(batch)
             del batch

@@ -331,9 +331,10 @@ PLANS = frozenset(resample.PLAN_KEYS)
 class LoadBatch:
     """Grain batch function: v elements of `random_state` -> a batch of their v R clips, each
     video's written straight into its slot of one batch array (no per-video arrays stacked,
-    no copy to hand the batch over: `batch_memory`). Bit for bit the batch of `LoadTrain` over
-    the same elements, stacked: video and crop plans (v R, ...), label (v R,), index (v R,),
-    skipped and errors (v,)."""
+    no copy to hand the batch over: `batch_memory`; from a worker the batch's other arrays
+    travel in the same slot). Bit for bit the batch of `LoadTrain` over the same elements,
+    stacked: video and crop plans (v R, ...), label (v R,), index (v R,), skipped and errors
+    (v,)."""
 
     load: LoadTrain
     memory: batch_memory.Slots
@@ -346,7 +347,7 @@ class LoadBatch:
             for k, (index, state) in enumerate(elements)
         ]
         plans = {k: np.concatenate([e[k] for e in examples]) for k in examples[0] if k in PLANS}
-        return {
+        batch = {
             "video": handed,
             **plans,
             "label": np.concatenate([e["label"] for e in examples]),
@@ -354,6 +355,7 @@ class LoadBatch:
             "skipped": np.array([e["skipped"] for e in examples]),
             "errors": np.array([e["errors"] for e in examples]),
         }
+        return self.memory.pack(batch)  # from a worker: the other arrays in the video's slot
 
 
 def per_host_batch(batch_size: int, what: str, divisor: int = 1, hosts: int | None = None) -> int:
