@@ -102,6 +102,7 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
     """A row per source and worker count, the frame store's ratio to the video files from the
     same run, the CPU breakdown, and the same figures as JSON."""
     monkeypatch.setattr(bench_data, "VIDEO", dict(frames=24, height=48, width=64, fps=12))
+    monkeypatch.setattr(bench_data, "IN_FLIGHT", 1)  # warm-up batches (the timing's own test)
     listed, measure = [], bench_data.measure  # the rows read a list as long as a dataset's
     monkeypatch.setattr(bench_data, "measure", lambda *a: listed.append(len(a[1])) or measure(*a))
     args = ["bench-data", "--folder", str(tmp_path), "--workers", "0", "--batches", "1"]
@@ -143,7 +144,8 @@ def test_bench_data_times_each_source(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("workers", [0, 1, 2])
 def test_bench_data_times_after_every_worker_has_started(monkeypatch, workers):
     """The timing starts after one batch per worker (their start-up is not the pipeline's
-    work), and the batches timed are the ones counted."""
+    work), the buffers filled (`settle`: the batch slots made) and emptied again, and the
+    batches timed are the ones counted."""
     taken, timed = [], []
 
     class Stream:
@@ -165,7 +167,9 @@ def test_bench_data_times_after_every_worker_has_started(monkeypatch, workers):
     monkeypatch.setattr(bench_data, "cpu_seconds", cpu_seconds)
     config = load_config(DEMO, [f"data.num_workers={workers}"])
     _, per_core, _ = bench_data.measure(config, None, batches=3)
-    assert timed == [0, 0, max(1, workers), max(1, workers) + 3]  # settled, then timed
+    started = max(1, workers)  # a batch per worker; then settled, emptied and timed
+    drained = started + bench_data.IN_FLIGHT * started
+    assert timed == [0, 0, started, started, drained, drained + 3]
     assert per_core == 4  # 3 batches of 4 clips in 3 (fake) CPU-seconds
 
 

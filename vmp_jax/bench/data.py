@@ -9,7 +9,7 @@ Two tables, every figure measured in the same run:
 - per source and worker count, the recipe's whole training pipeline (the Grain pipeline that
   `vmp train` reads: segment sampling over the whole video, random resized crop, flip,
   RandAugment, normalisation, erasing, repeated augmentation, batching and the workers'
-  hand-off) after a warm-up batch per worker: clips/s, and clips per CPU-second of this process
+  hand-off) once started (`measure`): clips/s, and clips per CPU-second of this process
   and its workers ("per core"), with the ratio to video files with host augmentation at the
   same worker count, for `data.augment_on` host and device (the loader's part: the step's part
   follows);
@@ -135,12 +135,20 @@ class Row:
     x_video: float | None = None  # clips/s over video files' at the same worker count
 
 
+# More than the batches a worker holds in flight (its 2 reader threads', the one it is handing
+# over, its queue's, and the training process's buffer's and the thread's filling it).
+IN_FLIGHT = 8
+
+
 def measure(config, source, batches: int) -> tuple[float, float, float]:
-    """(clips/s, clips per CPU-second, seconds to the first batch) over `batches` batches
-    after one warm-up batch per worker (one without workers): the workers' batches come in
-    turn, so each has started (imported, opened the store) before the timing, which would
-    otherwise count a worker's start-up against the clips. Started once the row before has
-    finished its work (`settle`)."""
+    """(clips/s, clips per CPU-second, seconds to the first batch) over `batches` batches once
+    the pipeline has started, which the timing would otherwise count against the clips: a
+    first batch per worker (one without workers; the workers' batches come in turn, so each
+    has imported and opened the store), then every buffer left to fill (`settle`), which makes
+    each batch slot the pipeline will hold in flight (`batch_memory`: once per run, about 6 a
+    worker, a batch's worth of fresh pages each: 26 MB, 10-15 ms of CPU on the CI-sized VM),
+    and emptied again (`IN_FLIGHT` batches per process taken), so that the timed batches are
+    made while they are timed. Started once the row before has finished its work (`settle`)."""
     settle()
     start = time.perf_counter()
     iterator = iter(pipeline.train_dataset(config, source))
@@ -148,6 +156,9 @@ def measure(config, source, batches: int) -> tuple[float, float, float]:
         next(iterator)  # starts the workers
         first = time.perf_counter() - start
         for _ in range(config.data.num_workers - 1):
+            next(iterator)
+        settle()  # every buffer full: the slots of every batch in flight made
+        for _ in range(IN_FLIGHT * max(1, config.data.num_workers)):
             next(iterator)
         warm, cpu = time.perf_counter(), cpu_seconds()
         clips = 0
