@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.multihost import every_process_caches
 from tests.tiny_run import complete_steps, final_state, tiny_overrides
 from vmp_jax.engine.checkpoint import checkpoint_dir
 from vmp_jax.engine.mixing import Mixing
@@ -32,6 +33,8 @@ from vmp_jax.train import loop
 
 DEMO = str(REPO_ROOT / "configs" / "demo.py")
 LAUNCH = [sys.executable, "-m", "vmp_jax.cli", "launch"]
+# `vmp` under `vmp launch`: every process writes the compilation cache (every_process_caches.py)
+VMP = [sys.executable, every_process_caches.__file__]
 
 
 def _settings(root: str, **extra) -> list[str]:
@@ -55,8 +58,9 @@ WORKERS = {"data__num_workers": 2}
 
 
 # The runs share their compiled programs (the restarted run and the evals compile what an earlier
-# run did), which keeps these tests to a few minutes on two cores. `make test` runs each test
-# file on one worker (--dist loadfile), so the module's fixtures are built once.
+# run did), in both processes (VMP), which keeps these tests to a few minutes on two cores.
+# `make test` runs each test file on one worker (--dist loadfile), so the module's fixtures are
+# built once.
 _CACHE_ENV: dict[str, str] = {}
 
 
@@ -82,7 +86,7 @@ def _launch(processes: int, command: list[str]) -> subprocess.Popen:
 def _train(root: str, workdir: str, processes: int, **extra) -> str:
     run = _launch(
         processes,
-        ["vmp", "train", "--config", DEMO, *_settings(root, **extra), "--workdir", workdir],
+        [*VMP, "train", "--config", DEMO, *_settings(root, **extra), "--workdir", workdir],
     )
     out, _ = run.communicate(timeout=600)
     assert run.returncode == 0, out
@@ -122,7 +126,7 @@ def test_two_processes_train_as_one_process_of_eight_devices(
 def _train_until_first_checkpoint(root: str, workdir: str, **extra):
     """A 2-process run of `_settings`, once its first checkpoint (step 2) is complete: the
     launcher, its output so far and the processes' pids."""
-    command = ["vmp", "train", "--config", DEMO, *_settings(root, **extra), "--workdir", workdir]
+    command = [*VMP, "train", "--config", DEMO, *_settings(root, **extra), "--workdir", workdir]
     run = _launch(2, command)
     pids, lines = {}, []
     deadline = time.monotonic() + 600
@@ -215,7 +219,7 @@ def test_a_sigint_to_one_process_group_stops_every_process_at_one_step(
 
 
 def _eval(root: str, checkpoint: str, out_dir: str, processes: int) -> str:
-    command = ["vmp", "eval", "--config", DEMO, *_settings(root)]
+    command = [*VMP, "eval", "--config", DEMO, *_settings(root)]
     run = _launch(processes, command + ["--checkpoint", checkpoint, "--out", out_dir])
     out, _ = run.communicate(timeout=300)
     assert run.returncode == 0, out
@@ -256,8 +260,10 @@ def test_two_process_eval_writes_the_one_process_predictions_once(
 SIGTERM_IN_EVAL = f"""
 import os, sys
 sys.path.insert(0, {str(REPO_ROOT)!r})
+from tests.multihost.every_process_caches import install
 from tests.tiny_run import sigterm_in_first_eval_step
 from vmp_jax.cli import main
+install()
 if os.environ["JAX_PROCESS_ID"] == "1":
     sigterm_in_first_eval_step(wait_s=2)
 sys.exit(main(sys.argv[1:]))
@@ -487,7 +493,7 @@ def test_a_checkpoint_damaged_on_one_process_is_moved_aside_by_every_process(
     shard = max(shards, key=os.path.getsize)
     os.truncate(shard, os.path.getsize(shard) // 2)
     os.remove(f"{checkpoints}/4/data/process_1-of-2.json")
-    command = ["vmp", "train", "--config", DEMO, *_settings(motion_dataset), "--workdir", workdir]
+    command = [*VMP, "train", "--config", DEMO, *_settings(motion_dataset), "--workdir", workdir]
     run = _launch(2, command)
     try:
         out, _ = run.communicate(timeout=300)
