@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.shm_watch import SharedMemoryWatch
 from tests.tiny_run import (
     complete_steps,
     final_state,
@@ -206,11 +207,14 @@ def test_a_sigterm_to_the_process_group_saves_the_step_reached_and_resumes_bit_i
 ):
     """A cluster agent's SIGTERM to the whole process group, the loader with 2 Grain workers
     (as the recipes' with 8) included. The step under way finishes, a checkpoint of it is
-    saved, exit code 0, no shared memory left behind (Python's resource tracker warns of any);
+    saved, exit code 0, no shared memory left behind (Python's resource tracker warns of what
+    it still tracks; /dev/shm shows the rest, `SharedMemoryWatch`);
     the resumed run ends as the straight run without workers. (Ctrl-C's SIGINT to the group:
     the workers' side in tests/engine/test_preemption.py, the whole run in tests/multihost.)"""
     interrupted = str(tmp_path / "preempted")
-    with open(tmp_path / "output.txt", "w+") as output:  # a file: a full pipe would block it
+    watch = SharedMemoryWatch(tmp_path / "shm")  # the run and its workers
+    # the output in a file: a full pipe would block the run
+    with watch, open(tmp_path / "output.txt", "w+") as output:
         popen = {"stdout": output, "stderr": subprocess.STDOUT, "start_new_session": True}
         process = _train_until_step_4(motion_dataset, interrupted, workers=2, **popen)
         os.killpg(process.pid, signal.SIGTERM)
@@ -225,6 +229,8 @@ def test_a_sigterm_to_the_process_group_saves_the_step_reached_and_resumes_bit_i
     assert 4 <= int(stopped[1]) < 12
     assert stopped[2] == os.path.join(interrupted, "checkpoints", stopped[1])
     assert os.path.isdir(stopped[2])
+    assert len(watch.pids()) >= 3, watch.pids()  # the run and its 2 workers, watched at least
+    assert watch.left() == [], f"left in /dev/shm by the preempted run or its workers:\n{out}"
     _resume_and_compare(motion_dataset, straight_run[0], interrupted, workers=2)
     # read now: the resource tracker writes its warning after the process has exited
     assert "leaked shared_memory" not in (tmp_path / "output.txt").read_text()
