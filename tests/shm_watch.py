@@ -58,14 +58,14 @@ class SharedMemoryWatch:
         except FileNotFoundError:
             return set()
 
-    def running(self) -> set[str]:
+    def still_running(self) -> set[str]:
         """The watched processes that have not exited yet: this one aside, and Python's
         resource tracker (one per process that starts children, alive as long as that
         process: the last to clean up, not part of a run)."""
         return {
             pid
             for pid in self.pids()
-            if pid != str(os.getpid()) and _running(int(pid)) and not _tracker(int(pid))
+            if pid != str(os.getpid()) and running(int(pid)) and not _tracker(int(pid))
         }
 
     def left(self, wait_s: float = 60) -> list[str]:
@@ -73,7 +73,7 @@ class SharedMemoryWatch:
         once every one of them has exited (waited for up to `wait_s`: a worker being closed
         unlinks its last buffers as it exits): shared memory, semaphores and batch slots."""
         deadline = time.monotonic() + wait_s
-        while self.running() and time.monotonic() < deadline:
+        while self.still_running() and time.monotonic() < deadline:
             time.sleep(0.1)
         pids = self.pids() | {str(os.getpid())}
         prefixes = (f"psm_{self.tag}_", f"sem.mp-{self.tag}-")
@@ -93,7 +93,7 @@ def _tracker(pid: int) -> bool:
         return False
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether `pid` runs (a zombie does not: it has exited, its parent has not reaped it)."""
     try:
         with open(f"/proc/{pid}/stat") as f:

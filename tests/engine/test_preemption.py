@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from tests.shm_watch import running
 from tests.tiny_run import tiny_overrides
 from vmp_jax.engine import checkpoint
 from vmp_jax.engine.preemption import Preempted, Preemption
@@ -88,15 +89,6 @@ time.sleep(300)
 """
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` runs (a zombie does not: an orphan's reaper may be slow)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
-    except FileNotFoundError:
-        return False
-
-
 def test_loader_workers_leave_signals_to_the_training_process_and_end_with_it(
     motion_dataset, tmp_path
 ):
@@ -122,9 +114,9 @@ def test_loader_workers_leave_signals_to_the_training_process_and_end_with_it(
         os.kill(loader.pid, signal.SIGKILL)
         loader.wait(timeout=60)
         deadline = time.monotonic() + 30
-        while any(_running(int(pid)) for pid in workers) and time.monotonic() < deadline:
+        while any(running(int(pid)) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not any(_running(int(pid)) for pid in workers), err.read_text()
+        assert not any(running(int(pid)) for pid in workers), err.read_text()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(loader.pid, signal.SIGKILL)  # what is left (failing): not for the suite
