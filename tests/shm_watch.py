@@ -20,6 +20,7 @@ Use:
     assert watch.left() == []
 """
 
+import gc
 import os
 import secrets
 import time
@@ -71,10 +72,13 @@ class SharedMemoryWatch:
     def left(self, wait_s: float = 60) -> list[str]:
         """The entries of /dev/shm that the watched processes made and that are still there
         once every one of them has exited (waited for up to `wait_s`: a worker being closed
-        unlinks its last buffers as it exits): shared memory, semaphores and batch slots."""
+        unlinks its last buffers as it exits) and this process's garbage is collected (a run
+        started here: Grain's iterators sit in reference cycles, and their buffers and
+        semaphores go with them): shared memory, semaphores and batch slots."""
         deadline = time.monotonic() + wait_s
         while self.still_running() and time.monotonic() < deadline:
             time.sleep(0.1)
+        gc.collect()  # a run in this process: what its objects (in cycles) hold is freed now
         pids = self.pids() | {str(os.getpid())}
         prefixes = (f"psm_{self.tag}_", f"sem.mp-{self.tag}-")
         return sorted(

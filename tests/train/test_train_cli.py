@@ -231,7 +231,9 @@ def test_a_sigterm_to_the_process_group_saves_the_step_reached_and_resumes_bit_i
     assert os.path.isdir(stopped[2])
     assert len(watch.pids()) >= 3, watch.pids()  # the run and its 2 workers, watched at least
     assert watch.left() == [], f"left in /dev/shm by the preempted run or its workers:\n{out}"
-    _resume_and_compare(motion_dataset, straight_run[0], interrupted, workers=2)
+    with SharedMemoryWatch(tmp_path / "shm") as resumed:  # here, with 2 workers
+        _resume_and_compare(motion_dataset, straight_run[0], interrupted, workers=2)
+    assert resumed.left() == [], "left in /dev/shm by the resumed run or its workers"
     # read now: the resource tracker writes its warning after the process has exited
     assert "leaked shared_memory" not in (tmp_path / "output.txt").read_text()
 
