@@ -9,6 +9,7 @@ import sys
 
 from vmp_jax.cli.bench import scan_blocks
 from vmp_jax.compile.programs import TARGET_SHAPE
+from vmp_jax.compile.recipes import K400_CONFIGS
 from vmp_jax.compile.targets import FAMILIES, NAMES, family
 
 ALIAS = "gpu-compile"  # `vmp compile`'s GPU half before it took TPU targets too
@@ -107,8 +108,6 @@ def add_kernel_arguments(parser) -> None:
 
 def _add_command(subparsers, name: str, wrap=lambda func: func, **kwargs) -> None:
     """`vmp compile` (or its alias `name`, whose commands run through `wrap`)."""
-    from vmp_jax.compile.table import K400_CONFIGS
-
     p = subparsers.add_parser(name, **kwargs)
     commands = p.add_subparsers(dest="what", required=True)
     k = commands.add_parser(

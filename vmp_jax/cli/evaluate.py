@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from vmp_jax.cli.launch import add_cluster_arguments, join_cluster
+from vmp_jax.evaluate.weights import WEIGHTS
 
 LABELS_HELP = "a label map file (one name per line, CSV id,name, JSON): the class names"
 WEIGHTS_HELP = "which weights: the EMA copy when the run kept one (auto, the default), ema, or raw"
@@ -131,8 +132,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_eval(subparsers) -> None:
-    from vmp_jax.evaluate.multiview import WEIGHTS
-
     p = subparsers.add_parser(
         "eval",
         help="multi-view test of a checkpoint: top-1/5, per class, confusion, predictions CSV",
@@ -163,8 +162,6 @@ def _add_eval(subparsers) -> None:
 
 
 def _add_predict(subparsers) -> None:
-    from vmp_jax.evaluate.multiview import WEIGHTS
-
     p = subparsers.add_parser(
         "predict",
         help="classify video files with a trained checkpoint: top-k classes per video",

@@ -3,6 +3,7 @@
 import argparse
 
 from vmp_jax.cli.launch import add_cluster_arguments, join_cluster
+from vmp_jax.train.variants import VARIANTS
 
 DIAGNOSTICS = "configs/diagnostics.py"
 
@@ -77,7 +78,6 @@ def _add_train_commands(subparsers) -> None:
     p.set_defaults(func=_train, accepts_overrides=True)
 
     from vmp_jax.data.diagnostic import TASKS
-    from vmp_jax.train.ablate import VARIANTS
 
     p = subparsers.add_parser(
         "ablate",

@@ -20,13 +20,6 @@ from vmp_jax.compile import targets, train
 from vmp_jax.compile.tpu.targets import table_topologies
 from vmp_jax.experiment import REPO_ROOT
 
-SIZES, FRAMES, KINDS = ("ti", "s", "m"), (8, 16), ("vm", "vmp")
-K400_CONFIGS = [
-    f"configs/k400_{kind}_{size}_f{frames}.py"
-    for size in SIZES
-    for frames in FRAMES
-    for kind in KINDS
-]
 PAPER_BATCH = 16  # 256 clips over 16 GPUs
 
 

@@ -15,11 +15,10 @@ from vmp_jax.data import pipeline, sources
 from vmp_jax.engine import checkpoint, preemption, sharding, steps
 from vmp_jax.engine.state import Trainer
 from vmp_jax.evaluate import batches, metrics
+from vmp_jax.evaluate.weights import WEIGHTS
 from vmp_jax.experiment import model_config
 from vmp_jax.models.videomamba import abstract_params
 from vmp_jax.multihost import join
-
-WEIGHTS = ("auto", "ema", "raw")
 
 
 def use_ema(path: str, weights: str = "auto") -> bool:

@@ -9,14 +9,7 @@ from vmp_jax.evaluate import multiview
 from vmp_jax.experiment import apply_override, model_config
 from vmp_jax.multihost import join
 from vmp_jax.train import loop
-
-# name -> the model switches (bwd_mask_diagonal, residual_ssm, bwd_shares_delta)
-VARIANTS = {
-    "videomamba": (False, False, False),
-    "vmp_no_residual": (True, False, True),
-    "vmp_no_mask": (False, True, True),
-    "vmp": (True, True, True),
-}
+from vmp_jax.train.variants import VARIANTS
 
 
 def variant_config(config, name: str):
