@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.multihost import every_process_caches
+from tests.shm_watch import SharedMemoryWatch
 from tests.tiny_run import complete_steps, final_state, tiny_overrides
 from vmp_jax.engine.checkpoint import checkpoint_dir
 from vmp_jax.engine.mixing import Mixing
@@ -142,9 +143,17 @@ def _train_until_first_checkpoint(root: str, workdir: str, **extra):
     return run, "".join(lines), pids
 
 
-def _resume_and_compare(root: str, workdir: str, straight: str, resumed_from: str, **extra) -> None:
-    """The run resumed in `workdir` ends bit-identical to the uninterrupted `straight`."""
-    resumed = _train(root, workdir, processes=2, **extra)
+def _resume_and_compare(
+    root: str, workdir: str, straight: str, resumed_from: str, shm: str, **extra
+) -> None:
+    """The run resumed in `workdir` ends bit-identical to the uninterrupted `straight`, its
+    processes (and their Grain workers, with `extra`'s data.num_workers) leaving nothing in
+    /dev/shm (`shm`: the watch's folder) once it ends: the last validation's batch too, the
+    last work of process 1."""
+    with SharedMemoryWatch(shm) as watch:
+        resumed = _train(root, workdir, processes=2, **extra)
+    assert "leaked shared_memory" not in resumed, resumed
+    assert watch.left() == []
     assert re.search(rf"^\[0\] resumed from .*/checkpoints/{resumed_from}$", resumed, re.M), resumed
     (got, step), (want, _) = (_final_state(root, w) for w in (workdir, straight))
     assert step == 6
@@ -153,7 +162,7 @@ def _resume_and_compare(root: str, workdir: str, straight: str, resumed_from: st
 
 
 def test_a_process_killed_mid_run_in_a_bucket_resumes_bit_identical(
-    gcs, motion_dataset, two_process_run
+    gcs, motion_dataset, two_process_run, tmp_path
 ):
     """The workdir in the emulator's bucket (Orbax's multi-process checkpoints there, each
     process writing its shards and its iterator state): one process SIGKILLed after the
@@ -169,7 +178,7 @@ def test_a_process_killed_mid_run_in_a_bucket_resumes_bit_identical(
     assert time.monotonic() - killed < launch.PEER_FAILED_GRACE_S + 8
     assert "process 1 exited with 137: stopping the others" in out
     assert 6 not in complete_steps(workdir)  # it was mid-run
-    _resume_and_compare(motion_dataset, workdir, two_process_run, "[2-5]")
+    _resume_and_compare(motion_dataset, workdir, two_process_run, "[2-5]", tmp_path / "shm")
 
 
 def _stopped_at_one_step(workdir: str, out: str) -> str:
@@ -199,7 +208,7 @@ def test_a_sigterm_to_the_launcher_saves_every_process_at_one_step_and_exits_0(
     out, _ = run.communicate(timeout=300)
     assert run.returncode == 0, lines + out
     step = _stopped_at_one_step(workdir, lines + out)
-    _resume_and_compare(motion_dataset, workdir, two_process_run, step, **WORKERS)
+    _resume_and_compare(motion_dataset, workdir, two_process_run, step, tmp_path / "shm", **WORKERS)
 
 
 def test_a_sigint_to_one_process_group_stops_every_process_at_one_step(

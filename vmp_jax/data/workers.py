@@ -13,10 +13,20 @@ signals through fork and exec, and `worker_init` ignores them before unblocking 
 Python's resource tracker starts its process). A signal that comes meanwhile goes to another
 thread of the training process, or waits until the call returns: it is never lost. A worker
 whose training process is gone without closing it (SIGKILL) exits on its own.
+
+The end of a pass (an evaluation's last batch read) comes as a StopIteration raised in
+Grain's prefetch thread, whose frames, kept in reference cycles by the exception's tracebacks
+(Grain re-raises it with a filtered one), still hold the pass's last batch. Left so, the
+batch's shared memory (Grain's, unlinked when the batch is freed) would wait for the cyclic
+garbage collector, which in a process that ends soon after runs only at interpreter shutdown,
+after multiprocessing has stopped the thread that Grain unlinks with: left to Python's resource
+tracker, which warns of "leaked shared_memory objects" (process 1 of a 2-process `vmp train`,
+whose last validation is its last work). So `_HeldIterator` collects them at the end of a pass.
 """
 
 import contextlib
 import functools
+import gc
 import os
 import signal
 import threading
@@ -81,7 +91,12 @@ class SignalsHeld(grain.IterDataset):
 class _HeldIterator(grain.DatasetIterator):
     def __next__(self):
         with held():
-            return next(self._parent)
+            try:
+                return next(self._parent)
+            except StopIteration:
+                pass
+        gc.collect()  # the end of a pass: its last batch, in Grain's reference cycles, freed
+        raise StopIteration
 
     def get_state(self) -> dict:
         return self._parent.get_state()
