@@ -28,7 +28,7 @@ def test_synthetic_batches_are_normalised_learnable_clips():
 def test_bench_train_cli_times_steps_and_the_loss_falls(tmp_path, capsys):
     out = str(tmp_path / "bench")
     argv = ["bench-train", "--config", DEMO, "--steps", "24", "--warmup", "2", "--batches", "1"]
-    argv += ["--out", out] + [f"--config.{s}" for s in SMALL]
+    argv += ["--out", out] + [f"--config.{s}" for s in [*SMALL, "model.depth=2"]]
     assert cli.main(argv) == 0
     text = capsys.readouterr().out
     assert "global batch 8" in text and "clips/s" in text and "timed steps         22" in text
@@ -81,7 +81,7 @@ def test_bench_train_rejects_fewer_steps_than_warmup(capsys):
 
 
 def test_bench_compile_times_both_layer_layouts(capsys):
-    argv = ["bench-compile", "--config", DEMO, "--batch", "8", "--config.model.depth=3"]
+    argv = ["bench-compile", "--config", DEMO, "--batch", "8", "--config.model.depth=2"]
     assert cli.main(argv) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()]
     rows = {r[0].strip(): [c.strip() for c in r[1:]] for r in rows if len(r) == 7}
