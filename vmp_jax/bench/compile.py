@@ -7,13 +7,12 @@ compiles on a laptop. Each layout is compiled `repeats` times in alternation, ea
 fastest (jax's in-memory caches are cleared before every compile).
 """
 
-import contextlib
 import dataclasses
 import time
 
 import jax
-from jax.experimental.compilation_cache import compilation_cache
 
+from vmp_jax import compile_cache
 from vmp_jax.engine import steps
 from vmp_jax.experiment import load_config
 
@@ -39,7 +38,7 @@ def compile_once(config) -> Row:
     a program loaded from it would time the load, not the compile)."""
     jax.clear_caches()
     train_step, state, batch = steps.abstract_train_step(config)
-    with _no_persistent_cache():
+    with compile_cache.cache_options(jax_enable_compilation_cache=False):
         start = time.perf_counter()
         traced = train_step.trace(state, batch)
         traced_at = time.perf_counter()
@@ -50,18 +49,6 @@ def compile_once(config) -> Row:
     temp = compiled.memory_analysis().temp_size_in_bytes
     layout = "scanned" if config.model.scan_layers else "looped"
     return Row(layout, traced_at - start, lowered_at - traced_at, done - lowered_at, temp)
-
-
-@contextlib.contextmanager
-def _no_persistent_cache():
-    enabled = jax.config.jax_enable_compilation_cache
-    jax.config.update("jax_enable_compilation_cache", False)
-    compilation_cache.reset_cache()  # jax decides whether to use the cache once, until reset
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_compilation_cache", enabled)
-        compilation_cache.reset_cache()
 
 
 def format_table(rows: list[Row]) -> str:

@@ -10,15 +10,14 @@ against VideoMamba on the pooled seeds (each (seed, video) a pair), accuracy aga
 (PNG), and the similarity matrices of one trained VideoMamba and one VMP on the same clip.
 """
 
-import contextlib
 import dataclasses
 import os
 import statistics
 import time
 
-import jax
 import numpy as np
 
+from vmp_jax import compile_cache
 from vmp_jax.data import diagnostic
 from vmp_jax.evaluate import metrics, multiview
 from vmp_jax.train import ablate, loop
@@ -68,18 +67,11 @@ def run(config, workdir: str, settings: Settings = Settings(), echo=print) -> li
         return _run(config, workdir, settings, echo)
 
 
-@contextlib.contextmanager
 def _compilation_cache(path: str):
     """Runs that differ only in their seed compile the same programs: cache them on disk."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    before = [getattr(jax.config, name) for name in names]
-    for name, value in zip(names, (path, 0.0), strict=True):
-        jax.config.update(name, value)
-    try:
-        yield
-    finally:
-        for name, value in zip(names, before, strict=True):
-            jax.config.update(name, value)
+    return compile_cache.cache_options(
+        jax_compilation_cache_dir=path, jax_persistent_cache_min_compile_time_secs=0.0
+    )
 
 
 def _run(config, workdir: str, settings: Settings, echo) -> list[Run]:
