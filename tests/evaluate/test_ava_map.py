@@ -59,11 +59,39 @@ def test_boxes_shuffled_between_persons_score_low():
     assert _map(GT, det).ap[12] == pytest.approx(1 / 3)
 
 
-def test_ties_rank_later_keyframes_first_as_the_script_with_a_stable_sort():
+def test_ties_rank_later_keyframes_first_as_the_scripts_argsort_of_two():
     gt = [("v1", 903, *A, 12), ("v1", 902)]  # 902: labelled, nobody there
     fp_first_in_file = [("v1", 902, *A, 12, 0.9), ("v1", 903, *A, 12, 0.9)]
     assert _map(gt, fp_first_in_file).ap[12] == pytest.approx(1.0)  # the TP ranked first
     assert _map(gt, fp_first_in_file[::-1]).ap[12] == pytest.approx(0.5)
+
+
+def test_tied_scores_within_a_keyframe_follow_the_scripts_heap_order():
+    # Derivation (the script: heappush of (score, action, y1, x1, y2, x2) per row, then
+    # sorted(heap, key=-score), stable). File order A, C: push eA = (0.9, 12, 0.1, 0.1, ..),
+    # push eC = (0.9, 12, 0.0, 0.0, ..): eC < eA sifts up, the heap list is [eC, eA]; file
+    # order C, A: eA > eC stays, [eC, eA] too. Either way the keyframe's list is C (no
+    # overlap: a false positive), A (a true positive). The action's scores [0.9, 0.9]:
+    # np.argsort gives [0, 1] (asserted below), reversed: A first, then C: AP 1.0. (Equal
+    # scores in file order, A then C, would rank C first: AP 0.5.)
+    assert np.argsort(np.array([0.9, 0.9])).tolist() == [0, 1]
+    gt = [("v1", 902, *A, 12)]
+    det = [("v1", 902, *A, 12, 0.9), ("v1", 902, *C, 12, 0.9)]
+    assert _map(gt, det).ap[12] == pytest.approx(1.0)
+    assert _map(gt, det[::-1]).ap[12] == pytest.approx(1.0)
+
+
+def test_ground_truth_in_the_scripts_heap_order_decides_equal_ious():
+    # The script reads the ground truth through the same heap: its "score" is the 8th column
+    # (AVA's person id), so a keyframe's boxes come by person id descending: g2 (person 1),
+    # then g1 (person 0). d overlaps both by IoU 0.5 exactly (dyadic coordinates): np.argmax
+    # takes the first, g2, already matched by e (score 0.95): d is a false positive.
+    # Precision 1 at recall 1/2, then nothing: AP 0.5 (g1 first, in file order: 1.0).
+    g1, g2, d = (0.125, 0.125, 0.5, 0.5), (0.375, 0.125, 0.75, 0.5), (0.25, 0.125, 0.625, 0.5)
+    gt = [("v1", 902, *g1, 12, 0), ("v1", 902, *g2, 12, 1)]
+    det = [("v1", 902, *g2, 12, 0.95), ("v1", 902, *d, 12, 0.9)]
+    assert _map(gt, det).ap[12] == pytest.approx(0.5)
+    assert _map(gt[::-1], det).ap[12] == pytest.approx(0.5)
 
 
 def test_the_best_box_is_matched_even_when_taken():
@@ -240,7 +268,7 @@ def official(gt_rows, det_rows, class_ids, excluded, unlabelled="ignore", matchi
         if not len(s):
             aps[c] = 0.0
             continue
-        t = t[np.argsort(s, kind="stable")[::-1]]
+        t = t[np.argsort(s)[::-1]]  # the script's own: NumPy's default kind, not stable
         precision = np.cumsum(t) / np.arange(1, len(t) + 1)
         recall = np.cumsum(t) / num_gt[c]
         r = [0.0, *recall, 1.0]
@@ -251,15 +279,20 @@ def official(gt_rows, det_rows, class_ids, excluded, unlabelled="ignore", matchi
     return aps
 
 
-def _random_files(rng):
+def _random_files(rng, discrete=False):
     """Ground truth of a few persons per keyframe with 1-3 actions each, 2-column rows for
     some keyframes without persons, some keyframes with rows of action 2 (outside NAMES) only;
-    detections: jittered true boxes with every action (continuous scores), false boxes,
+    detections: jittered true boxes with every action (continuous scores, or with `discrete`
+    one of 0.25, 0.5, 0.75, 1: ties within keyframes and across them), false boxes,
     keyframes absent from the ground truth, 2-column rows, actions outside the map, empty
     boxes, keyframes over the 50-row cap, and persons side by side (where the two matching
     rules differ)."""
     actions = [1, 2, 3, 4, 11, 12]  # 2 is outside NAMES
     gt, det = [], []
+
+    def score() -> float:
+        return rng.integers(1, 5) / 4 if discrete else rng.random()
+
     for v in range(4):
         for ts in range(902, 910):
             persons = rng.integers(0, 4)
@@ -281,12 +314,12 @@ def _random_files(rng):
                 for _ in range(rng.integers(1, 3)):
                     moved = np.asarray(box) + rng.normal(0, 0.04, 4)
                     for a in actions:
-                        det.append((f"v{v}", ts, *moved, a, rng.random()))
+                        det.append((f"v{v}", ts, *moved, a, score()))
             for _ in range(rng.integers(0, 12 if ts == 905 else 2)):
                 x1, y1 = rng.uniform(0, 0.6, 2)
                 box = (x1, y1, x1 + 0.2, y1 + 0.3) if rng.random() > 0.1 else (x1, y1, x1, y1)
                 for a in actions:
-                    det.append((f"v{v}" if ts < 909 else "v9", ts, *box, a, rng.random()))
+                    det.append((f"v{v}" if ts < 909 else "v9", ts, *box, a, score()))
     order = rng.permutation(len(det))
     return gt, [det[i] for i in order]
 
@@ -296,8 +329,8 @@ def _random_files(rng):
 )
 def test_random_files_match_the_scripts_structure(seed, unlabelled, matching):
     rng = np.random.default_rng(seed)
-    for _ in range(3):
-        gt, det = _random_files(rng)
+    for discrete in (False, True, True):
+        gt, det = _random_files(rng, discrete)
         gt = [gt[i] for i in rng.permutation(len(gt))]
         excluded = {("v0", 903), ("v1", 907)}
         want = official(gt, det, set(NAMES), excluded, unlabelled, matching)

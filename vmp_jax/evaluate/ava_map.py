@@ -27,12 +27,14 @@ object_detection evaluator it vendors, `PascalDetectionEvaluator`), step by step
    (precision made monotone from the right, summed over recall steps); 0 for an action with
    ground truth and no detections; the mAP is the mean over actions with ground truth.
 
-Ties. The script ranks an action's detections with `np.argsort(scores)[::-1]`; NumPy's default
-sort is not stable, so the order of equal scores there depends on the NumPy build. Here equal
-scores are ranked as a stable sort reversed, which is what the script gives when NumPy's sort
-happens to be stable on the input (small arrays): later keyframes (in order of their first
-detection row) first, and within a keyframe the later row first. Within a keyframe, the
-greedy matching takes equal-scored detections in file order (the script: its heap's order).
+Ties. The script lists each keyframe's rows by `sorted(heap, key=-score)`, stable over its
+heap's list, so equal scores come in the heap's list order (tuple comparison on action, y1,
+x1, y2, x2), not file order; the greedy matching takes them in that order, and the ground
+truth (its 8th column as the "score") goes through the same heap, which decides exact IoU
+ties. Here keyframes with equal kept scores are replayed through heapq (`tie_order`). Each
+action's detections are then ranked by the script's own `np.argsort(scores)[::-1]` (not
+stable: equal scores in an order that depends on the NumPy build and CPU) on the same array
+in the same order (keyframes by first detection row), so equal to the script's on one machine.
 
 Vectorised: one pass over all (detection, ground-truth box) pairs of the same keyframe and
 action, a NumPy sort per step, a loop over the ~60 actions for the AP only; AVA's validation
@@ -153,14 +155,22 @@ def _group_starts(sorted_codes: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(np.where(new, np.arange(len(sorted_codes)), 0))
 
 
-def top_k_rows(keyframe: np.ndarray, scores: np.ndarray, table: Table, k: int) -> np.ndarray:
+def keyframe_order(keyframe: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """int (n,): the rows by keyframe, score descending, file order."""
+    return np.lexsort((np.arange(len(keyframe)), -scores, keyframe))
+
+
+def top_k_rows(
+    keyframe: np.ndarray, scores: np.ndarray, table: Table, k: int, order=None
+) -> np.ndarray:
     """bool (n,): the rows the official script's per-keyframe heap of capacity k keeps.
     Vectorised (all rows above a keyframe's k-th score, none below); a keyframe whose k-th and
-    (k+1)-th scores tie is replayed through heapq exactly as the script does."""
+    (k+1)-th scores tie is replayed through heapq exactly as the script does.
+    order: `keyframe_order(keyframe, scores)` if already computed."""
     n = len(keyframe)
     if k < 1 or not n:
         return np.ones(n, bool)
-    order = np.lexsort((np.arange(n), -scores, keyframe))  # by keyframe, score desc, file order
+    order = keyframe_order(keyframe, scores) if order is None else order
     rank = np.arange(n) - _group_starts(keyframe[order])
     keep = np.zeros(n, bool)
     keep[order[rank < k]] = True
@@ -172,21 +182,62 @@ def top_k_rows(keyframe: np.ndarray, scores: np.ndarray, table: Table, k: int) -
     ]:
         rows = np.flatnonzero(keyframe == keyframe[row])  # a tied boundary: replay the heap
         keep[rows] = False
-        keep[_heap_keep(rows, table, k)] = True
+        keep[_heap_list(rows, table, k)] = True
     return keep
 
 
-def _heap_keep(rows: np.ndarray, table: Table, k: int) -> list[int]:
-    """The script's heapq over one keyframe's rows, in file order."""
+def _heap_list(rows: np.ndarray, table: Table, k: int) -> list[int]:
+    """The script's heapq over one keyframe's rows (in file order), capacity k (< 1: no cap):
+    the rows it keeps, in the heap's list order."""
     heap: list = []
     for i in rows.tolist():
         x1, y1, x2, y2 = table.boxes[i].tolist()
         entry = (table.scores[i], int(table.actions[i]), y1, x1, y2, x2, i)
-        if len(heap) < k:
+        if k < 1 or len(heap) < k:
             heapq.heappush(heap, entry)
         elif entry[0] > heap[0][0]:
             heapq.heapreplace(heap, entry)
     return [e[-1] for e in heap]
+
+
+def tie_order(
+    keyframe: np.ndarray, keep: np.ndarray, table: Table, k: int, order=None, by_action=False
+) -> np.ndarray:
+    """int64 (n,): a key that orders the kept rows of one keyframe with equal scores as the
+    script does: its `sorted(heap_list, key=-score)` is stable, so equal scores come in the
+    heap's list order (tuple comparison on action, y1, x1, y2, x2), not in file order.
+    The row index (file order) where that makes no difference: only keyframes with two kept
+    rows of equal score (by_action: and action, the only ties that matching compares) are
+    replayed through heapq, so continuous scores stay fast; a replayed keyframe's row indices
+    are handed out among its rows in the heap's order.
+    order: the rows sorted by keyframe first, equal scores adjacent (by_action: equal
+    (action, score)); default `keyframe_order(keyframe, table.scores)` (by_action: by
+    keyframe, action, score)."""
+    tie = np.arange(len(keyframe), dtype=np.int64)
+    if order is None and by_action:
+        order = np.lexsort((table.scores, table.actions, keyframe))
+    elif order is None:
+        order = keyframe_order(keyframe, table.scores)
+    by = order[keep[order]]  # the kept rows by keyframe, equal scores adjacent
+    kf, score, action = keyframe[by], table.scores[by], table.actions[by]
+    same = (kf[1:] == kf[:-1]) & (score[1:] == score[:-1])
+    if by_action:
+        same &= action[1:] == action[:-1]
+    tied = np.unique(kf[1:][same])
+    sorted_kf = keyframe[order]
+    starts = np.searchsorted(sorted_kf, tied, "left")
+    ends = np.searchsorted(sorted_kf, tied, "right")
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        heap = _heap_list(np.sort(order[start:end]), table, k)  # the rows in file order
+        tie[heap] = np.sort(heap)
+    return tie
+
+
+def _inverse(permutation: np.ndarray) -> np.ndarray:
+    """int64 (n,): each element's position in `permutation`."""
+    inverse = np.empty(len(permutation), np.int64)
+    inverse[permutation] = np.arange(len(permutation))
+    return inverse
 
 
 def iou(a: np.ndarray, b: np.ndarray, area_offset: float = 0.0) -> np.ndarray:
@@ -201,14 +252,19 @@ def iou(a: np.ndarray, b: np.ndarray, area_offset: float = 0.0) -> np.ndarray:
         return inter / (area_a + area_b - inter)
 
 
-def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) -> np.ndarray:
+def match(
+    det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options, gt_rank=None
+) -> np.ndarray:
     """bool (n,): which detections are true positives (step 6 of the module docstring, or
     `options.matching` "unmatched").
 
     det_group, gt_group: int64 codes of (keyframe, action); det_rank: int (n,), the order of
-    detections within a group (the greedy matching's); boxes float64 (., 4)."""
+    detections within a group (the greedy matching's); gt_rank: int (m,), the order of the
+    ground-truth boxes within a group (the first of equal IoUs wins; None: file order);
+    boxes float64 (., 4)."""
     n = len(det_group)
-    gt_order = np.argsort(gt_group, kind="stable")  # ground truth by group, file order within
+    gt_rank = np.arange(len(gt_group)) if gt_rank is None else gt_rank
+    gt_order = np.lexsort((gt_rank, gt_group))  # ground truth by group, in gt_rank within
     sorted_groups = gt_group[gt_order]
     start = np.searchsorted(sorted_groups, det_group, "left")
     count = np.searchsorted(sorted_groups, det_group, "right") - start  # (n,)
@@ -217,7 +273,7 @@ def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) 
     gt_of_pair = gt_order[start[det_of_pair] + np.arange(len(det_of_pair)) - offsets[det_of_pair]]
     overlap = iou(det_boxes[det_of_pair], gt_boxes[gt_of_pair], options.area_offset)  # (p,)
     if options.matching == "unmatched":
-        return _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, options)
+        return _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, gt_rank, options)
     has = count > 0
     best = np.full(n, -np.inf)
     if has.any():
@@ -234,15 +290,17 @@ def match(det_group, det_boxes, det_rank, gt_group, gt_boxes, options: Options) 
     return tp
 
 
-def _match_unmatched(det_of_pair, gt_of_pair, overlap, det_rank, options: Options) -> np.ndarray:
+def _match_unmatched(
+    det_of_pair, gt_of_pair, overlap, det_rank, gt_rank, options: Options
+) -> np.ndarray:
     """bool (n,): `Options.matching` "unmatched": detections in rank order, each a true
-    positive with the still-unmatched box of highest IoU (the first in file order on ties)
+    positive with the still-unmatched box of highest IoU (the first in gt_rank on ties)
     if that IoU >= the threshold. The greedy order makes this a loop, but only over the
     (detection, box) pairs at or above the threshold: the others can match nothing."""
     n = len(det_rank)
     pairs = np.flatnonzero(overlap >= options.iou_threshold)  # (q,) NaN never matches
     det, gt = det_of_pair[pairs], gt_of_pair[pairs]
-    pairs = np.lexsort((gt, -overlap[pairs], det_rank[det]))  # by detection, best box first
+    pairs = np.lexsort((gt_rank[gt], -overlap[pairs], det_rank[det]))  # by det., best box 1st
     tp = np.zeros(n, bool)
     taken: set[int] = set()
     for d, g in zip(det[pairs].tolist(), gt[pairs].tolist(), strict=True):
@@ -288,7 +346,8 @@ def frame_map(
     gt_all_kf, det_kf = codes[: len(gt_all_key)], codes[len(gt_all_key) :]
     gt_kf = gt_all_kf[gt_in]
     det_image = _first_appearance(det_key)  # the script's keyframe order (step 7)
-    kept = top_k_rows(det_kf, det_table.scores, det_table, options.top_k)
+    by_keyframe = keyframe_order(det_kf, det_table.scores)
+    kept = top_k_rows(det_kf, det_table.scores, det_table, options.top_k, by_keyframe)
     left_out[f"beyond the top {options.top_k} of a keyframe"] = int(np.sum(~kept))
     num_keys = int(codes.max()) + 1 if len(codes) else 0
     code_excluded = np.zeros(num_keys, bool)
@@ -314,20 +373,25 @@ def frame_map(
     det_group = det_kf[d] * len(classes) + det_cls
     gt_group = gt_kf[g] * len(classes) + gt_cls
     scores = det_table.scores[d]
-    rank = np.lexsort((d, -scores))  # within a keyframe: score desc, then file order
-    det_rank = np.empty(len(d), np.int64)
-    det_rank[rank] = np.arange(len(d))
-    tp = match(det_group, det_table.boxes[d], det_rank, gt_group, gt.boxes[gt_in[g]], options)
-    # step 7's ranking: score desc; ties: later keyframe (by its first detection row) first,
-    # then the later row first
-    image_rank = det_image[d]
-    order = np.lexsort((-d, -image_rank, -scores, det_cls))
+    tie = tie_order(det_kf, kept, det_table, options.top_k, by_keyframe)[d]
+    rank = np.lexsort((tie, -scores))  # within a keyframe: score desc, then the heap's order
+    det_rank = _inverse(rank)
+    gt_table = gt.take(gt_in[g])  # the script reads the ground truth through the same heap
+    gt_tie = tie_order(gt_kf[g], np.ones(len(g), bool), gt_table, 0, by_action=True)
+    gt_rank = np.lexsort((gt_tie, -gt_table.scores))  # its "score": the 8th column, person id
+    tp = match(det_group, b[d], det_rank, gt_group, gt_table.boxes, options, _inverse(gt_rank))
+    # step 7: each action's detections in the script's concatenation order (keyframes in
+    # order of their first detection row, each in its heap order), then ranked by the
+    # script's own np.argsort(scores)[::-1] (not stable: see "Ties" above)
+    order = np.lexsort((tie, -scores, det_image[d], det_cls))
     num_gt = np.bincount(gt_cls, minlength=len(classes))
     bounds = np.searchsorted(det_cls[order], np.arange(len(classes) + 1))
     ap = {}
     for i, c in enumerate(classes.tolist()):
         if num_gt[i]:
-            ap[c] = average_precision(tp[order[bounds[i] : bounds[i + 1]]], int(num_gt[i]))
+            rows = order[bounds[i] : bounds[i + 1]]
+            ranked = rows[np.argsort(scores[rows])[::-1]]
+            ap[c] = average_precision(tp[ranked], int(num_gt[i]))
     mean = float(np.mean(list(ap.values()))) if ap else float("nan")
     ground_truth = {c: int(num_gt[i]) for i, c in enumerate(classes.tolist()) if num_gt[i]}
     keyframes = int(np.sum(listed))
