@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vmp_jax import cli
+from vmp_jax.data import ava
 from vmp_jax.evaluate import ava_report
 
 LABELS = (
@@ -145,6 +146,11 @@ def test_written_detections_score_as_in_memory(tmp_path, seed):
     assert ava_report.write_detections(str(path), keyframes) == 3 * 80
     lines = path.read_text().splitlines()
     assert lines[0].startswith("v1,0902,0.1,0.1,0.4,0.9,1,") and len(lines[0].split(",")) == 8
+    model_scores = [(v, t, b, s.astype(np.float32)) for v, t, b, s in keyframes]
+    ava_report.write_detections(str(path), model_scores)
+    rows, _ = ava.read_rows(str(path))  # the scores read back as the float32s written
+    want = np.concatenate([s.ravel() for *_, s in model_scores])
+    np.testing.assert_array_equal(rows.last.astype(np.float32), want)
     (tmp_path / "gt.csv").write_text(GT)
     report = ava_report.evaluate_files(str(tmp_path / "gt.csv"), str(path), str(LABELS))
     assert (
