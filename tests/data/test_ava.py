@@ -270,3 +270,9 @@ def test_the_fast_and_the_row_by_row_reader_agree(tmp_path, seed, monkeypatch):
     assert (~fast.boxed).sum() == 10
     for a, b in zip(dataclasses.astuple(fast), dataclasses.astuple(careful), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_quoted_video_id_reads_unquoted_as_csv_reader_does(tmp_path):
+    path = _write(tmp_path, "det.csv", '"v1",0902,0.1,0.1,0.4,0.9,12,0.9\nv2,0902\n')
+    rows, problems = ava.read_rows(path)
+    assert rows.video_ids.tolist() == ["v1", "v2"] and not len(problems)

@@ -230,9 +230,10 @@ def _fast_rows(lines: list[str], widths: tuple[int, ...]) -> Rows | None:
     wide = set(np.unique(width[boxed]).tolist())
     if not set(np.unique(width).tolist()) <= set(widths) or len(wide) > 1:
         return None  # mixed box widths, a bad width, or quoted fields: the careful path decides
-    video_ids = np.asarray([line[: line.index(",")] for line in kept], object)
-    if not all(video_ids):
-        return None  # an empty video id: reported by the careful path
+    video_ids = [line[: line.index(",")] for line in kept]
+    if not all(video_ids) or '"' in "".join(video_ids):
+        return None  # an empty video id (reported), or a quoted one (csv.reader unquotes it)
+    video_ids = np.asarray(video_ids, object)
     values = np.full((n, 7), np.nan)  # timestamp, x1, y1, x2, y2, action, last
     values[:, 5:] = (-1, 1.0)
     try:
