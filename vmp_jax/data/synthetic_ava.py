@@ -18,8 +18,9 @@ Timestamps follow AVA: a video file is the 15-minute cut that starts at second 9
 shows second 900 + i / fps, and the keyframe of second t is frame (t - 900) x fps (0-based).
 Keyframes are the whole seconds 902 .. 900 + seconds - 2 (AVA: 902 .. 1798). The videos are
 written at 30 fps by default, AVA's own convention, so the clip index rule is AVA's exactly with
-nothing to convert; 160x120 px and 15 s keep a file near 100 kB. (`--fps` writes another rate,
-recorded in synthetic_ava.json; the clips then need `fps` set to it.)
+nothing to convert; 160x120 px and 15 s keep a file near 150 kB (139-159 kB at the defaults).
+(`--fps` writes another rate, recorded in synthetic_ava.json; the clips then need `fps` set to
+it.)
 
 Each video holds 2..`max_actors` actors, each in its own vertical band of the frame (they never
 overlap). An actor does exactly one pose action (stand, sit or walk: AVA's pose classes are
