@@ -1,7 +1,9 @@
 """AVA's files as published: ground truth, label map, excluded timestamps, person detections.
 
 Files are read from local paths or bucket URLs (`vmp_jax.storage`). Keys are (video_id,
-timestamp) with timestamp an int of seconds, as the official evaluator's "%s,%04d" key.
+timestamp) with timestamp an int of whole seconds, as AVA v2.2's files give it (the official
+evaluator at master keys "%s,%.6f" % Decimal(timestamp), so it also takes fractional
+timestamps; here such a row is a bad row, reported and left out).
 
 - `read_ground_truth`: rows `video_id, timestamp, x1, y1, x2, y2, action_id, person_id`
   (boxes normalised to [0, 1]) -> {key: GroundTruthBoxes}, the rows of one person on one
