@@ -38,6 +38,7 @@ def get_config():
     config.ava.test_size = (96, 128)
     config.ava.train_scale = (1.0, 1.1)
     config.ava.max_boxes = 8
+    config.ava.expects_init_from = False  # from scratch, on purpose
     config.optim.base_lr = 2e-3  # the peak: the lr is not rescaled for this small batch
     config.optim.lr_batch_base = 16
     config.optim.grad_clip = 1.0

@@ -177,6 +177,9 @@ def ava_section(**overrides) -> ml_collections.ConfigDict:
         videos="",  # "": data_root/videos (or a frame store of them)
         detections="",  # "": data_root/ava_val_predicted_boxes.csv (or a .csv or .pkl path)
         fps=30.0,  # AVA's timestamps: second t is frame (t - 900) x 30 of the cut
+        # the recipes fine-tune a K400 backbone: training without train.init_from warns
+        # (vmp_jax.train.loop.init_from_warning); False where from scratch is meant (the demo)
+        expects_init_from=True,
     )
     return ml_collections.ConfigDict({**fields, **overrides})
 

@@ -120,3 +120,13 @@ def test_a_test_size_the_patches_do_not_tile_is_refused_before_any_step(tmp_path
     with pytest.raises(ValueError, match=r"ava.test_size is \(96, 130\).*patch_size 8"):
         ava_inputs.clip_config(config)
     ava_inputs.clip_config(load_config(CONFIG, _overrides(str(tmp_path))))  # 96 x 128 tiles
+
+
+def test_a_recipe_without_init_from_warns_and_the_demo_does_not():
+    recipe = str(REPO_ROOT / "configs" / "ava_vmp_ti_f16.py")
+    warning = loop.init_from_warning(load_config(recipe))
+    assert warning and "train.init_from" in warning and "expects_init_from" in warning
+    assert loop.init_from_warning(load_config(recipe, ["--config.train.init_from=runs/k"])) is None
+    assert loop.init_from_warning(load_config(CONFIG)) is None  # from scratch on purpose
+    k400 = str(REPO_ROOT / "configs" / "k400_vmp_ti_f16.py")
+    assert loop.init_from_warning(load_config(k400)) is None  # not a detector

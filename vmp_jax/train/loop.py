@@ -132,6 +132,8 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
         state = s.trainer.init()
         if config.train.init_from:
             state = _init_from(s.trainer, state, config.train.init_from, echo)
+        elif warning := init_from_warning(config):
+            echo(warning)
     schedule = optim.schedule(config, s.steps_per_epoch)
     ema = config.optim.ema_decay > 0
     if ava:
@@ -174,6 +176,22 @@ def train(config, workdir: str, *, devices=None, echo=print) -> dict:
 
 def silent(*_) -> None:
     """The echo of processes other than 0: the run's reports come from process 0 alone."""
+
+
+def init_from_warning(config) -> str | None:
+    """The warning for an AVA recipe started without `train.init_from` (it would train the
+    backbone from scratch, far below the recipe's figures), or None. A config that means to
+    start from scratch says so with `ava.expects_init_from=False` (configs/ava_demo.py)."""
+    if not ava_inputs.is_ava(config) or config.train.init_from:
+        return None
+    if not config.ava.get("expects_init_from", False):
+        return None
+    return (
+        "warning: train.init_from is empty: this AVA recipe fine-tunes a Kinetics-400 "
+        "backbone, and without one it trains from scratch. Give "
+        "--config.train.init_from=CHECKPOINT (a K400 run of the same model and frames), or "
+        "--config.ava.expects_init_from=false to train from scratch on purpose."
+    )
 
 
 def _init_from(trainer, state, path: str, echo):
