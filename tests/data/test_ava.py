@@ -107,7 +107,7 @@ def test_bad_rows_are_reported_once_left_out_and_counted(tmp_path, caplog):
     logged = caplog.text
     for line in (7, 8, 9, 10, 11):
         assert logged.count(f"bad.csv:{line}:") == 1
-    assert "'09x4' is not a number" in logged and "5 columns, expected 2, 7 or 8" in logged
+    assert "'09x4' is not a whole number" in logged and "5 columns, expected 2, 7 or 8" in logged
 
 
 def test_two_column_rows_are_labelled_keyframes_without_boxes(tmp_path):
@@ -117,6 +117,7 @@ def test_two_column_rows_are_labelled_keyframes_without_boxes(tmp_path):
         ",0906\n"  # line 9: no video id
         "vid_c,09x6\n"  # line 10: timestamp not a number
         "vid_c,0906,0.1\n"  # line 11: 3 columns
+        "vid_c,0906.5\n"  # line 12: AVA v2.2's keys are whole seconds
     )
     gt = ava.read_ground_truth(_write(tmp_path, "gt.csv", text))
     assert list(gt) == [("vid_a", 902), ("vid_a", 903), ("vid-b_2", 1798), ("vid_c", 905)]
@@ -125,8 +126,9 @@ def test_two_column_rows_are_labelled_keyframes_without_boxes(tmp_path):
     assert gt["vid_a", 902].actions == [[12, 80], [11]]
     assert {p.where: p.message for p in gt.problems} == {
         9: "empty video id",
-        10: "timestamp '09x6' is not a number",
+        10: "timestamp '09x6' is not a whole number",
         11: "3 columns, expected 2, 7 or 8",
+        12: "timestamp '0906.5' is not a whole number",
     }
     det = ava.read_detections(
         _write(tmp_path, "det.csv", "vid_a,0902,0.1,0.2,0.5,0.9,,0.95\nvid_a,0903\nvid_a,0904,1\n")

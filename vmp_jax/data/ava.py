@@ -172,7 +172,8 @@ def _parse_fields(fields: list[str]) -> tuple:
             else:
                 values.append(float(text))
         except ValueError:
-            raise ValueError(f"{names[i]} {text!r} is not a number") from None
+            whole = " whole" if i in (0, 5) else ""  # AVA's timestamps and action ids
+            raise ValueError(f"{names[i]} {text!r} is not a{whole} number") from None
     return tuple(values)
 
 
