@@ -167,6 +167,8 @@ SLOWEST_FIRST = (
     "tests/train/test_diagnostics.py",
     "tests/interop/test_torch_model.py",
     "tests/train/test_bench_train.py",
+    "tests/train/test_ava_train.py",
+    "tests/multihost/test_ava_multihost.py",
     "tests/models/test_bfloat16_long.py",
     "tests/interop/test_import.py",
     "tests/evaluate/test_predict.py",
