@@ -80,7 +80,7 @@ def test_the_loop_reports_each_window_after_validation_over_its_own_steps(monkey
     )
     logged = []
     log = SimpleNamespace(write=lambda *record: logged.append(record), sync=lambda: None)
-    ckpt = SimpleNamespace(save=lambda *args, **kwargs: None, latest=lambda: None)
+    ckpt = SimpleNamespace(save=lambda *args, **kwargs: None, latest=lambda: None, metric="top1")
     preempt = SimpleNamespace(reached=lambda done: False, cause="")
     loop._loop(s, None, batches(), train_step, None, ckpt, log, 0, True, preempt)
     windows = [
