@@ -3,6 +3,7 @@ file per split; keyframes where asked, the frames close to the source's, the tra
 resumable, broken videos listed and left out, and no source ever overwritten."""
 
 import os
+import re
 
 import av
 import numpy as np
@@ -145,3 +146,40 @@ def test_copies_are_assigned_across_splits_and_a_clash_names_both_sources():
     same_id = [listing.VideoFile(f"/{root}/a.mp4", 0, "a.mp4") for root in "pqr"]
     with pytest.raises(ValueError, match="/r/a.mp4 and /q/a.mp4 would be re-encoded to one"):
         reencode.assign_targets([same_id])
+
+
+def test_a_reordered_rerun_keeps_each_sources_copy(motion_dataset, tmp_path, capsys):
+    """Run 1 lists [a.mp4, a.avi] (a.avi gets a suffixed name), run 2 the other way round: each
+    source keeps its copy, never the other video's; a reencode.json without the record stops
+    the run where the name is ambiguous, and a target given for another source's copy too."""
+    sources = listing.read_list_file(os.path.join(motion_dataset, "train.txt"), motion_dataset)
+    two = list({s.label: s for s in sources}.values())[:2]  # 2 videos that differ
+    root, out = tmp_path / "root", tmp_path / "out"
+    root.mkdir()
+    for name, source in zip(["a.mp4", "a.avi"], two, strict=True):
+        (root / name).write_bytes(_bytes(source.path))  # MP4 data, as .avi too
+    argv = ["make-frames", "--list", str(tmp_path / "list.txt"), "--data-root", str(root)]
+    argv += ["--out", str(out), "--reencode", "intra", "--crf", "18", "--workers", "1"]
+    for order in ([0, 1], [1, 0]):
+        rows = [f"{['a.mp4', 'a.avi'][i]} {two[i].label}\n" for i in order]
+        (tmp_path / "list.txt").write_text("".join(rows))
+        assert cli.main(argv) == 0
+        copies = listing.read_list_file(str(out / "list.txt"), str(out))
+        for i, copy in zip(order, copies, strict=True):
+            a, b = two[i].read(np.arange(16)), copy.read(np.arange(16))  # (16, 48, 48, 3)
+            assert np.abs(a.astype(float) - b).mean() < 4  # its own source's frames
+    assert "kept 2 already there" in capsys.readouterr().out
+    assert [c.video_id for c in copies][1] == "a.mp4"  # a.mp4 kept its name
+
+    items = [listing.VideoFile(str(root / n), 0, n) for n in ("a.avi", "a.mp4")]
+    settings = reencode.Settings("intra", crf=18)
+    with pytest.raises(
+        ValueError, match=r"a\.avi would be re-encoded to \S*a\.mp4, which an earlier"
+    ):
+        reencode.reencode(items, str(out), "x.txt", settings, targets=["a.mp4", "b.mp4"])
+    with pytest.raises(ValueError, match=r"a\.avi would be re-encoded to b\.mp4, but an earlier"):
+        reencode.reencode(items[:1], str(out), "x.txt", settings, targets=["b.mp4"])
+    record = out / reencode.SETTINGS_FILE
+    record.write_text('{"gop": "intra", "short_side": 320, "crf": 18}')  # before the record
+    assert cli.main(argv) == 2
+    assert re.search(r"a\.mp4 and \S*a\.avi both re-encode to a\.mp4", capsys.readouterr().err)

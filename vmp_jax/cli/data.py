@@ -350,7 +350,8 @@ def _reencode(args: argparse.Namespace) -> int:
     storage.check_access([p for _, where, root, _ in targets for p in (where, root)], [args.out])
     unreadable, lists = 0, {}
     splits = [listing.read_videos(where, root) for _, where, root, _ in targets]
-    copies = reencode.assign_targets(splits)  # one copy per source across the splits
+    earlier = reencode.recorded_targets(args.out)  # an earlier run's copies keep their sources
+    copies = reencode.assign_targets(splits, earlier, recorded=earlier is not None)
     for (split, where, _, _), items, relative in zip(targets, splits, copies, strict=True):
         with tqdm(total=len(items), unit="video", desc=split) as bar:
             done = reencode.reencode(

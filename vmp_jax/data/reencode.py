@@ -12,21 +12,31 @@ down to `short_side`, an odd side cropped by one pixel) at the videos' relative 
 later video whose relative path an earlier one took gets its own name), and a list file per
 split, read as `data.source=list` with `data.data_root` the folder. Resumable:
 each file is written whole (a temporary name renamed, or one upload), and a rerun keeps the
-files there. Unreadable videos are left out and listed, as `vmp make-frames` lists them.
+files there; reencode.json records which source each file is (to be) made from, before any is
+written, so a rerun with the lists reordered keeps each source's name and never takes another
+video's file for it. Unreadable videos are left out and listed, as `vmp make-frames` lists them.
 """
 
 import collections
 import dataclasses
 import fractions
 import hashlib
-import json
 import os
 import time
 
 import numpy as np
 
 from vmp_jax import storage
-from vmp_jax.data import decode, encode, frame_packing, listing, parallel, sampling, transforms
+from vmp_jax.data import (
+    decode,
+    encode,
+    frame_packing,
+    frame_store,
+    listing,
+    parallel,
+    sampling,
+    transforms,
+)
 
 GOPS = {"gop8": 8, "intra": 1}  # --reencode: frames from one keyframe to the next
 
@@ -61,31 +71,45 @@ def _source_key(item) -> str:
     return storage.resolve(path) if path else item.name
 
 
-def assign_targets(splits) -> list[list[str]]:
+def assign_targets(splits, earlier=None, *, recorded=True) -> list[list[str]]:
     """Each item's copy, relative to the output folder, for the items of every split written
     into one folder (a list of lists, in order): `relative_path`, but never one copy for two
     sources. An item listed again (the same file) shares its copy; a later source whose
     relative path an earlier one took (`a.avi` after `a.mp4`, `../x.mp4` after `_/x.mp4`) gets
     `<stem>.<8 hex digits of its id's SHA-256>.mp4` instead. ValueError, naming both sources,
-    where that name is taken too."""
-    owner: dict[str, str] = {}  # target -> the name of the source it copies
-    copy_of: dict[str, str] = {}  # source key -> target
+    where that name is taken too.
+
+    Args:
+      earlier: an earlier run's {source key: copy} (`recorded_targets`): those sources keep
+        their copies and no other source gets one of them, whatever the order of the lists.
+      recorded: False where the folder holds an earlier run that did not record its sources
+        (a reencode.json from before the record): then two sources with one relative path are
+        a ValueError, since which of them the copy there was made from is unknown.
+    """
+    copy_of: dict[str, str] = dict(earlier or {})  # source key -> target
+    owner = {target: key for key, target in copy_of.items()}  # target -> its source's name
     out = []
     for items in splits:
         out.append([])
         for item in items:
             key = _source_key(item)
             if key not in copy_of:
-                copy_of[key] = _free_target(item, owner)
+                copy_of[key] = _free_target(item, owner, recorded)
                 owner[copy_of[key]] = item.name
             out[-1].append(copy_of[key])
     return out
 
 
-def _free_target(item, owner: dict[str, str]) -> str:
+def _free_target(item, owner: dict[str, str], recorded: bool = True) -> str:
     target = relative_path(item)
     if target not in owner:
         return target
+    if not recorded:
+        raise ValueError(
+            f"{item.name} and {owner[target]} both re-encode to {target}, and the earlier run's "
+            f"{SETTINGS_FILE} does not record which of them the copy there was made from: "
+            "delete that folder to start over, or use another --out"
+        )
     digest = hashlib.sha256(item.video_id.encode()).hexdigest()[:8]
     unique = f"{os.path.splitext(target)[0]}.{digest}.mp4"
     if unique in owner:
@@ -129,9 +153,21 @@ def _write_whole(path: str, frames: np.ndarray, fps: float, settings: Settings) 
 SETTINGS_FILE = "reencode.json"
 
 
-def _check_resume(out: str, settings: Settings) -> None:
-    """Writes out/reencode.json, or checks that an earlier run into `out` had the same settings
-    (the files it kept would otherwise mix two encodings)."""
+def recorded_targets(out: str) -> dict[str, str] | None:
+    """The copies an earlier run into `out` made or started, {source key: copy relative to
+    `out`}, from out/reencode.json: {} when there was no earlier run, None when its
+    reencode.json is older than the record (settings only)."""
+    path = storage.join(out, SETTINGS_FILE)
+    if not storage.isfile(path):
+        return {}
+    return frame_store.read_json(path).get("targets")
+
+
+def _check_resume(out: str, settings: Settings, claims: dict[str, str]) -> None:
+    """Checks that an earlier run into `out` had the same settings (the files it kept would
+    otherwise mix two encodings) and gave no copy of `claims` ({source key: copy}) to another
+    source (a kept file would be another video's), then writes out/reencode.json: the
+    settings and every copy's source, before any copy is written."""
     path = storage.join(out, SETTINGS_FILE)
     changed = frame_packing.changed_settings(path, dataclasses.asdict(settings))
     if changed:
@@ -139,7 +175,23 @@ def _check_resume(out: str, settings: Settings) -> None:
             f"{out} holds copies re-encoded with other settings ({'; '.join(changed)}): use "
             "another --out, or delete it to start over"
         )
-    storage.write_text(path, json.dumps(dataclasses.asdict(settings)))
+    earlier = recorded_targets(out) or {}
+    owner = {target: key for key, target in earlier.items()}
+    for key, target in claims.items():
+        if owner.get(target, key) != key:
+            raise ValueError(
+                f"{key} would be re-encoded to {storage.join(out, target)}, which an earlier run "
+                f"made from {owner[target]}: use the names `assign_targets` gives with "
+                "`recorded_targets`, another --out, or delete it to start over"
+            )
+        if earlier.get(key, target) != target:
+            raise ValueError(
+                f"{key} would be re-encoded to {target}, but an earlier run into {out} made its "
+                f"copy {earlier[key]}: use the names `assign_targets` gives with "
+                "`recorded_targets`, another --out, or delete it to start over"
+            )
+    record = {**dataclasses.asdict(settings), "targets": {**earlier, **claims}}
+    frame_store.write_json(path, record)
 
 
 def reencode_video(job) -> dict:
@@ -179,13 +231,17 @@ def reencode(
         written into `out` (default: over `items` alone).
     """
     settings.validate()
-    relative = targets if targets is not None else assign_targets([items])[0]
+    if targets is None:
+        earlier = recorded_targets(out)
+        targets = assign_targets([items], earlier, recorded=earlier is not None)[0]
+    relative = targets
     targets = [storage.join(out, t) for t in relative]
     for item, target in zip(items, targets, strict=True):
         source = getattr(item, "path", None)
         if source and storage.resolve(source) == storage.resolve(target):
             raise ValueError(f"--out {out} would overwrite the source video {source}")
-    _check_resume(out, settings)
+    claims = {_source_key(item): t for item, t in zip(items, relative, strict=True)}
+    _check_resume(out, settings, claims)
     uses, first = collections.Counter(targets), {}
     for item, target in zip(items, targets, strict=True):
         first.setdefault(target, item)  # in list order
