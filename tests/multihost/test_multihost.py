@@ -203,10 +203,12 @@ def test_a_sigterm_to_the_launcher_saves_every_process_at_one_step_and_exits_0(
     with 2 Grain workers; both finish their step, save at the step jax's preemption sync point
     names and exit 0, and so does the launcher; the same command resumes bit-identical."""
     workdir = str(tmp_path / "preempted")
-    run, lines, _ = _train_until_first_checkpoint(motion_dataset, workdir, **WORKERS)
-    run.send_signal(signal.SIGTERM)
-    out, _ = run.communicate(timeout=300)
+    with SharedMemoryWatch(tmp_path / "shm_stopped") as watch:
+        run, lines, _ = _train_until_first_checkpoint(motion_dataset, workdir, **WORKERS)
+        run.send_signal(signal.SIGTERM)
+        out, _ = run.communicate(timeout=300)
     assert run.returncode == 0, lines + out
+    assert watch.left() == []  # the preempted processes' workers and slots: nothing left
     step = _stopped_at_one_step(workdir, lines + out)
     _resume_and_compare(motion_dataset, workdir, two_process_run, step, tmp_path / "shm", **WORKERS)
 
@@ -219,10 +221,12 @@ def test_a_sigint_to_one_process_group_stops_every_process_at_one_step(
     signal: it says SIGTERM, the notifier's); both save there and exit 0, and the workers
     leave it to their process."""
     workdir = str(tmp_path / "interrupted")
-    run, lines, pids = _train_until_first_checkpoint(motion_dataset, workdir, **WORKERS)
-    os.killpg(pids[1], signal.SIGINT)  # each process leads a process group of its own
-    out, _ = run.communicate(timeout=300)
+    with SharedMemoryWatch(tmp_path / "shm") as watch:
+        run, lines, pids = _train_until_first_checkpoint(motion_dataset, workdir, **WORKERS)
+        os.killpg(pids[1], signal.SIGINT)  # each process leads a process group of its own
+        out, _ = run.communicate(timeout=300)
     assert run.returncode == 0, lines + out
+    assert watch.left() == []
     _stopped_at_one_step(workdir, lines + out)
     assert "KeyboardInterrupt" not in out, out
 
