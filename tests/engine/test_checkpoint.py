@@ -1,6 +1,7 @@
 """What a workdir keeps: the last `keep` checkpoints and the best by validation top-1; what a
 process does when another could not read a step (tests/multihost: with 2 real processes)."""
 
+import logging
 import os
 
 import grain
@@ -147,3 +148,18 @@ def test_every_process_says_it_retries_a_read(capsys):
     checkpoint._retry_warning(said.append, 1, 2)("retrying in 30 s")
     assert said == ["retrying in 2 s", "process 0: retrying in 8 s"]
     assert capsys.readouterr().err == "process 1: retrying in 30 s\n"
+
+
+def test_an_orbax_without_its_tensorstore_contexts_still_checkpoints(tmp_path, monkeypatch, caplog):
+    """The retry bound sits in Orbax's private module globals: an Orbax without them (a
+    rename) keeps TensorStore's default with one warning, and checkpoints still work."""
+    monkeypatch.delattr(checkpoint.tensorstore_utils, "_BASE_TS_CONTEXT")
+    checkpoint._warn_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint._bound_tensorstore_retries() is False
+        assert checkpoint._bound_tensorstore_retries() is False
+    assert caplog.text.count("has no _BASE_TS_CONTEXT or _DEFAULT_OCDBT_TS_CONTEXT") == 1
+    checkpoints = Checkpoints(str(tmp_path), async_save=False)
+    checkpoints.save(1, {"w": jnp.arange(4.0)})
+    checkpoints.wait()
+    assert checkpoints.latest().endswith("checkpoints/1")

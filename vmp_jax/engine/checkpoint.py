@@ -13,6 +13,7 @@ and a step without one is not a checkpoint.
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import re
@@ -27,9 +28,11 @@ from etils import epath
 from orbax.checkpoint._src.metadata import (
     array_metadata_store,
 )  # as Orbax's own registry (no public path)
-from orbax.checkpoint._src.serialization import (
-    tensorstore_utils,
-)  # the TensorStore context Orbax makes for every read and write (no public setting)
+
+try:  # the TensorStore context Orbax makes for every read and write (no public setting)
+    from orbax.checkpoint._src.serialization import tensorstore_utils
+except ImportError:  # moved in another Orbax: `_bound_tensorstore_retries` warns
+    tensorstore_utils = None
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policy
 
 from vmp_jax import storage
@@ -65,14 +68,26 @@ def _register_array_handler() -> None:
     ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
 
 
-def _bound_tensorstore_retries() -> None:
+def _bound_tensorstore_retries() -> bool:
     """TENSORSTORE_GCS_RETRIES in the contexts Orbax makes from now on (TensorStore's own
-    default is 32 retries, up to about 15 minutes)."""
-    for context in (
-        tensorstore_utils._BASE_TS_CONTEXT,
-        tensorstore_utils._DEFAULT_OCDBT_TS_CONTEXT,
-    ):
+    default is 32 retries, up to about 15 minutes). The contexts are Orbax's private module
+    globals: an Orbax without them keeps TensorStore's default, with a warning, and False."""
+    names = ("_BASE_TS_CONTEXT", "_DEFAULT_OCDBT_TS_CONTEXT")
+    contexts = [getattr(tensorstore_utils, name, None) for name in names]
+    if not all(isinstance(context, dict) for context in contexts):
+        _warn_once(
+            f"this orbax-checkpoint has no {' or '.join(names)}: TensorStore keeps its own GCS "
+            f"retries (32, up to about 15 minutes) instead of {TENSORSTORE_GCS_RETRIES}"
+        )
+        return False
+    for context in contexts:
         context["gcs_request_retries"] = dict(TENSORSTORE_GCS_RETRIES)
+    return True
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
 
 
 _bound_tensorstore_retries()  # for every read and write, Checkpoints' or not
