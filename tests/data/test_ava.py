@@ -118,9 +118,16 @@ def test_two_column_rows_are_labelled_keyframes_without_boxes(tmp_path):
         "vid_c,09x6\n"  # line 10: timestamp not a number
         "vid_c,0906,0.1\n"  # line 11: 3 columns
         "vid_c,0906.5\n"  # line 12: AVA v2.2's keys are whole seconds
+        "vid_c,0907.0\n"  # line 13: a whole second written as a float: the key 907
     )
     gt = ava.read_ground_truth(_write(tmp_path, "gt.csv", text))
-    assert list(gt) == [("vid_a", 902), ("vid_a", 903), ("vid-b_2", 1798), ("vid_c", 905)]
+    assert list(gt) == [
+        ("vid_a", 902),
+        ("vid_a", 903),
+        ("vid-b_2", 1798),
+        ("vid_c", 905),
+        ("vid_c", 907),
+    ]
     empty = gt["vid_c", 905]
     assert empty.boxes.shape == (0, 4) and empty.labels.shape == (0, 80) and not empty.actions
     assert gt["vid_a", 902].actions == [[12, 80], [11]]

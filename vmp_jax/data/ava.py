@@ -158,6 +158,16 @@ def _read_lines(path: str) -> list[str]:
         raise AvaFileError(f"{path}: cannot be read: {error}") from error
 
 
+def _whole(text: str) -> int:
+    """A timestamp or action id: a whole number, written "0902" or "902.0" (the same key in
+    the official script, which keys on the timestamp's Decimal value; the fast reader's
+    float parse takes both too); ValueError otherwise."""
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
 def _parse_fields(fields: list[str]) -> tuple:
     """One row's values; ValueError naming the field that is not a number."""
     names = ("timestamp", "x1", "y1", "x2", "y2", "action_id", "8th column")
@@ -166,9 +176,9 @@ def _parse_fields(fields: list[str]) -> tuple:
         text = text.strip()
         try:
             if i == 0:
-                values.append(int(text))
+                values.append(_whole(text))
             elif i == 5:
-                values.append(int(text) if text else -1)
+                values.append(_whole(text) if text else -1)
             else:
                 values.append(float(text))
         except ValueError:
@@ -275,9 +285,9 @@ def _columns(rows: list[list[str]]) -> tuple:
     bare = ["nan"] * 4 + [""]  # a 2-column row's box and action
     cols = list(zip(*(r[:7] if len(r) > 2 else [*r, *bare] for r in rows), strict=True))
     video_ids = np.asarray(cols[0], object)
-    timestamps = np.asarray([t.strip() for t in cols[1]], np.int64)
+    timestamps = np.asarray([_whole(t.strip()) for t in cols[1]], np.int64)
     boxes = np.stack([np.asarray(cols[i], np.float64) for i in range(2, 6)], axis=1)
-    actions = np.asarray([a.strip() or "-1" for a in cols[6]], np.int64)
+    actions = np.asarray([_whole(a.strip() or "-1") for a in cols[6]], np.int64)
     has_last = np.asarray([len(r) == 8 for r in rows])
     last = np.asarray([r[7] if len(r) == 8 else "1.0" for r in rows], np.float64)
     return video_ids, timestamps, boxes, actions, last, has_last
@@ -355,7 +365,7 @@ def read_excluded(path: str, problems: Problems | None = None) -> set[tuple[str,
         try:
             if len(fields) != 2:
                 raise ValueError(f"{len(fields)} columns, expected 2 (video_id, timestamp)")
-            excluded.add((fields[0], int(fields[1].strip())))
+            excluded.add((fields[0], _whole(fields[1].strip())))
         except ValueError as error:
             bad += 1
             problems.add(path, number, "malformed", str(error))
