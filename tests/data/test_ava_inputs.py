@@ -11,8 +11,9 @@ import pickle
 import numpy as np
 import pytest
 
+from tests.ava_sets import generated_ava
 from vmp_jax import storage
-from vmp_jax.data import ava_clips, ava_inputs, ava_pickle, frame_packing, listing, synthetic_ava
+from vmp_jax.data import ava_clips, ava_inputs, ava_pickle, frame_packing, listing
 from vmp_jax.experiment import REPO_ROOT, load_config
 
 CONFIG = str(REPO_ROOT / "configs" / "ava_demo.py")
@@ -21,10 +22,7 @@ CONFIG = str(REPO_ROOT / "configs" / "ava_demo.py")
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
     """One train and one val video of 6 s (keyframes 902-904)."""
-    root = str(tmp_path_factory.mktemp("ava"))
-    spec = synthetic_ava.Spec(root, videos=2, seconds=6, val_fraction=0.5, seed=5)
-    synthetic_ava.make_dataset(spec, workers=1)
-    return root
+    return generated_ava(tmp_path_factory, videos=2, seconds=6, val_fraction=0.5, seed=5)
 
 
 def _config(root: str, **ava):

@@ -14,9 +14,10 @@ import re
 import numpy as np
 import pytest
 
+from tests.ava_sets import config_overrides, generated_ava
 from tests.multihost.test_multihost import _launch
 from vmp_jax import cli
-from vmp_jax.data import ava_inputs, synthetic_ava
+from vmp_jax.data import ava_inputs
 from vmp_jax.engine import checkpoint
 from vmp_jax.engine.state import Trainer, flat_params
 from vmp_jax.experiment import REPO_ROOT, load_config
@@ -31,16 +32,13 @@ REPORT = {"detections.csv", "ap_per_class.csv", "metrics.json"}
 
 
 def _overrides(root: str) -> list[str]:
-    return [f"--config.{o}" for o in [*TINY, f"data.data_root={root}"]]
+    return config_overrides(TINY, root)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
     """3 val videos of 7 s: 12 keyframes less 2 excluded, over 2 batches of 8."""
-    root = str(tmp_path_factory.mktemp("ava"))
-    spec = synthetic_ava.Spec(root, videos=4, seconds=7, val_fraction=0.75, seed=2)
-    synthetic_ava.make_dataset(spec, workers=1)
-    return root
+    return generated_ava(tmp_path_factory, videos=4, seconds=7, val_fraction=0.75, seed=2)
 
 
 @pytest.fixture

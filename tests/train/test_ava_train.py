@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from tests.ava_sets import config_overrides, generated_ava
 from vmp_jax import cli
 from vmp_jax.data import ava, ava_inputs, synthetic_ava
 from vmp_jax.engine import checkpoint
@@ -35,15 +36,12 @@ MAP, MARGIN = 0.6, 0.15
 
 
 def _overrides(root: str) -> list[str]:
-    return [f"--config.{o}" for o in [*TINY, f"data.data_root={root}"]]
+    return config_overrides(TINY, root)
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
-    root = str(tmp_path_factory.mktemp("ava"))
-    spec = synthetic_ava.Spec(root, videos=12, seconds=6, val_fraction=0.34, seed=1)
-    synthetic_ava.make_dataset(spec, workers=1)
-    return root
+    return generated_ava(tmp_path_factory, videos=12, seconds=6, val_fraction=0.34, seed=1)
 
 
 @pytest.fixture(scope="module")
